@@ -1,0 +1,99 @@
+"""Environment speed at each render-quality setting, and how much the pixels change.
+
+    python bench/env.py [--task walker_walk] [--size 84] [--agent-steps 200] [--action-repeat 2]
+
+Frames are environment frames: every action-repeat sub-step is a frame (dm_control control step), and the env renders
+once per agent step (after its last frame). So ``frames_per_s = agent_steps * action_repeat / seconds``, seconds
+covering physics + rendering + frame stacking.
+
+The three settings step in lockstep with the same seed and actions, so they go through the same physics states; each
+env's own step time is accumulated separately (interleaving spreads the noise of a shared machine over all three).
+``mean_abs_pixel_diff_<setting>`` is the mean |difference| (0..255 scale) between that setting's newest frame and the
+default one on the same state, over all steps and pixels. ``physics_steps_per_s`` is frames per second with no
+rendering at all (a bare ``suite.load`` env). The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from drq.env import make_env
+
+SETTINGS: dict[str, object] = {"default": False, "no_msaa": "no_msaa", "no_shadows": "no_shadows"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="walker_walk")
+    parser.add_argument("--size", type=int, default=84)
+    parser.add_argument("--agent-steps", type=int, default=200)
+    parser.add_argument("--action-repeat", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    envs = {
+        name: make_env(args.task, action_repeat=args.action_repeat, seed=args.seed, size=args.size, fast_render=value)
+        for name, value in SETTINGS.items()
+    }
+    for env in envs.values():
+        env.reset()  # creates the GL contexts outside the timed region
+    action_shape = envs["default"].action_shape
+    actions = np.random.default_rng(0).uniform(-1, 1, (args.agent_steps, *action_shape)).astype(np.float32)
+
+    seconds = dict.fromkeys(envs, 0.0)
+    frames = dict.fromkeys(envs, 0)
+    abs_diff_sum = dict.fromkeys(envs, 0.0)
+    for action in actions:
+        newest = {}
+        for name, env in envs.items():
+            start = time.perf_counter()
+            ts = env.step(action)
+            if ts.last:
+                env.reset()
+            seconds[name] += time.perf_counter() - start
+            frames[name] += args.action_repeat
+            newest[name] = ts.frame.astype(np.int16)
+        for name in envs:
+            abs_diff_sum[name] += float(np.abs(newest[name] - newest["default"]).mean())
+
+    physics_steps_per_s = _physics_steps_per_s(envs["default"], actions)
+    result: dict[str, object] = {
+        "task": args.task,
+        "size": args.size,
+        "action_repeat": args.action_repeat,
+        "agent_steps": args.agent_steps,
+        "backend": envs["default"].backend,
+        "frames_per_s": frames["default"] / seconds["default"],
+    }
+    for name in ("no_msaa", "no_shadows"):
+        result[f"frames_per_s_{name}"] = frames[name] / seconds[name]
+        result[f"mean_abs_pixel_diff_{name}"] = abs_diff_sum[name] / len(actions)
+    result["physics_steps_per_s"] = physics_steps_per_s
+    result["notes"] = (
+        "frames = env frames (action-repeat sub-steps); one render per agent step; "
+        "physics_steps_per_s = frames/s without rendering; pixel diff on the 0..255 scale vs default"
+    )
+    for env in envs.values():
+        env.close()
+    print(json.dumps(result))
+
+
+def _physics_steps_per_s(env, actions: np.ndarray) -> float:
+    """Frames (dm_control control steps) per second of the underlying env, no rendering."""
+    dm_env = env._env  # the bench measures the env's own internals on purpose
+    dm_env.reset()
+    count, start = 0, time.perf_counter()
+    for action in actions:
+        for _ in range(env.action_repeat):
+            if dm_env.step(env._env_action(action)).last():
+                dm_env.reset()
+            count += 1
+    return count / (time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()

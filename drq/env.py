@@ -1,0 +1,237 @@
+"""DeepMind Control from pixels: action repeat, frame stack, and one :class:`TimeStep` type.
+
+Clock: one call to :meth:`PixelEnv.step` is one *agent step* = ``action_repeat`` *frames* (physics control steps);
+rewards are summed over those frames and the picture is rendered once, after the last of them.
+
+Example::
+
+    env = make_env("walker_walk", frame_stack=3, action_repeat=2, seed=1, size=84)
+    ts = env.reset()                       # ts.observation: uint8 (9, 84, 84), first frame repeated 3 times
+    ts = env.step(np.zeros(env.action_shape, np.float32))
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Union
+
+import numpy as np
+
+from drq import rendering, tasks
+
+FastRender = Union[bool, str, None]
+FAST_RENDER_CHOICES: tuple[Any, ...] = (False, True, "no_msaa", "no_shadows")
+_ACTION_TOLERANCE = 1e-5  # actions may exceed [-1, 1] by float rounding; they are clipped, larger excess is an error
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TimeStep:
+    """One agent step.
+
+    observation: uint8 (3k, H, W), channels-first, oldest frame first, newest last.
+    action: float32 (A,), in [-1, 1], the action that led here (zeros on the first step).
+    reward: sum of the rewards of the action-repeat frames (0.0 on the first step).
+    discount: product of the frames' discounts (1.0 on the first step).
+    first / last: episode start / end.
+    """
+
+    observation: np.ndarray
+    action: np.ndarray
+    reward: float
+    discount: float
+    first: bool
+    last: bool
+
+    @property
+    def frame(self) -> np.ndarray:
+        """The newest frame, uint8 (3, H, W)."""
+        return self.observation[-3:]
+
+
+def make_env(
+    task: str = "walker_walk",
+    frame_stack: int = 3,
+    action_repeat: int = 2,
+    seed: int = 1,
+    size: int = 84,
+    camera_id: int | str | None = None,
+    fast_render: FastRender = False,
+) -> "PixelEnv":
+    """Build a pixel environment for ``task`` (see :mod:`drq.tasks` for names).
+
+    frame_stack: k, frames per observation; action_repeat: frames per agent step; size: H = W in pixels;
+    camera_id: None picks the domain's camera (quadruped 2, else 0);
+    fast_render: False (full quality) | 'no_msaa' (or True) | 'no_shadows' (MSAA and shadows off).
+    """
+    return PixelEnv(task, frame_stack, action_repeat, seed, size, camera_id, fast_render)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _seed(value: Any) -> int:
+    # numpy 2's RandomState accepts only integers in [0, 2**32); cast numpy ints, reject the rest here.
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {value!r}")
+    return int(value)
+
+
+def _fast_render_mode(value: FastRender) -> str | None:
+    """Normalise ``fast_render`` to None, 'no_msaa' or 'no_shadows'."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "no_msaa"
+    if isinstance(value, str) and value in ("no_msaa", "no_shadows"):
+        return value
+    raise ValueError(f"fast_render must be one of {FAST_RENDER_CHOICES}, got {value!r}")
+
+
+class PixelEnv:
+    """A dm_control task seen through one camera; see :func:`make_env` for the arguments."""
+
+    def __init__(
+        self,
+        task: str,
+        frame_stack: int = 3,
+        action_repeat: int = 2,
+        seed: int = 1,
+        size: int = 84,
+        camera_id: int | str | None = None,
+        fast_render: FastRender = False,
+    ) -> None:
+        self.task_name = task
+        self.domain, self.task = tasks.resolve_task(task)
+        self.frame_stack = _positive_int("frame_stack", frame_stack)
+        self.action_repeat = _positive_int("action_repeat", action_repeat)
+        self.size = _positive_int("size", size)
+        self.seed = _seed(seed)
+        self.fast_render = _fast_render_mode(fast_render)
+        self.camera_id = tasks.default_camera(self.domain) if camera_id is None else camera_id
+        self.backend = rendering.setup_rendering()
+        self._env = self._load()
+
+        spec = self._env.action_spec()
+        self._action_dtype = spec.dtype
+        self._action_min = np.broadcast_to(spec.minimum, spec.shape).astype(np.float64)
+        self._action_max = np.broadcast_to(spec.maximum, spec.shape).astype(np.float64)
+        self._rescale = not (np.all(self._action_min == -1.0) and np.all(self._action_max == 1.0))
+        self.action_shape: tuple[int, ...] = tuple(spec.shape)
+        self.observation_shape: tuple[int, int, int] = (3 * self.frame_stack, self.size, self.size)
+        # Shadows are turned off per render (a scene flag: no shadow-map pass); MSAA in the model before the first
+        # render, because MuJoCo sizes the multisampled framebuffer when it creates the rendering context.
+        self._render_flags = {"shadow": False} if self.fast_render == "no_shadows" else None
+
+        self._frames: collections.deque[np.ndarray] = collections.deque(maxlen=self.frame_stack)
+        self._pending_action: np.ndarray | None = None
+        self._needs_reset = True
+
+    def _load(self) -> Any:
+        if self.domain == tasks.MANIPULATION_DOMAIN:
+            from dm_control import manipulation
+
+            return manipulation.load(f"{self.task}_features", seed=self.seed)
+        from dm_control import suite
+
+        return suite.load(self.domain, self.task, task_kwargs={"random": self.seed})
+
+    @property
+    def physics(self) -> Any:
+        """The dm_control physics of the current episode (manipulation tasks build a new one at every reset)."""
+        return self._env.physics
+
+    def _apply_render_quality(self) -> None:
+        if self.fast_render is not None:
+            self.physics.model.vis.quality.offsamples = 0
+
+    def render(self, size: int = 256) -> np.ndarray:
+        """The task's camera view, uint8 (size, size, 3) (channels-last, for videos), with this env's quality."""
+        return self.physics.render(size, size, camera_id=self.camera_id, render_flag_overrides=self._render_flags)
+
+    def _render_frame(self) -> np.ndarray:
+        return np.ascontiguousarray(self.render(self.size).transpose(2, 0, 1))
+
+    def _observation(self) -> np.ndarray:
+        return np.concatenate(list(self._frames), axis=0)
+
+    def reset(self) -> TimeStep:
+        """Start an episode; the first frame fills all k slots of the stack."""
+        self._env.reset()
+        self._apply_render_quality()
+        frame = self._render_frame()
+        for _ in range(self.frame_stack):
+            self._frames.append(frame)
+        self._pending_action = None
+        self._needs_reset = False
+        return TimeStep(
+            observation=self._observation(),
+            action=np.zeros(self.action_shape, np.float32),
+            reward=0.0,
+            discount=1.0,
+            first=True,
+            last=False,
+        )
+
+    def _checked_action(self, action: Any) -> np.ndarray:
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != self.action_shape:
+            raise ValueError(f"action must have shape {self.action_shape} for {self.task_name}, got {action.shape}")
+        if not np.all(np.isfinite(action)) or np.any(np.abs(action) > 1.0 + _ACTION_TOLERANCE):
+            raise ValueError(f"action must be finite and in [-1, 1], got {action}")
+        return np.clip(action, -1.0, 1.0)
+
+    def _env_action(self, action: np.ndarray) -> np.ndarray:
+        """Map [-1, 1] to the task's action bounds (identity for every suite task but quadruped)."""
+        if not self._rescale:
+            return action.astype(self._action_dtype)
+        scaled = self._action_min + (action.astype(np.float64) + 1.0) * 0.5 * (self._action_max - self._action_min)
+        return scaled.astype(self._action_dtype)
+
+    def step_async(self, action: np.ndarray) -> None:
+        """Check and store ``action`` (float32 (A,) in [-1, 1]); :meth:`step_wait` runs it."""
+        if self._needs_reset:
+            raise RuntimeError("the episode has ended (or never started): call reset() before step()")
+        if self._pending_action is not None:
+            raise RuntimeError("step_async() called twice without step_wait()")
+        self._pending_action = self._checked_action(action)
+
+    def step_wait(self) -> TimeStep:
+        """Run the stored action for ``action_repeat`` frames (fewer if the episode ends), then render once."""
+        if self._pending_action is None:
+            raise RuntimeError("step_wait() called without step_async()")
+        action, self._pending_action = self._pending_action, None
+        env_action = self._env_action(action)
+        reward, discount, last = 0.0, 1.0, False
+        for _ in range(self.action_repeat):
+            dm_step = self._env.step(env_action)
+            reward += float(dm_step.reward or 0.0)
+            discount *= float(1.0 if dm_step.discount is None else dm_step.discount)
+            if dm_step.last():
+                last = True
+                break
+        self._needs_reset = last
+        self._frames.append(self._render_frame())
+        return TimeStep(
+            observation=self._observation(), action=action, reward=reward, discount=discount, first=False, last=last
+        )
+
+    def step(self, action: np.ndarray) -> TimeStep:
+        """One agent step: ``step_async(action)`` then ``step_wait()``."""
+        self.step_async(action)
+        return self.step_wait()
+
+    def close(self) -> None:
+        """Free the dm_control environment (and its rendering contexts)."""
+        close = getattr(self._env, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "PixelEnv":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,177 @@
+"""The pixel environment in a worker process, so the next frame renders while the agent updates.
+
+``AsyncEnv(**make_env_kwargs)`` has the interface of :class:`drq.env.PixelEnv`; the trainer calls
+``env.step_async(action)``, runs ``agent.update(...)``, then ``env.step_wait()``. Physics and rendering happen in the
+worker in between. The worker is started with the ``spawn`` method (a fresh interpreter: no forked GL or torch
+state), picks its GL backend itself, and exits when told, when the parent's end of the pipe closes, or at interpreter
+exit (``weakref.finalize``). Exceptions raised in the worker are re-raised in the parent with their type and message
+(the worker traceback is attached as a note).
+
+As with any ``spawn`` worker, a script that creates an ``AsyncEnv`` at import time must guard its entry point with
+``if __name__ == "__main__":`` (the worker re-imports the main module).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+import signal
+import traceback
+import weakref
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from drq.env import TimeStep
+
+_COMMANDS = ("reset", "step", "render")
+_START_TIMEOUT_S = 300.0  # importing dm_control and compiling a model can take a while on a busy machine
+
+
+def _worker_main(conn: Connection, make_env_kwargs: dict[str, Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes us
+    env = None
+    try:
+        from drq.env import make_env  # sets up rendering (drq.rendering) before dm_control is imported
+
+        env = make_env(**make_env_kwargs)
+        conn.send(("ok", (env.observation_shape, env.action_shape)))
+        while True:
+            try:
+                command, args = conn.recv()
+            except (EOFError, OSError):
+                return  # parent went away
+            if command == "close":
+                conn.send(("ok", None))
+                return
+            try:
+                if command not in _COMMANDS:
+                    raise ValueError(f"unknown worker command {command!r}; choices: {_COMMANDS}")
+                result = getattr(env, command)(*args)
+            except Exception as exc:  # noqa: BLE001 - every error goes back to the parent
+                conn.send(_error_reply(exc))
+            else:
+                conn.send(("ok", result))
+    except Exception as exc:  # noqa: BLE001 - construction errors go back too
+        try:
+            conn.send(_error_reply(exc))
+        except (BrokenPipeError, OSError):
+            pass
+    finally:
+        if env is not None:
+            env.close()
+        conn.close()
+
+
+def _error_reply(exc: BaseException) -> tuple[str, Any]:
+    details = traceback.format_exc()
+    try:
+        payload: Any = pickle.dumps(exc)
+        pickle.loads(payload)
+    except Exception:  # noqa: BLE001 - an exception that does not pickle becomes a RuntimeError with its text
+        payload = pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    return ("error", (payload, details))
+
+
+def _shutdown(process: mp.process.BaseProcess, conn: Connection) -> None:
+    """Ask the worker to exit; terminate it if it does not, and always reap it (no zombies)."""
+    try:
+        if process.is_alive():
+            conn.send(("close", ()))
+            if conn.poll(5.0):
+                conn.recv()
+    except (BrokenPipeError, EOFError, OSError):
+        pass
+    finally:
+        conn.close()
+        process.join(5.0)
+        if process.is_alive():
+            process.terminate()
+            process.join(5.0)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+class AsyncEnv:
+    """``drq.env.make_env(**make_env_kwargs)`` running in a worker process; same methods, same TimeSteps."""
+
+    def __init__(self, **make_env_kwargs: Any) -> None:
+        context = mp.get_context("spawn")
+        self._conn, worker_conn = context.Pipe()
+        self._process = context.Process(
+            target=_worker_main, args=(worker_conn, make_env_kwargs), daemon=True, name="drq-env-worker"
+        )
+        self._process.start()
+        worker_conn.close()
+        self._finalizer = weakref.finalize(self, _shutdown, self._process, self._conn)
+        self._pending = False
+        try:
+            self.observation_shape, self.action_shape = self._receive(_START_TIMEOUT_S)
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, timeout_s: float | None = None) -> Any:
+        if timeout_s is not None and not self._conn.poll(timeout_s):
+            raise TimeoutError(f"environment worker did not answer within {timeout_s:.0f} s")
+        try:
+            status, payload = self._conn.recv()
+        except EOFError:
+            self._process.join(1.0)
+            raise RuntimeError(
+                f"environment worker died (exit code {self._process.exitcode}); see its traceback above. If it "
+                "says 'bootstrapping phase', guard the script's entry point with `if __name__ == \"__main__\":`"
+            ) from None
+        if status == "error":
+            exc_bytes, details = payload
+            exc = pickle.loads(exc_bytes)
+            exc.add_note(f"raised in the environment worker process:\n{details}")
+            raise exc
+        return payload
+
+    def _call(self, command: str, *args: Any) -> Any:
+        if not self._finalizer.alive:
+            raise RuntimeError("AsyncEnv is closed")
+        if self._pending:
+            raise RuntimeError(f"{command}() called while a step_async() is waiting for step_wait()")
+        self._conn.send((command, args))
+        return self._receive()
+
+    def reset(self) -> TimeStep:
+        return self._call("reset")
+
+    def step_async(self, action: np.ndarray) -> None:
+        """Send ``action`` (float32 (A,)); the worker steps and renders while the caller does other work."""
+        if not self._finalizer.alive:
+            raise RuntimeError("AsyncEnv is closed")
+        if self._pending:
+            raise RuntimeError("step_async() called twice without step_wait()")
+        self._conn.send(("step", (np.asarray(action),)))
+        self._pending = True
+
+    def step_wait(self) -> TimeStep:
+        """The TimeStep of the action sent by :meth:`step_async` (blocks until the worker is done)."""
+        if not self._pending:
+            raise RuntimeError("step_wait() called without step_async()")
+        self._pending = False
+        return self._receive()
+
+    def step(self, action: np.ndarray) -> TimeStep:
+        self.step_async(action)
+        return self.step_wait()
+
+    def render(self, size: int = 256) -> np.ndarray:
+        """uint8 (size, size, 3) from the task's camera, rendered in the worker."""
+        return self._call("render", size)
+
+    def close(self) -> None:
+        """Stop and reap the worker (also runs at garbage collection and interpreter exit)."""
+        self._finalizer()
+
+    def __enter__(self) -> "AsyncEnv":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
