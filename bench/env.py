@@ -10,7 +10,13 @@ The three settings step in lockstep with the same seed and actions, so they go t
 env's own step time is accumulated separately (interleaving spreads the noise of a shared machine over all three).
 ``mean_abs_pixel_diff_<setting>`` is the mean |difference| (0..255 scale) between that setting's newest frame and the
 default one on the same state, over all steps and pixels. ``physics_steps_per_s`` is frames per second with no
-rendering at all (a bare ``suite.load`` env). The last line printed is one JSON object.
+rendering at all (a bare ``suite.load`` env).
+
+Overlap (``drq.env_worker.AsyncEnv``, default quality): ms per agent step for a plain synchronous ``step``, and for
+``step`` + 50 ms of other work (the agent update) done sequentially (``sync_plus_work_ms``) vs. overlapped as
+``step_async; work; step_wait`` (``async_plus_work_ms``), with the work either sleeping (``_sleep``: a GPU update) or
+spinning one CPU core (``_busy``: a CPU update). Overlap works when ``async_plus_work_ms`` is close to
+max(50, ``sync_step_ms``) instead of 50 + ``sync_step_ms``. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import time
 import numpy as np
 
 from drq.env import make_env
+from drq.env_worker import AsyncEnv
 
 SETTINGS: dict[str, object] = {"default": False, "no_msaa": "no_msaa", "no_shadows": "no_shadows"}
 
@@ -33,6 +40,7 @@ def main() -> None:
     parser.add_argument("--agent-steps", type=int, default=200)
     parser.add_argument("--action-repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--overlap-steps", type=int, default=40, help="agent steps per overlap measurement (0: skip)")
     args = parser.parse_args()
 
     envs = {
@@ -77,9 +85,54 @@ def main() -> None:
         "frames = env frames (action-repeat sub-steps); one render per agent step; "
         "physics_steps_per_s = frames/s without rendering; pixel diff on the 0..255 scale vs default"
     )
+    if args.overlap_steps > 0:
+        kwargs = dict(task=args.task, action_repeat=args.action_repeat, seed=args.seed, size=args.size)
+        result.update(_overlap_ms(envs["default"], kwargs, actions[: args.overlap_steps]))
     for env in envs.values():
         env.close()
     print(json.dumps(result))
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _overlap_ms(sync_env, make_env_kwargs: dict, actions: np.ndarray, work_s: float = 0.05) -> dict[str, float]:
+    """Mean ms per agent step: sync step, sync step + work, and step_async; work; step_wait in a worker process."""
+
+    def per_step_ms(env, step) -> float:
+        env.reset()
+        start = time.perf_counter()
+        for action in actions:
+            if step(env, action).last:
+                env.reset()
+        return 1000 * (time.perf_counter() - start) / len(actions)
+
+    def overlapped(work):
+        def step(env, action):
+            env.step_async(action)
+            work(work_s)
+            return env.step_wait()
+
+        return step
+
+    def sequential(work):
+        def step(env, action):
+            ts = env.step(action)
+            work(work_s)
+            return ts
+
+        return step
+
+    out = {"sync_step_ms": per_step_ms(sync_env, lambda env, action: env.step(action))}
+    with AsyncEnv(**make_env_kwargs) as async_env:
+        for name, work in (("sleep", time.sleep), ("busy", _spin)):
+            out[f"sync_plus_work_ms_{name}"] = per_step_ms(sync_env, sequential(work))
+            out[f"async_plus_work_ms_{name}"] = per_step_ms(async_env, overlapped(work))
+    out["work_ms"] = 1000 * work_s
+    return out
 
 
 def _physics_steps_per_s(env, actions: np.ndarray) -> float:

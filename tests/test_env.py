@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dm_env import specs
+from dm_env import TimeStep as DmTimeStep
+from dm_env import StepType
+
 from drq import rendering
-from drq.env import TimeStep, make_env
+from drq.env import PixelEnv, TimeStep, make_env
 
 rendering.setup_rendering()
 from dm_control import manipulation, suite  # noqa: E402  (after the backend is chosen)
@@ -43,7 +47,7 @@ def test_frame_stack_after_reset_and_shift():
     first = chw(env.physics.render(size, size, camera_id=0))
     assert np.array_equal(ts.observation, np.concatenate([first] * k))
     frames = [first] * k
-    for action in random_actions(5, 1) * 0 + 1.0:  # push the cart one way: every frame differs
+    for action in np.ones((5, 1), np.float32):  # push the cart one way: every frame differs
         ts = env.step(action)
         frames.append(chw(env.physics.render(size, size, camera_id=0)))
         assert not ts.first
@@ -163,3 +167,49 @@ def test_bad_actions():
         env.step(np.full(6, np.nan))
     ts = env.step(np.full(6, 1.0 + 1e-7, np.float64))  # rounding noise is clipped, not an error
     assert ts.action.dtype == np.float32 and ts.action.max() == 1.0
+
+
+class StepCountingEnv:
+    """A fake dm_control env: frame t has every pixel = t, sub-step t has reward 2**t and discount DISCOUNTS[t]."""
+
+    DISCOUNTS = (1.0, 0.5, 1.0, 0.25, 1.0, 1.0, 1.0, 0.0)  # episode ends after 8 sub-steps (the last one terminal)
+
+    def __init__(self):
+        self.t = 0
+        self.physics = self
+
+        class Quality:
+            offsamples = 4
+
+        self.model = type("Model", (), {"vis": type("Vis", (), {"quality": Quality()})()})()
+
+    def action_spec(self):
+        return specs.BoundedArray((2,), np.float64, -1.0, 1.0)
+
+    def reset(self):
+        self.t = 0
+        return DmTimeStep(StepType.FIRST, None, None, {})
+
+    def step(self, action):
+        self.t += 1
+        last = self.t == len(self.DISCOUNTS)
+        return DmTimeStep(StepType.LAST if last else StepType.MID, 2.0**self.t, self.DISCOUNTS[self.t - 1], {})
+
+    def render(self, height, width, camera_id=0, render_flag_overrides=None):
+        return np.full((height, width, 3), self.t, np.uint8)
+
+
+def test_stack_reward_discount_against_step_encoding_fake(monkeypatch):
+    monkeypatch.setattr(PixelEnv, "_load", lambda self: StepCountingEnv())
+    env = make_env("cartpole_balance", frame_stack=3, action_repeat=3, size=4)
+    ts = env.reset()
+    assert ts.observation[:, 0, 0].tolist() == [0] * 9
+    ts = env.step(np.zeros(2, np.float32))  # sub-steps 1, 2, 3
+    assert ts.observation[::3, 0, 0].tolist() == [0, 0, 3]
+    assert ts.reward == 2 + 4 + 8 and ts.discount == 0.5 and not ts.last
+    ts = env.step(np.zeros(2, np.float32))  # sub-steps 4, 5, 6
+    assert ts.observation[::3, 0, 0].tolist() == [0, 3, 6]
+    assert ts.reward == 16 + 32 + 64 and ts.discount == 0.25 and not ts.last
+    ts = env.step(np.zeros(2, np.float32))  # sub-steps 7, 8: the episode ends after two of three
+    assert ts.observation[::3, 0, 0].tolist() == [3, 6, 8]
+    assert ts.reward == 128 + 256 and ts.discount == 0.0 and ts.last
