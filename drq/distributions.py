@@ -240,6 +240,10 @@ class ClippedNormal(Distribution):
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     has_rsample = True
 
+    @constraints.dependent_property(is_discrete=False, event_dim=1)
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(constraints.interval(self.low, self.high), 1)
+
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor | float, low: float = -1.0 + 1e-6,
                  high: float = 1.0 - 1e-6, validate_args: bool | None = None):
         if not low < high:
@@ -252,7 +256,6 @@ class ClippedNormal(Distribution):
         scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
         self.loc, self.scale = torch.broadcast_tensors(loc, scale)
         self.low, self.high = float(low), float(high)
-        self.support = constraints.independent(constraints.interval(self.low, self.high), 1)
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
 
     @property

@@ -56,7 +56,8 @@ class HealthThresholds:
     # A condition must hold at this many consecutive health logs before it is a problem: a single batch of 256
     # samples is noisy, and SAC's alpha controller needs a few logs to react to a dip below the target entropy.
     sustain_logs: int = 5
-    # HealthMonitor re-arms a signal (may warn again) after it was healthy at this many consecutive logs.
+    # HealthMonitor re-arms a signal (may warn again) after this many consecutive logs without a problem verdict
+    # (logs where a new episode is building up but not yet sustained count as without).
     rearm_logs: int = 10
 
     # SAC: entropy collapse when actor_entropy sits this many nats *per dimension* below target_entropy (= -|A|).
@@ -76,7 +77,7 @@ class HealthThresholds:
     # default schedule (sigma 0.1) near +0.9.
     logprob_per_dim_max: float = 6.0
     # ... or rising fast: up by more than this many nats/dim from its minimum over the last `rise_window_logs` logs,
-    # while above `rise_floor_per_dim` (1 nat/dim above SAC's target, so the ordinary climb from a wide initial
+    # while above `logprob_rise_floor_per_dim` (1 nat/dim above SAC's target, so the ordinary climb from a wide initial
     # policy to the target entropy, about 1.5 nats/dim, is not flagged).
     logprob_rise_per_dim: float = 3.0
     rise_window_logs: int = 10
@@ -88,13 +89,14 @@ class HealthThresholds:
     # almost no gradient to the actor, and in SAC the -log(1 - a^2) term dominates the log-prob.
     log_det_jacobian_per_dim_min: float = -5.0
 
-    # Q divergence. DMC rewards are in [0, 1] per environment step, so an agent step (action_repeat env steps)
-    # earns at most action_repeat and Q <= action_repeat / (1 - discount). Diverged: |Q| above `q_bound_margin`
-    # times that (the margin leaves room for function-approximation overshoot and SAC's soft bonus alpha*(-log pi)).
+    # Q divergence. DMC rewards are in [0, 1] per environment step (`reward_per_env_step_max`), so an agent step
+    # (action_repeat env steps) earns at most action_repeat and Q <= action_repeat / (1 - discount). Diverged: |Q|
+    # above `q_bound_margin` times that (room for function-approximation overshoot and SAC's soft bonus
+    # alpha * (-log pi) per step).
     reward_per_env_step_max: float = 1.0
     q_bound_margin: float = 2.0
-    # Used when the caller does not say: 8 is the largest action repeat in the DrQ / DrQ-v2 task settings, so the
-    # bound is loose rather than a false alarm; 0.99 is both papers' discount.
+    # Used when the caller does not say: `default_action_repeat` 8 is the largest action repeat in the DrQ / DrQ-v2
+    # task settings, so the bound is loose rather than a false alarm; `default_discount` 0.99 is both papers'.
     default_action_repeat: int = 8
     default_discount: float = 0.99
     # ... or growing exponentially: |Q| multiplied by more than `q_growth_factor` over `q_growth_window_logs` logs
@@ -527,14 +529,14 @@ def infer_agent(records: Sequence[Mapping[str, float]]) -> str:
 
 # ----------------------------------------------------------------------------------------------- report figure
 
-PANELS = (  # (title, metrics plotted); the same grouping as the wandb dashboard (drq.dashboard)
-    ("log-prob & entropy vs target", ("actor_logprob", "actor_entropy", "target_entropy")),
-    ("alpha (SAC temperature)", ("alpha",)),
-    ("saturation & Jacobian", ("actor_saturation", "actor_log_det_jacobian")),
-    ("policy std", ("actor_std",)),
-    ("Q values", ("critic_q1", "critic_q2", "critic_target_q")),
-    ("grad norms", ("encoder_grad_norm", "actor_grad_norm", "critic_grad_norm")),
-    ("eval return", ("episode_reward",)),
+PANELS = (  # (title, metrics plotted, y label); the same grouping as the wandb dashboard (drq.dashboard)
+    ("log-prob & entropy vs target", ("actor_logprob", "actor_entropy", "target_entropy"), "nats (sum over dims)"),
+    ("alpha (SAC temperature)", ("alpha",), "alpha"),
+    ("saturation & Jacobian", ("actor_saturation", "actor_log_det_jacobian"), "fraction of dims with |a| > 0.99"),
+    ("policy std", ("actor_std",), "std"),
+    ("Q values", ("critic_q1", "critic_q2", "critic_target_q"), "batch mean Q"),
+    ("grad norms", ("encoder_grad_norm", "actor_grad_norm", "critic_grad_norm"), "L2 norm"),
+    ("eval return", ("episode_reward",), "mean episode return"),
 )
 _PANEL_SIGNAL = {"log-prob & entropy vs target": ("log_prob", "entropy"), "policy std": ("entropy",),
                  "saturation & Jacobian": ("saturation",), "Q values": ("q_values",)}
@@ -559,7 +561,7 @@ def write_report_png(records: Sequence[Mapping[str, float]], verdicts: Mapping[s
         f, v = zip(*pts)
         return np.asarray(f, dtype=float), np.asarray(v, dtype=float)
 
-    for ax, (panel_title, names) in zip(axes, PANELS):
+    for ax, (panel_title, names, ylabel) in zip(axes, PANELS):
         rows = evals if panel_title == "eval return" else health
         drawn = 0
         for name in names:
@@ -590,8 +592,9 @@ def write_report_png(records: Sequence[Mapping[str, float]], verdicts: Mapping[s
                 ax.axvline(verdict.frame, color="red", ls="--", lw=1)
         ax.set_title(panel_title)
         ax.set_xlabel("frame")
+        ax.set_ylabel(ylabel)
         if drawn:
-            ax.legend(loc="upper left", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
 
     text_ax = axes[-1]

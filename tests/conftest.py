@@ -1,8 +1,7 @@
-"""Shared test setup: choose the MuJoCo GL backend before any test imports dm_control, keep wandb offline."""
+"""Shared test setup: choose the MuJoCo GL backend before any test imports dm_control."""
 
 import os
 
-os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 from drq.rendering import setup_rendering  # noqa: E402
