@@ -20,8 +20,8 @@ Conventions (all x axes are **frames** = agent steps x action_repeat):
   optimality gap is the mean over tasks of the per-task mean of ``max(1 - score, 0)``.
 * 95% confidence intervals: percentile intervals of a stratified bootstrap (runs are resampled with replacement
   within each task, tasks are kept), as rliable's ``get_interval_estimates`` does. It is implemented here, vectorised
-  (one array op per statistic instead of rliable's Python loop over replicates, and independent of ``arch``, whose
-  7.x releases fail to import with pandas 3 and break ``rliable.library``; we pin ``arch>=8``). The tests check
+  (one array op per statistic instead of rliable's Python loop over replicates) and independent of ``arch``:
+  rliable 1.2 pins ``arch<8``, and arch 7.x fails to import with pandas 3, which breaks ``rliable.library``. The tests check
   the point estimates against ``rliable.metrics`` and the intervals against a brute-force bootstrap.
 * Performance profile: fraction of runs with normalised score > tau, averaged over tasks, for tau in [0, 1].
 
