@@ -440,8 +440,7 @@ class HealthMonitor:
             self._healthy_streak[signal] = 0
             if self._armed[signal]:
                 self._armed[signal] = False
-                warnings.append(f"health warning at frame {int(frame):,}: {verdict.status} ({signal}): "
-                                f"{verdict.detail}")
+                warnings.append(f"{verdict.status} ({signal} signal): {verdict.detail}")
         return warnings
 
 
@@ -499,8 +498,7 @@ def _read_run_config(run_dir: Path) -> dict:
     agent = cfg.get("agent")
     if isinstance(agent, dict) and agent.get("name") in AGENTS:
         out["agent"] = agent["name"]
-    task = cfg.get("task")
-    task = task.get("name") if isinstance(task, dict) else task
+    task = cfg.get("task_name")
     if isinstance(task, str):
         action_dim = _action_dim_of_task(task)
         if action_dim is not None:
@@ -510,14 +508,18 @@ def _read_run_config(run_dir: Path) -> dict:
 
 def _action_dim_of_task(task: str) -> int | None:
     """|A| of a dm_control suite task from its action spec (loads the physics, renders nothing); None on failure."""
+    import warnings
+
     try:
-        from dm_control import suite
+        with warnings.catch_warnings():  # dm_control's GL import warns when no display is set; we render nothing
+            warnings.simplefilter("ignore")
+            from dm_control import suite
 
-        from drq.tasks import resolve_task
+            from drq.tasks import resolve_task
 
-        domain, name = resolve_task(task)
-        env = suite.load(domain, name)
-        return int(np.prod(env.action_spec().shape))
+            domain, name = resolve_task(task)
+            env = suite.load(domain, name)
+            return int(np.prod(env.action_spec().shape))
     except Exception:  # unknown task, manipulation domain, dm_control missing: the caller falls back to --action-dim
         return None
 
@@ -580,7 +582,12 @@ def write_report_png(records: Sequence[Mapping[str, float]], verdicts: Mapping[s
             drawn += 1
         if panel_title == "Q values":
             bound = thresholds.q_bound_margin * ctx.q_theory_max(thresholds)
-            ax.axhline(bound, color="gray", ls=":", label=f"divergence bound {bound:.0f}")
+            q_max = max((np.nanmax(np.abs(xy(rows, n)[1]), initial=0.0) for n in names), default=0.0)
+            if q_max > 0.25 * bound:  # otherwise the line would squash the curves: say it in words
+                ax.axhline(bound, color="gray", ls=":", label=f"divergence bound {bound:.0f}")
+            else:
+                ax.text(0.99, 0.98, f"divergence bound {bound:.0f} (off scale)", ha="right", va="top",
+                        transform=ax.transAxes, color="gray", fontsize=8)
         if panel_title in ("alpha (SAC temperature)", "grad norms") and drawn:
             ax.set_yscale("log")
         if not drawn:
@@ -610,6 +617,7 @@ def write_report_png(records: Sequence[Mapping[str, float]], verdicts: Mapping[s
     if title:
         fig.suptitle(title)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
     return out
 
