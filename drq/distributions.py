@@ -233,7 +233,9 @@ class ClippedNormal(Distribution):
         over ``scale``: ``(Phi(beta) - Phi(alpha)) (log(scale sqrt(2 pi)) + 1/2) - (beta phi(beta) - alpha phi(alpha))/2
         - P_low log P_low - P_high log P_high``. It equals the Gaussian entropy when the bounds are far away and
         changes as the mean approaches a bound (it depends on ``loc``, unlike DrQ-v2's ``Normal.entropy()``, which is a
-        function of the std schedule only).
+        function of the std schedule only). Caveat of the mixed measure: an atom with mass P adds ``-P log P >= 0``
+        while a narrow density has negative differential entropy, so with a small std a mean sitting on a bound
+        *raises* this entropy; read it together with the saturation fraction.
     ``gaussian_log_prob`` / ``gaussian_entropy`` give DrQ-v2's unclipped values for comparison.
     """
 

@@ -1,0 +1,254 @@
+"""Updates per second of our agent's update vs a plain eager fp32 update of the same networks, in one run.
+
+    python bench/update.py --agent drqv2|sac [--precision bf16|fp32] [--batch-size 256] [--device auto]
+
+Ours: ``drq.agents.make_agent(...).update(batch, step)`` (uint8 integer-crop augmentation, bf16 autocast +
+channels_last by default, batched augmentations, fused Adam, metrics left on the device).
+Baseline: the same networks (``drq.networks``) and the same algorithm written straightforwardly, the way DrQ-v2 / DrQ
+do it: float conversion, then pad + ``grid_sample`` augmentation on float frames, NCHW, fp32, no autocast, one encoder
+pass per augmentation, default Adam, DrQ-v2's per-parameter soft-update loop and ``.item()`` on every metric.
+
+Frames are 84x84 with a 3-frame stack (9 channels); the batch is random uint8 frames already on the device (as the
+replay returns it). The last line printed is one JSON object: agent, updates_per_s, baseline_updates_per_s, ratio,
+device, precision (plus batch_size, iters, torch_threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Callable, NamedTuple
+
+# On a shared machine, OpenMP threads that spin-wait for a descheduled peer make every op slow (we measured 2-5x on
+# this 2-core box while other processes ran); passive waiting avoids that. Must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from drq.agents import make_agent  # noqa: E402
+from drq.networks import Critic, DrQV2Actor, Encoder, SACActor  # noqa: E402
+
+OBS_SHAPE = (9, 84, 84)
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    discount: torch.Tensor
+    next_obs: torch.Tensor
+
+
+def random_batch(batch_size: int, action_dim: int, device: torch.device) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randint(0, 256, (batch_size, *OBS_SHAPE), dtype=torch.uint8, generator=g)
+    next_obs = torch.randint(0, 256, (batch_size, *OBS_SHAPE), dtype=torch.uint8, generator=g)
+    action = torch.rand(batch_size, action_dim, generator=g) * 2 - 1
+    reward = torch.rand(batch_size, 1, generator=g)
+    discount = torch.full((batch_size, 1), 0.99 ** 3)
+    return Batch(*(t.to(device) for t in (obs, action, reward, discount, next_obs)))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The baseline: straightforward eager fp32 code on the same network classes.
+# --------------------------------------------------------------------------------------------------------------------
+def grid_sample_shift(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """DrQ-v2's RandomShiftsAug: replicate pad, then grid_sample at a random integer shift (float frames)."""
+    n, _, h, w = x.shape
+    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    eps = 1.0 / (h + 2 * pad)
+    arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * pad, device=x.device, dtype=x.dtype)[:h]
+    arange = arange.unsqueeze(0).repeat(h, 1).unsqueeze(2)
+    base_grid = torch.cat([arange, arange.transpose(1, 0)], dim=2).unsqueeze(0).repeat(n, 1, 1, 1)
+    shift = torch.randint(0, 2 * pad + 1, size=(n, 1, 1, 2), device=x.device, dtype=x.dtype) * 2.0 / (h + 2 * pad)
+    return F.grid_sample(x, base_grid + shift, padding_mode="zeros", align_corners=False)
+
+
+def plain_encode(encoder: Encoder, obs_float: torch.Tensor) -> torch.Tensor:
+    h = obs_float / 255.0 - 0.5
+    h = encoder.convs(F.conv2d(h, encoder.conv1.weight, encoder.conv1.bias, stride=2))
+    return h.view(h.shape[0], -1)
+
+
+def plain_soft_update(net: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
+    for param, target_param in zip(net.parameters(), target.parameters()):
+        target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
+
+
+class BaselineDrQV2:
+    def __init__(self, action_dim: int, device: torch.device, lr: float = 1e-4):
+        self.encoder = Encoder(OBS_SHAPE, channels_last=False).to(device)
+        repr_dim = self.encoder.repr_dim
+        self.actor = DrQV2Actor(repr_dim, action_dim).to(device)
+        self.critic = Critic(repr_dim, action_dim).to(device)
+        self.critic_target = Critic(repr_dim, action_dim).to(device)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
+        self.std, self.clip = 0.5, 0.3
+
+    def update(self, batch: Batch, step: int) -> dict[str, float]:
+        metrics = {}
+        obs, next_obs = grid_sample_shift(batch.obs.float()), grid_sample_shift(batch.next_obs.float())
+        obs = plain_encode(self.encoder, obs)
+        with torch.no_grad():
+            next_obs = plain_encode(self.encoder, next_obs)
+        with torch.no_grad():
+            dist = self.actor(next_obs, self.std)
+            next_action = dist.sample(clip=self.clip)
+            target_q1, target_q2 = self.critic_target(next_obs, next_action)
+            target_q = batch.reward + batch.discount * torch.min(target_q1, target_q2)
+        q1, q2 = self.critic(obs, batch.action)
+        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        metrics.update(critic_target_q=target_q.mean().item(), critic_q1=q1.mean().item(),
+                       critic_q2=q2.mean().item(), critic_loss=critic_loss.item(),
+                       batch_reward=batch.reward.mean().item())
+        self.encoder_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        self.encoder_opt.step()
+
+        obs = obs.detach()
+        dist = self.actor(obs, self.std)
+        action = dist.sample(clip=self.clip)
+        action = dist.loc + (action - dist.loc).detach()  # straight-through, as DrQ-v2's rsample
+        log_prob = torch.distributions.Normal(dist.loc, self.std).log_prob(action).sum(-1, keepdim=True)
+        q1, q2 = self.critic(obs, action)
+        actor_loss = -torch.min(q1, q2).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        metrics.update(actor_loss=actor_loss.item(), actor_logprob=log_prob.mean().item(),
+                       actor_ent=torch.distributions.Normal(dist.loc, self.std).entropy().sum(-1).mean().item())
+        plain_soft_update(self.critic, self.critic_target, 0.01)
+        return metrics
+
+
+class BaselineSAC:
+    """DrQ's SAC update: obs and obs_aug, next_obs and next_obs_aug, each augmented and encoded separately."""
+
+    def __init__(self, action_dim: int, device: torch.device, lr: float = 1e-3):
+        self.encoder = Encoder(OBS_SHAPE, channels_last=False).to(device)
+        repr_dim = self.encoder.repr_dim
+        self.actor = SACActor(repr_dim, action_dim).to(device)
+        self.critic = Critic(repr_dim, action_dim).to(device)
+        self.critic_target = Critic(repr_dim, action_dim).to(device)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.log_alpha = torch.tensor(math.log(0.1), device=device, requires_grad=True)
+        self.critic_opt = torch.optim.Adam(list(self.encoder.parameters()) + list(self.critic.parameters()), lr=lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=lr)
+        self.target_entropy = -float(action_dim)
+
+    def policy(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.actor(features)
+        u = dist.loc + dist.scale * torch.randn_like(dist.loc)
+        log_prob = torch.distributions.Normal(dist.loc, dist.scale).log_prob(u)
+        log_prob = log_prob - 2 * (math.log(2) - u - F.softplus(-2 * u))
+        return torch.tanh(u), log_prob.sum(-1, keepdim=True)
+
+    def update(self, batch: Batch, step: int) -> dict[str, float]:
+        metrics = {}
+        obs_f, next_f = batch.obs.float(), batch.next_obs.float()
+        obs, obs_aug = plain_encode(self.encoder, grid_sample_shift(obs_f)), plain_encode(self.encoder,
+                                                                                            grid_sample_shift(obs_f))
+        with torch.no_grad():
+            alpha = self.log_alpha.exp()
+            target_qs = []
+            for next_x in (grid_sample_shift(next_f), grid_sample_shift(next_f)):
+                next_feat = plain_encode(self.encoder, next_x)
+                next_action, next_log_prob = self.policy(next_feat)
+                tq1, tq2 = self.critic_target(next_feat, next_action)
+                target_qs.append(batch.reward + batch.discount * (torch.min(tq1, tq2) - alpha * next_log_prob))
+            target_q = (target_qs[0] + target_qs[1]) / 2
+        q1, q2 = self.critic(obs, batch.action)
+        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        q1_aug, q2_aug = self.critic(obs_aug, batch.action)
+        critic_loss = critic_loss + F.mse_loss(q1_aug, target_q) + F.mse_loss(q2_aug, target_q)
+        metrics.update(critic_loss=critic_loss.item(), critic_q1=q1.mean().item(), critic_q2=q2.mean().item(),
+                       critic_target_q=target_q.mean().item(), batch_reward=batch.reward.mean().item())
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        if step % 2 == 0:
+            obs = obs.detach()
+            action, log_prob = self.policy(obs)
+            q1, q2 = self.critic(obs, action)
+            actor_loss = (self.log_alpha.exp().detach() * log_prob - torch.min(q1, q2)).mean()
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+            alpha_loss = (self.log_alpha.exp() * (-log_prob - self.target_entropy).detach()).mean()
+            self.alpha_opt.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_opt.step()
+            metrics.update(actor_loss=actor_loss.item(), actor_logprob=log_prob.mean().item(),
+                           alpha_loss=alpha_loss.item(), alpha=self.log_alpha.exp().item())
+        if step % 2 == 0:
+            plain_soft_update(self.critic, self.critic_target, 0.01)
+        return metrics
+
+
+# --------------------------------------------------------------------------------------------------------------------
+def time_updates(update: Callable[[Batch, int], object], batch: Batch, warmup: int, iters: int,
+                 device: torch.device) -> float:
+    """Updates per second over ``iters`` timed updates after ``warmup`` ones (device synchronised at both ends)."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for step in range(warmup):
+        update(batch, step)
+    sync()
+    start = time.perf_counter()
+    for step in range(warmup, warmup + iters):
+        update(batch, step)
+    sync()
+    return iters / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agent", choices=["drqv2", "sac"], default="drqv2")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
+                        help="our agent's precision (default bf16: the fastest setting that learns)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--action-dim", type=int, default=6, help="A (6 = walker)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=10, help="timed updates for each side (even: SAC's cadences)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads (CPU)")
+    args = parser.parse_args(argv)
+
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    torch.set_num_threads(max(1, args.threads))
+    torch.manual_seed(0)
+    batch = random_batch(args.batch_size, args.action_dim, device)
+
+    agent = make_agent(args.agent, OBS_SHAPE, (args.action_dim,), device, args.precision)
+    ours = time_updates(agent.update, batch, args.warmup, args.iters, device)
+    del agent
+    baseline_cls = BaselineDrQV2 if args.agent == "drqv2" else BaselineSAC
+    baseline = baseline_cls(args.action_dim, device)
+    base = time_updates(baseline.update, batch, args.warmup, args.iters, device)
+
+    result = {"agent": args.agent, "updates_per_s": round(ours, 3), "baseline_updates_per_s": round(base, 3),
+              "ratio": round(ours / base, 2), "device": str(device) if device.type != "cuda"
+              else f"cuda ({torch.cuda.get_device_name(device)})", "precision": args.precision,
+              "batch_size": args.batch_size, "iters": args.iters, "torch_threads": torch.get_num_threads(),
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Agents: ``make_agent(name, obs_shape, action_shape, device, precision, **cfg)`` and the ``AGENTS`` registry.
+
+``cfg`` holds the hydra ``agent:`` group's keys (docs/architecture.md, "Agent constructor keys"); an unknown key is an
+error naming it and the valid keys, so a typo in a config cannot be silently ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import torch
+
+from drq.agents.drqv2 import DrQV2Agent
+from drq.agents.sac import SACAgent
+
+__all__ = ["AGENTS", "make_agent", "DrQV2Agent", "SACAgent"]
+
+AGENTS: dict[str, type] = {"drqv2": DrQV2Agent, "sac": SACAgent}
+
+_POSITIONAL = ("self", "obs_shape", "action_shape", "device", "precision")
+
+
+def agent_config_keys(name: str) -> list[str]:
+    """The ``cfg`` keys ``make_agent(name, ...)`` accepts (constructor keywords besides shapes/device/precision)."""
+    return [k for k in inspect.signature(_agent_class(name).__init__).parameters if k not in _POSITIONAL]
+
+
+def _agent_class(name: str) -> type:
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; choices: {sorted(AGENTS)}")
+    return AGENTS[name]
+
+
+def make_agent(name: str, obs_shape: Sequence[int], action_shape: Sequence[int], device: str | torch.device = "cpu",
+               precision: str = "fp32", **cfg: Any):
+    """Build agent ``name`` (``'drqv2'`` | ``'sac'``) for uint8 observations ``obs_shape = (3k, H, W)`` and actions
+    ``action_shape = (A,)``; ``cfg`` overrides the constructor defaults (see each agent class)."""
+    cls = _agent_class(name)
+    valid = agent_config_keys(name)
+    unknown = [k for k in cfg if k not in valid]
+    if unknown:
+        raise TypeError(f"make_agent({name!r}): unknown config key(s) {unknown}; valid keys: {valid}")
+    return cls(obs_shape, action_shape, device=device, precision=precision, **cfg)

@@ -1,0 +1,110 @@
+"""Evaluate a saved agent and export a video of its first episode.
+
+    python -m drq.evaluate RUN_DIR_OR_SNAPSHOT [--episodes 10] [--size 256] [--camera ID] [--out PATH]
+
+The snapshot carries the run's config, so the task, frame stack, action repeat and networks are rebuilt from it. The
+agent acts with its mean action (``eval_mode=True``). ``--camera`` changes only the video's camera, never what the
+agent sees. Prints one line per episode and a JSON object as the last line:
+``{"snapshot", "frame", "task", "agent", "episodes", "mean_return", "returns", "video"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from drq import snapshot as snapshots
+from drq.trainer import env_kwargs, make_agent_from_config, resolve_device
+from drq.video import VideoRecorder
+
+
+def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: int | str | None = None,
+             out: str | Path | None = None, device: str = "auto", seed: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run ``episodes`` evaluation episodes of the agent in ``source``; write the first one's video to ``out``."""
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    if size < 16 or size % 2:
+        raise ValueError(f"--size must be an even number >= 16 (H.264), got {size}")
+    path = snapshots.resolve_path(source)
+    state = snapshots.load(path)
+    cfg = state["config"]
+    frame = int(state["counters"]["frame"])
+    from drq.env import make_env
+
+    kwargs = env_kwargs(cfg)
+    if seed is not None:
+        kwargs["seed"] = seed
+    env = make_env(**kwargs)
+    agent = make_agent_from_config(cfg, env.observation_shape, env.action_shape, resolve_device(device))
+    try:
+        agent.load_state_dict(state["agent"])
+    except Exception as error:  # noqa: BLE001
+        raise snapshots.SnapshotError(f"snapshot {path} does not fit its own agent config: {error}") from None
+    out = Path(out) if out else path.parent / "videos" / f"evaluate_{frame}.mp4"
+    max_frames = cfg.get("max_episode_frames")
+    action_repeat = int(cfg["action_repeat"])
+
+    def picture() -> np.ndarray:
+        if camera is None:
+            return env.render(size)
+        return env.physics.render(size, size, camera_id=camera)
+
+    recorder = VideoRecorder(enabled=True)
+    returns = []
+    try:
+        for i in range(episodes):
+            ts, ret, frames = env.reset(), 0.0, 0
+            recording = i == 0
+            if recording:
+                recorder.record(picture(), frame, 0.0, 0.0, 0)
+            while True:
+                with torch.no_grad():
+                    action = agent.act(ts.observation, int(state["counters"]["step"]), eval_mode=True)
+                ts = env.step(action)
+                ret += ts.reward
+                frames += action_repeat
+                if recording:
+                    recorder.record(picture(), frame, ts.reward, ret, frames)
+                if ts.last or (max_frames is not None and frames >= max_frames):
+                    break
+            returns.append(ret)
+            print(f"episode {i + 1}/{episodes}: return {ret:.2f} ({frames} frames)")
+        video = recorder.save(out)
+    finally:
+        env.close()
+    return {"snapshot": str(path), "frame": frame, "task": cfg["task_name"], "agent": cfg["agent"]["name"],
+            "episodes": episodes, "mean_return": float(np.mean(returns)), "returns": returns,
+            "video": str(video) if video else None}  # fmt: skip
+
+
+def _camera(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m drq.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="a run dir (holding snapshot.pt) or a snapshot file")
+    parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
+    parser.add_argument("--size", type=int, default=256, help="video height = width in pixels (default 256)")
+    parser.add_argument("--camera", type=_camera, default=None, help="video camera id or name (default: the task's)")
+    parser.add_argument("--out", default=None, help="video path (default RUN_DIR/videos/evaluate_<frame>.mp4)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--seed", type=int, default=None, help="env seed (default: the run's)")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate(args.source, args.episodes, args.size, args.camera, args.out, args.device, args.seed)
+    except (snapshots.SnapshotError, ValueError) as error:
+        print(f"drq.evaluate: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Snapshots: one ``snapshot.pt`` of state dicts and plain values, loadable with ``torch.load(weights_only=True)``.
+
+Contents (see :meth:`drq.trainer.Trainer.snapshot_state`): ``format``, ``config`` (the resolved run config as plain
+containers), ``agent`` (networks, optimisers, log alpha), ``replay`` (optional), ``counters`` (frames, agent steps,
+episodes), ``rng`` (python / numpy / torch states as tensors and ints), ``logger`` (lines per log file), ``wandb_run_id``.
+
+Writing is atomic: a temporary file in the same folder, ``fsync``, then ``os.replace`` over the old snapshot, so an
+interrupted or failed write (disk full) leaves the previous snapshot intact; a failed write warns and returns False.
+Loading turns every way a file can be unusable into one :class:`SnapshotError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "drq-snapshot-v1"
+FILENAME = "snapshot.pt"
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot that cannot be used: missing, unreadable, corrupt, or made by an incompatible run."""
+
+
+def save(path: str | Path, state: dict[str, Any]) -> bool:
+    """Write ``state`` to ``path`` atomically. Returns False (after a warning) on an OS error such as disk full."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return True
+    except OSError as error:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        reason = "disk full" if error.errno == errno.ENOSPC else str(error)
+        warnings.warn(
+            f"could not write snapshot {path} ({reason}); the previous snapshot is kept and training goes on",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A run dir -> its ``snapshot.pt``; a file path stays as it is."""
+    path = Path(path)
+    return path / FILENAME if path.is_dir() else path
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a snapshot with ``torch.load(weights_only=True)`` (on the CPU); raise :class:`SnapshotError` if unusable."""
+    path = resolve_path(path)
+    if not path.is_file():
+        raise SnapshotError(f"no snapshot at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 -- any unpickling failure means the file is unusable
+        raise SnapshotError(
+            f"snapshot {path} is corrupt or not a drq snapshot: torch.load(weights_only=True) failed with "
+            f"{type(error).__name__}; nothing was overwritten (move it away or pass resume=never to start afresh)"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise SnapshotError(f"snapshot {path} has format {found!r}, expected {FORMAT!r} (made by another drq version?)")
+    return state
+
+
+def check_compatible(state: dict[str, Any], config: dict[str, Any], keys: tuple[str, ...], path: str | Path) -> None:
+    """Raise :class:`SnapshotError` if ``state['config']`` differs from ``config`` in any of ``keys``."""
+    saved = state.get("config", {})
+    diff = [f"{k}: snapshot {_get(saved, k)!r}, now {_get(config, k)!r}" for k in keys if _get(saved, k) != _get(config, k)]
+    if diff:
+        raise SnapshotError(f"snapshot {path} was made by an incompatible run ({'; '.join(diff)})")
+
+
+def _get(node: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+# --------------------------------------------------------------------------------------------------------- RNGs
+def capture_rng() -> dict[str, Any]:
+    """Python, numpy (legacy global) and torch RNG states as tensors and plain values (weights_only-safe)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,530 @@
+"""The training loop: frames are the clock, agent steps live only here and in the agents.
+
+One loop iteration is one agent step (``action_repeat`` frames)::
+
+    reset if the last episode ended      (episode boundary: train.csv row, periodic snapshot)
+    evaluate if frame >= next eval frame (frames 0, E, 2E, ... and once more at the end)
+    action = uniform in [-1, 1]^A        while frame < num_seed_frames, else agent.act(obs, step)
+    env.step_async(action)               the env worker steps physics and renders ...
+    agent.update(replay.sample(B), step) ... while the agent learns (every update_every_steps agent steps)
+    ts = env.step_wait(); replay.add(ts)
+
+which is DrQ-v2's order (act, update, step), so overlapping rendering with learning changes nothing in the math.
+
+Metrics stay on the device: each update's 0-dim tensors are summed there, and the means are copied to the host once
+per ``log_every_frames`` (one ``health`` line: JSONL, wandb ``health/``, the health monitor, the non-finite check).
+
+Snapshots and exact resume. Periodic snapshots (every ``snapshot_every_frames``, and at the end of training) are taken
+at an episode boundary, after the episode's train.csv row and before the next reset. They hold the agent, the replay,
+the RNG states of python / numpy / torch (the replay's sampler RNG is in its own state), the counters and the log
+files' positions. The environments' own RNGs (the task's ``RandomState``, in the env worker) are not read out: the env
+consumes it only when an episode starts, so on resume the trainer rebuilds each env with the run's seed and calls
+``reset()`` as many times as the run had (one per train episode, one per eval episode), which puts it in exactly the
+state it had. Resuming from such a snapshot therefore gives the same frames, rows and parameters (on CPU) as a run that
+never stopped, with or without the async env worker. A snapshot taken mid-episode (Ctrl-C / SIGTERM, or training ending
+mid-episode) resumes by starting a new episode: the interrupted episode is dropped (its transitions stay in the
+replay), which is continuous but not bit-exact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from drq import snapshot as snapshots
+from drq.sinks import RunFiles, WandbSink, format_eval_line
+from drq.video import VideoRecorder
+
+# Keys that must match between a snapshot and the run resuming it (anything else may change, e.g. num_train_frames).
+COMPATIBLE_KEYS = ("task_name", "agent.name", "frame_stack", "action_repeat", "image_size", "feature_dim",
+                   "hidden_dim", "nstep", "discount", "replay_buffer_size")  # fmt: skip
+LOSS_FIRST = ("critic_loss", "actor_loss", "alpha_loss")
+
+
+class NonFiniteMetricError(RuntimeError):
+    """Training stopped because a metric became NaN or infinite; the last good snapshot is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM: a snapshot was written (when enabled) and training stopped."""
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` if available, else ``cpu``; anything else as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_num_threads(num_threads: Any, async_env: bool) -> int:
+    """``auto``: all cores for torch, minus one for the env worker when ``async_env`` (at least 1)."""
+    if num_threads not in (None, "auto"):
+        n = int(num_threads)
+        if n < 1:
+            raise ValueError(f"num_threads must be 'auto' or >= 1, got {num_threads!r}")
+        return n
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1) if async_env and cores > 1 else cores
+
+
+def env_kwargs(cfg: Mapping[str, Any], seed_offset: int = 0) -> dict[str, Any]:
+    """``drq.env.make_env`` keyword arguments from a run config."""
+    return dict(
+        task=cfg["task_name"],
+        frame_stack=int(cfg["frame_stack"]),
+        action_repeat=int(cfg["action_repeat"]),
+        seed=int(cfg["seed"]) + seed_offset,
+        size=int(cfg["image_size"]),
+        camera_id=cfg.get("camera_id"),
+        fast_render=cfg.get("fast_render", False),
+    )
+
+
+def make_agent_from_config(cfg: Mapping[str, Any], obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
+                           device: str) -> Any:  # fmt: skip
+    """``drq.agents.make_agent(cfg.agent.name, ...)`` with the rest of ``cfg.agent`` as keyword arguments."""
+    from drq.agents import make_agent
+
+    agent_cfg = dict(cfg["agent"])
+    name = agent_cfg.pop("name")
+    return make_agent(name, obs_shape=tuple(obs_shape), action_shape=tuple(action_shape), device=device,
+                      precision=cfg.get("precision", "fp32"), **agent_cfg)  # fmt: skip
+
+
+def _make_health_monitor(agent_name: str, action_dim: int, cfg: Mapping[str, Any]) -> Any:
+    try:
+        from drq.health import HealthMonitor
+    except ImportError:  # pragma: no cover -- drq.health ships with the package
+        return None
+    return HealthMonitor(agent_name, action_dim=action_dim, action_repeat=int(cfg["action_repeat"]),
+                         discount=float(cfg["discount"]))  # fmt: skip
+
+
+class Trainer:
+    """Builds envs, replay, agent and sinks from a resolved config (plain dict) and runs the loop in ``run_dir``."""
+
+    def __init__(self, cfg: Mapping[str, Any], run_dir: str | Path, say: Callable[[str], None] | None = None) -> None:
+        self.cfg = dict(cfg)
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.say = say or _tqdm_write
+        c = self.cfg
+        self.action_repeat = int(c["action_repeat"])
+        self.update_every_steps = int(c["agent"].get("update_every_steps", 1))
+        self.max_episode_frames = c.get("max_episode_frames")
+        self.device = resolve_device(str(c["device"]))
+        torch.set_num_threads(resolve_num_threads(c.get("num_threads", "auto"), bool(c.get("async_env", True))))
+        self._seed_everything(int(c["seed"]))
+
+        # Resume source (read before anything is written, so that a bad snapshot changes nothing).
+        self.snapshot_path = self.run_dir / snapshots.FILENAME
+        self._resume_state = self._load_resume_state()
+
+        self.files = RunFiles(self.run_dir)
+        self.train_env = self._make_train_env()
+        self._eval_env = None
+        obs_shape = self.train_env.observation_shape
+        self.action_shape = tuple(self.train_env.action_shape)
+        from replay import FrameReplay
+
+        storage = self.device  # frames stay where the agent learns (uint8 on the GPU when device is cuda)
+        self.replay = FrameReplay(capacity=int(c["replay_buffer_size"]), frame_shape=(3, *obs_shape[1:]),
+                                  action_shape=self.action_shape, frame_stack=int(c["frame_stack"]),
+                                  nstep=int(c["nstep"]), discount=float(c["discount"]), device=storage,
+                                  seed=int(c["seed"]))  # fmt: skip
+        self.agent = make_agent_from_config(c, obs_shape, self.action_shape, self.device)
+        self.health = _make_health_monitor(c["agent"]["name"], int(np.prod(self.action_shape)), c)
+        self.video = VideoRecorder(enabled=bool(c.get("save_video", True)))
+
+        # Counters (agent steps are the loop's own; frames = step * action_repeat).
+        self.step = 0
+        self.episode = 0  # finished training episodes
+        self.train_resets = 0  # train env reset() calls (fast-forwarded on resume)
+        self.eval_resets = 0  # eval env reset() calls
+        self.next_eval_frame = 0
+        self.last_eval_frame = -1
+        self.last_eval_return = float("nan")
+        self.next_snapshot_frame = int(c["snapshot_every_frames"])
+        self.next_log_frame = int(c["log_every_frames"])
+        self.next_histogram_frame = int(c["histogram_every_frames"])
+        self.elapsed_before = 0.0  # seconds of earlier sessions of this run
+        self.wandb_run_id: str | None = None
+        self.in_episode_at_snapshot = False
+        if self._resume_state is not None:
+            self._restore(self._resume_state)
+        self.wandb = self._make_wandb()
+
+        self._ts: Any = None  # None = the next iteration starts an episode
+        self._acc: dict[str, torch.Tensor] = {}
+        self._acc_count = 0
+        self._acc_count_since_hist = 0
+        self._stop_signal: int | None = None
+        self._start_time = time.time()
+
+    # ------------------------------------------------------------------------------------------------- building
+    @property
+    def frame(self) -> int:
+        return self.step * self.action_repeat
+
+    @property
+    def total_time(self) -> float:
+        return self.elapsed_before + time.time() - self._start_time
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        import random
+
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _make_train_env(self) -> Any:
+        kwargs = env_kwargs(self.cfg)
+        if self.cfg.get("async_env", True):
+            from drq.env_worker import AsyncEnv
+
+            return AsyncEnv(**kwargs)
+        from drq.env import make_env
+
+        return make_env(**kwargs)
+
+    @property
+    def eval_env(self) -> Any:
+        if self._eval_env is None:
+            from drq.env import make_env
+
+            self._eval_env = make_env(**env_kwargs(self.cfg))
+        return self._eval_env
+
+    def _make_wandb(self) -> WandbSink:
+        w = self.cfg.get("wandb") or {}
+        name = w.get("name") or f"{self.cfg['task_name']}_{self.cfg['agent']['name']}_seed{self.cfg['seed']}"
+        return WandbSink(self.run_dir, mode=w.get("mode", "auto"), project=w.get("project", "drq"),
+                         config=self.cfg, entity=w.get("entity"), group=w.get("group"), tags=w.get("tags"),
+                         name=name, run_id=self.wandb_run_id, say=self.say)  # fmt: skip
+
+    # --------------------------------------------------------------------------------------------------- resume
+    def _load_resume_state(self) -> dict[str, Any] | None:
+        resume = self.cfg.get("resume", "auto")
+        resume = "auto" if resume in (None, True, "true") else ("never" if resume is False else str(resume))
+        if resume == "never":
+            if self.snapshot_path.exists():
+                raise snapshots.SnapshotError(
+                    f"{self.run_dir} already holds a snapshot and resume=never: choose another hydra.run.dir "
+                    "(nothing was overwritten)"
+                )
+            return None
+        source = self.snapshot_path if resume == "auto" else snapshots.resolve_path(resume)
+        if resume == "auto" and not source.exists():
+            return None
+        state = snapshots.load(source)
+        snapshots.check_compatible(state, self.cfg, COMPATIBLE_KEYS, source)
+        if source.resolve().parent != self.run_dir.resolve():  # resume=PATH from another run dir: bring its logs
+            for name in RunFiles.FILES:
+                if (source.parent / name).exists() and not (self.run_dir / name).exists():
+                    shutil.copyfile(source.parent / name, self.run_dir / name)
+        state["_source"] = str(source)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        source = state["_source"]
+        try:
+            self.agent.load_state_dict(state["agent"])
+        except Exception as error:  # noqa: BLE001
+            raise snapshots.SnapshotError(f"snapshot {source} does not fit this agent: {error}") from None
+        if state.get("replay") is not None:
+            try:
+                self.replay.load_state_dict(state["replay"])
+            except Exception as error:  # noqa: BLE001
+                raise snapshots.SnapshotError(f"snapshot {source} does not fit this replay: {error}") from None
+        counters = state["counters"]
+        for key in ("step", "episode", "train_resets", "eval_resets", "next_eval_frame", "last_eval_frame",
+                    "next_snapshot_frame", "next_log_frame", "next_histogram_frame"):  # fmt: skip
+            setattr(self, key, int(counters[key]))
+        self.last_eval_return = float(counters["last_eval_return"])
+        self.elapsed_before = float(counters["total_time"])
+        self.in_episode_at_snapshot = bool(counters["in_episode"])
+        self.wandb_run_id = state.get("wandb_run_id")
+        self.files.truncate(state["logger"])
+        snapshots.restore_rng(state["rng"])
+        # Fast-forward the environments' own RNGs (see the module docstring).
+        for _ in range(self.train_resets):
+            self.train_env.reset()
+        for _ in range(self.eval_resets):
+            self.eval_env.reset()
+        notes = [f"resumed from {source} at frame {self.frame:,} (episode {self.episode})"]
+        if state.get("replay") is None:
+            notes.append("the snapshot holds no replay (save_replay_in_snapshot=false): the replay starts empty")
+        if self.in_episode_at_snapshot:
+            notes.append("the snapshot was taken mid-episode: that episode is dropped and a new one starts")
+        self.say("; ".join(notes))
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """Everything a resume needs, as state dicts and plain values (``torch.load(weights_only=True)``-safe)."""
+        counters = {
+            "step": self.step, "frame": self.frame, "episode": self.episode, "train_resets": self.train_resets,
+            "eval_resets": self.eval_resets, "next_eval_frame": self.next_eval_frame,
+            "last_eval_frame": self.last_eval_frame, "last_eval_return": self.last_eval_return,
+            "next_snapshot_frame": self.next_snapshot_frame, "next_log_frame": self.next_log_frame,
+            "next_histogram_frame": self.next_histogram_frame, "total_time": self.total_time,
+            "in_episode": self._ts is not None,
+        }  # fmt: skip
+        return {
+            "config": self.cfg,
+            "agent": self.agent.state_dict(),
+            "replay": self.replay.state_dict() if self.cfg.get("save_replay_in_snapshot", True) else None,
+            "counters": counters,
+            "rng": snapshots.capture_rng(),
+            "logger": self.files.position(),
+            "wandb_run_id": self.wandb.run_id,
+        }
+
+    def save_snapshot(self) -> bool:
+        if not self.cfg.get("save_snapshot", True):
+            return False
+        return snapshots.save(self.snapshot_path, self.snapshot_state())
+
+    # ----------------------------------------------------------------------------------------------------- loop
+    def _episode_over(self, ts: Any, episode_frames: int) -> bool:
+        return bool(ts.last) or (self.max_episode_frames is not None and episode_frames >= self.max_episode_frames)
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self._stop_signal is not None:  # second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            self.say(f"{signal.Signals(signum).name}: saving a snapshot at the next step, then stopping "
+                     "(press Ctrl-C again to stop without one)")  # fmt: skip
+
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: no handlers
+            pass
+        return previous
+
+    def train(self) -> None:
+        """Run until ``num_train_frames``; raises :class:`NonFiniteMetricError` / :class:`TrainingInterrupted`."""
+        previous_handlers = self._install_signal_handlers()
+        exit_code = 1
+        try:
+            self._loop()
+            exit_code = 0
+        finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+            self.close(exit_code)
+
+    def _loop(self) -> None:
+        c = self.cfg
+        num_train_frames = int(c["num_train_frames"])
+        num_seed_frames = int(c["num_seed_frames"])
+        batch_size = int(c["batch_size"])
+        bar = _progress_bar(num_train_frames, self.frame)
+        episode_reward, episode_frames, episode_start = 0.0, 0, time.time()
+        try:
+            while self.frame < num_train_frames:
+                if self._ts is None:
+                    self._ts = self.train_env.reset()
+                    self.train_resets += 1
+                    self.replay.add(frame=self._ts.frame, action=self._ts.action, reward=self._ts.reward,
+                                    discount=self._ts.discount, first=True, last=False)  # fmt: skip
+                    episode_reward, episode_frames, episode_start = 0.0, 0, time.time()
+                if self.frame >= self.next_eval_frame:
+                    self.evaluate()
+                    every = int(c["eval_every_frames"])
+                    self.next_eval_frame = (self.frame // every + 1) * every
+                    bar.set_postfix_str(f"eval return {self.last_eval_return:.1f}")
+                if self._stop_signal is not None:
+                    self._stop(mid_episode=True)
+
+                if self.frame < num_seed_frames:
+                    action = np.random.uniform(-1.0, 1.0, self.action_shape).astype(np.float32)
+                else:
+                    action = self.agent.act(self._ts.observation, self.step, eval_mode=False)
+                self.train_env.step_async(action)
+                if self.frame >= num_seed_frames and self.step % self.update_every_steps == 0 and len(self.replay):
+                    self._accumulate(self.agent.update(self.replay.sample(batch_size), self.step))
+                ts = self.train_env.step_wait()
+                self.step += 1
+                episode_reward += ts.reward
+                episode_frames += self.action_repeat
+                over = self._episode_over(ts, episode_frames)
+                self.replay.add(frame=ts.frame, action=ts.action, reward=ts.reward, discount=ts.discount,
+                                first=False, last=over)  # fmt: skip
+                self._ts = ts
+                bar.update(self.action_repeat)
+
+                if self.frame >= self.next_log_frame:
+                    self._log_health()
+                    self.next_log_frame = (self.frame // int(c["log_every_frames"]) + 1) * int(c["log_every_frames"])
+                if self.frame >= self.next_histogram_frame and self._acc_count_since_hist:
+                    self._log_histograms()
+                    every = int(c["histogram_every_frames"])
+                    self.next_histogram_frame = (self.frame // every + 1) * every
+
+                if over:
+                    self._ts = None
+                    self.episode += 1
+                    seconds = max(time.time() - episode_start, 1e-9)
+                    self._log_train_episode(episode_reward, episode_frames, episode_frames / seconds)
+                    if self.frame >= self.next_snapshot_frame:
+                        every = int(c["snapshot_every_frames"])
+                        self.next_snapshot_frame = (self.frame // every + 1) * every
+                        self.save_snapshot()
+                    if self._stop_signal is not None:
+                        self._stop(mid_episode=False)
+        finally:
+            bar.close()
+        if self._acc_count:
+            self._log_health()
+        if self.frame > self.last_eval_frame:
+            self.evaluate()
+        self.save_snapshot()
+
+    def _stop(self, mid_episode: bool) -> None:
+        saved = self.save_snapshot()
+        where = f"{self.snapshot_path}" if saved else "no snapshot (save_snapshot=false or write failed)"
+        name = signal.Signals(self._stop_signal).name if self._stop_signal else "stop"
+        raise TrainingInterrupted(
+            f"{name} at frame {self.frame:,}: {where}; resume with: python train.py hydra.run.dir={self.run_dir} "
+            f"(same overrides)" + (" — the interrupted episode will be dropped" if mid_episode else "")
+        )
+
+    # ------------------------------------------------------------------------------------------------ logging
+    def _accumulate(self, metrics: Mapping[str, torch.Tensor]) -> None:
+        """Sum the update's 0-dim device tensors on the device (no host sync)."""
+        for k, v in metrics.items():
+            v = v.detach().float()
+            self._acc[k] = self._acc[k] + v if k in self._acc else v.clone()
+        self._acc_count += 1
+        self._acc_count_since_hist += 1
+
+    def _log_health(self) -> None:
+        if not self._acc_count:
+            return
+        names = list(self._acc)
+        means = (torch.stack([self._acc[k] for k in names]) / self._acc_count).cpu().tolist()  # the one host copy
+        values = dict(zip(names, means))
+        window = self._acc_count
+        self._acc, self._acc_count = {}, 0
+        self.files.metrics("health", self.frame, self.step, self.total_time, values)
+        self.wandb.log("health", self.frame, values)
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            bad.sort(key=lambda k: (k not in LOSS_FIRST, k))
+            raise NonFiniteMetricError(
+                f"non-finite {bad[0]} ({values[bad[0]]}) at frame {self.frame:,} (mean over the last {window} "
+                f"updates; also non-finite: {', '.join(bad[1:]) or 'none'}); training stopped, the last good "
+                f"snapshot is kept: {self.snapshot_path if self.snapshot_path.exists() else 'none yet'}"
+            )
+        if self.health is not None:
+            for line in self.health.update(self.frame, values):
+                self.say(f"health warning (frame {self.frame:,}): {line}")
+                self.wandb.alert("drq health", f"{self.cfg['task_name']} {self.cfg['agent']['name']}: {line}")
+
+    def _log_histograms(self) -> None:
+        self._acc_count_since_hist = 0
+        hist = getattr(self.agent, "histograms", None) or {}
+        if not hist or self.wandb.run is None:
+            return
+        arrays = {k: v.detach().float().flatten().cpu().numpy() for k, v in hist.items()}
+        self.wandb.histograms(self.frame, arrays)
+
+    def _log_train_episode(self, episode_reward: float, episode_frames: int, fps: float) -> None:
+        row = {"frame": self.frame, "step": self.step, "episode": self.episode, "episode_reward": episode_reward,
+               "episode_length": episode_frames, "fps": fps, "total_time": self.total_time}  # fmt: skip
+        self.files.train_episode(row)
+        values = {k: row[k] for k in ("episode", "episode_reward", "episode_length", "fps")}
+        values["buffer_size"] = len(self.replay)
+        self.files.metrics("train", self.frame, self.step, row["total_time"], values)
+        self.wandb.log("train", self.frame, values)
+
+    # --------------------------------------------------------------------------------------------------- eval
+    def evaluate(self) -> float:
+        """``num_eval_episodes`` episodes with the mean action; the first one is recorded. Returns the mean return."""
+        env, episodes = self.eval_env, int(self.cfg["num_eval_episodes"])
+        size = int(self.cfg.get("video_size", 256))
+        returns, lengths = [], []
+        for i in range(episodes):
+            ts = env.reset()
+            self.eval_resets += 1
+            self.video.reset()
+            record = i == 0 and self.video.enabled
+            ret, frames = 0.0, 0
+            if record:
+                self.video.record(env.render(size), self.frame, 0.0, 0.0, 0)
+            while True:
+                with torch.no_grad():
+                    action = self.agent.act(ts.observation, self.step, eval_mode=True)
+                ts = env.step(action)
+                ret += ts.reward
+                frames += self.action_repeat
+                if record:
+                    self.video.record(env.render(size), self.frame, ts.reward, ret, frames)
+                if self._episode_over(ts, frames):
+                    break
+            returns.append(ret)
+            lengths.append(frames)
+            if record:
+                path = self.video.save(self.run_dir / "videos" / f"eval_{self.frame}.mp4")
+                if path is not None:
+                    self.wandb.video(self.frame, path)
+                self.video.reset()
+        mean_return = float(np.mean(returns))
+        row = {"frame": self.frame, "step": self.step, "episode": self.episode, "episode_reward": mean_return,
+               "episode_length": float(np.mean(lengths)), "total_time": self.total_time}  # fmt: skip
+        self.files.evaluation(row)
+        values = {"episode_reward": mean_return, "episode_length": row["episode_length"],
+                  "episode_reward_std": float(np.std(returns)), "episode": self.episode}  # fmt: skip
+        self.files.metrics("eval", self.frame, self.step, row["total_time"], values)
+        self.wandb.log("eval", self.frame, values)
+        self.last_eval_frame, self.last_eval_return = self.frame, mean_return
+        fps = self.frame / max(self.total_time, 1e-9)
+        self.say(format_eval_line(self.frame, self.step, mean_return, episodes, self.total_time, fps))
+        return mean_return
+
+    # -------------------------------------------------------------------------------------------------- close
+    def close(self, exit_code: int = 0) -> None:
+        for env in (self.train_env, self._eval_env):
+            if env is not None:
+                try:
+                    env.close()
+                except Exception:  # noqa: BLE001 -- closing must not hide the real error
+                    pass
+        self.wandb.finish(exit_code)
+
+
+def _tqdm_write(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message)
+
+
+def _progress_bar(total: int, initial: int) -> Any:
+    """tqdm over frames (frames/s, ETA; the last eval return as postfix); silent when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="frame", unit_scale=True, dynamic_ncols=True, disable=None,
+                smoothing=0.05, mininterval=1.0)  # fmt: skip
+
+
+def run(cfg: Mapping[str, Any], run_dir: str | Path, say: Callable[[str], None] | None = None) -> Trainer:
+    """Build a :class:`Trainer` and train; returns it (closed) for inspection."""
+    trainer = Trainer(cfg, run_dir, say=say)
+    trainer.train()
+    return trainer
+
+
+warnings.filterwarnings("default", category=RuntimeWarning, module="drq")

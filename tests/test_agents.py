@@ -1,0 +1,306 @@
+"""DrQ-v2 and SAC agents: metrics, log-prob shapes, gradient isolation, target math, soft update, errors, state."""
+
+import io
+import math
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal, TanhTransform, TransformedDistribution
+
+from drq.agents import AGENTS, make_agent
+from drq.distributions import TanhNormal
+from drq.schedules import parse_schedule, schedule_value
+
+OBS_SHAPE, A = (9, 84, 84), 3
+SMALL = dict(hidden_dim=64, feature_dim=16)
+METRICS = {"actor_logprob", "actor_entropy", "actor_loss", "critic_loss", "critic_q1", "critic_q2", "critic_target_q",
+           "batch_reward", "actor_std", "actor_saturation", "actor_log_det_jacobian", "encoder_grad_norm",
+           "actor_grad_norm", "critic_grad_norm"}
+SAC_METRICS = METRICS | {"alpha", "alpha_loss", "target_entropy"}
+
+
+class Batch(NamedTuple):  # the replay.Batch contract (docs/architecture.md)
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    discount: torch.Tensor
+    next_obs: torch.Tensor
+
+
+def random_batch(b=6, seed=0, constant_frames=False):
+    g = torch.Generator().manual_seed(seed)
+    if constant_frames:  # one grey level per sample and channel: every random shift leaves it unchanged
+        obs = torch.randint(0, 256, (b, 9, 1, 1), generator=g, dtype=torch.uint8).expand(b, *OBS_SHAPE).contiguous()
+        next_obs = torch.randint(0, 256, (b, 9, 1, 1), generator=g, dtype=torch.uint8)
+        next_obs = next_obs.expand(b, *OBS_SHAPE).contiguous()
+    else:
+        obs = torch.randint(0, 256, (b, *OBS_SHAPE), generator=g, dtype=torch.uint8)
+        next_obs = torch.randint(0, 256, (b, *OBS_SHAPE), generator=g, dtype=torch.uint8)
+    action = torch.rand(b, A, generator=g) * 2 - 1
+    reward = torch.rand(b, 1, generator=g) * 3
+    discount = torch.tensor([0.99 ** 3, 0.0, 0.99 ** 3, 0.5, 0.99 ** 3, 1.0][:b]).view(b, 1)
+    return Batch(obs, action, reward, discount, next_obs)
+
+
+@pytest.mark.parametrize("name,precision", [("drqv2", "fp32"), ("sac", "fp32"), ("drqv2", "bf16"), ("sac", "bf16")])
+def test_one_update_returns_finite_metrics_on_device(name, precision):
+    torch.manual_seed(0)
+    cfg = {} if precision == "fp32" else SMALL  # the published widths once per agent
+    agent = make_agent(name, OBS_SHAPE, (A,), "cpu", precision, **cfg)
+    metrics = agent.update(random_batch(), step=2)
+    assert set(metrics) == (SAC_METRICS if name == "sac" else METRICS)
+    for key, value in metrics.items():
+        assert isinstance(value, torch.Tensor) and value.dim() == 0 and value.device.type == "cpu", key
+        assert not value.requires_grad and value.dtype == torch.float32, key
+        assert torch.isfinite(value), key
+    assert metrics["actor_log_det_jacobian"] <= 0 and 0 <= metrics["actor_saturation"] <= 1
+    assert agent.histograms["actor_logprob"].shape == (6,)
+    assert agent.histograms["abs_pre_tanh"].shape == (6 * A,)
+    if name == "sac":
+        assert metrics["target_entropy"] == -A and abs(metrics["alpha"].item() - 0.1) < 0.01
+
+
+@pytest.mark.parametrize("name", ["drqv2", "sac"])
+def test_log_prob_per_sample_has_shape_b_by_1(name):
+    torch.manual_seed(0)
+    agent = make_agent(name, OBS_SHAPE, (A,), **SMALL)
+    features = agent.encoder(random_batch(b=5).obs)
+    out = agent.sample_with_log_prob(features, 0) if name == "drqv2" else agent.sample_with_log_prob(features)
+    action, log_prob, dist = out[0], out[-2], out[-1]
+    assert action.shape == (5, A) and log_prob.shape == (5, 1)
+    if name == "sac":  # the tanh-corrected density, checked against torch's TransformedDistribution
+        pre_tanh = out[1].double()
+        ref_t = TanhTransform(cache_size=1)
+        ref = TransformedDistribution(Normal(dist.loc.double(), dist.scale.double()), [ref_t])
+        torch.testing.assert_close(log_prob.squeeze(-1).double(), ref.log_prob(ref_t(pre_tanh)).sum(-1), atol=1e-3,
+                                   rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["drqv2", "sac"])
+def test_next_obs_is_encoded_without_gradient(name):
+    torch.manual_seed(0)
+    cfg = dict(SMALL, num_critic_augs=2, num_target_augs=3) if name == "sac" else SMALL
+    agent = make_agent(name, OBS_SHAPE, (A,), **cfg)
+    calls = []
+    agent.encoder.register_forward_hook(
+        lambda mod, inp, out: calls.append((inp[0].shape[0], torch.is_grad_enabled(), out.requires_grad)))
+    grads_seen = []
+    orig_forward = agent.encoder.forward
+
+    def spy_forward(obs):
+        out = orig_forward(obs)
+        if out.requires_grad:
+            out.register_hook(lambda g, n=obs.shape[0]: grads_seen.append(n))
+        return out
+
+    agent.encoder.forward = spy_forward
+    agent.update(random_batch(b=4), step=2)
+    if name == "drqv2":
+        assert calls == [(4, True, True), (4, False, False)]  # obs with gradient, then next_obs without
+        assert grads_seen == [4]
+    else:
+        assert calls == [(8, True, True), (12, False, False)]  # M = 2 copies of obs, K = 3 of next_obs
+        assert grads_seen == [8]
+
+
+@pytest.mark.parametrize("name", ["drqv2", "sac"])
+def test_actor_loss_leaves_encoder_and_critic_gradients_at_zero(name):
+    torch.manual_seed(0)
+    agent = make_agent(name, OBS_SHAPE, (A,), **SMALL)
+    features = agent.encoder(random_batch().obs)  # attached to the encoder on purpose
+    for module in (agent.encoder, agent.critic, agent.actor):
+        module.zero_grad(set_to_none=True)
+    before = [p.detach().clone() for p in agent.actor.parameters()]
+    if name == "drqv2":
+        agent.update_actor(features, step=0)
+    else:
+        agent.update_actor_and_alpha(features)
+        assert agent.log_alpha.grad is not None and agent.log_alpha.grad != 0
+    for module in (agent.encoder, agent.critic):
+        for p in module.parameters():
+            assert p.grad is None or p.grad.abs().max() == 0
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in agent.actor.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, agent.actor.parameters()))
+
+
+@pytest.mark.parametrize("name", ["drqv2", "sac"])
+def test_target_critic_moves_by_exactly_tau_of_the_difference(name):
+    torch.manual_seed(0)
+    agent = make_agent(name, OBS_SHAPE, (A,), critic_target_tau=0.05, **SMALL)
+    batch = random_batch()
+    for step in (2, 3):  # SAC updates its target every 2 steps
+        old_target = [p.detach().double().clone() for p in agent.critic_target.parameters()]
+        old_online = [p.detach().double().clone() for p in agent.critic.parameters()]
+        agent.update(batch, step)
+        for t_old, c_old, t_new, c_new in zip(old_target, old_online, agent.critic_target.parameters(),
+                                              agent.critic.parameters()):
+            assert not torch.equal(c_old, c_new.double())  # the critic itself did learn
+            if name == "sac" and step == 3:
+                expected = t_old
+            else:
+                expected = t_old + 0.05 * (c_new.detach().double() - t_old)
+            torch.testing.assert_close(t_new.detach().double(), expected, atol=1e-7, rtol=1e-6)
+
+
+def test_drqv2_n_step_target_and_actor_loss():
+    """With a ~0 std, y = r + discount * min Q'(next, tanh mu(next)) using the batch's n-step reward and discount."""
+    torch.manual_seed(0)
+    agent = make_agent("drqv2", OBS_SHAPE, (A,), stddev_schedule="1e-7", **SMALL)
+    batch = random_batch(constant_frames=True)
+    with torch.no_grad():
+        next_f = agent.encoder(batch.next_obs)
+        q1, q2 = agent.critic_target(next_f, agent.actor(next_f, 1e-7).mean)
+        expected_target = (batch.reward + batch.discount * torch.min(q1, q2)).mean()
+        features = agent.encoder(batch.obs)
+        mean_action = agent.actor(features, 1e-7).mean
+    metrics = agent.update(batch, step=10)
+    torch.testing.assert_close(metrics["critic_target_q"], expected_target, atol=1e-4, rtol=1e-5)
+    with torch.no_grad():  # actor loss: -min Q of the critic after its own step, at the pre-step actor's action
+        q1, q2 = agent.critic(features, mean_action)
+    torch.testing.assert_close(metrics["actor_loss"], -torch.min(q1, q2).mean(), atol=1e-4, rtol=1e-5)
+
+
+def test_sac_target_and_losses_include_the_entropy_terms(monkeypatch):
+    """Deterministic pre-tanh draws u = loc + c * scale (c differs per row, so the K target copies differ) make every
+    SAC quantity computable from torch references."""
+    torch.manual_seed(0)
+
+    def coef(rows):
+        return torch.linspace(-1.5, 1.5, rows).view(rows, 1)
+
+    def fixed_draw(self, sample_shape=torch.Size()):
+        u = self.loc + coef(self.loc.shape[0]) * self.scale
+        return torch.tanh(u), u
+
+    monkeypatch.setattr(TanhNormal, "rsample_with_pre_tanh", fixed_draw)
+    agent = make_agent("sac", OBS_SHAPE, (A,), num_target_augs=2, num_critic_augs=2, **SMALL)
+    alpha = 0.1
+    batch = random_batch(constant_frames=True)
+
+    def reference_policy(features, c):
+        dist = agent.actor(features)
+        u = (dist.loc + c * dist.scale).double()
+        t = TanhTransform(cache_size=1)
+        ref = TransformedDistribution(Normal(dist.loc.double(), dist.scale.double()), [t])
+        return torch.tanh(u).float(), ref.log_prob(t(u)).sum(-1, keepdim=True)
+
+    with torch.no_grad():
+        next_f = agent.encoder(batch.next_obs)
+        values = []
+        for c in coef(2 * 6).view(2, 6, 1):  # K = 2 copies of the 6 next observations, averaged
+            next_a, next_logp = reference_policy(next_f, c)
+            q1, q2 = agent.critic_target(next_f, next_a)
+            values.append(torch.min(q1, q2).double() - alpha * next_logp)
+        target = batch.reward + batch.discount * (values[0] + values[1]) / 2
+        features = agent.encoder(batch.obs)
+        a, logp = reference_policy(features, coef(6))
+        cq1, cq2 = agent.critic(features, batch.action)
+        critic_loss = 2 * (((cq1 - target) ** 2).mean() + ((cq2 - target) ** 2).mean())  # sum over M = 2 copies
+    metrics = agent.update(batch, step=2)
+    torch.testing.assert_close(metrics["critic_target_q"].double(), target.mean(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(metrics["critic_loss"].double(), critic_loss, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(metrics["actor_logprob"].double(), logp.mean(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(metrics["alpha_loss"].double(), (alpha * (-logp + A)).mean(), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        q1, q2 = agent.critic(features, a)  # the critic after its step, as in the update
+    expected_actor = (alpha * logp - torch.min(q1, q2).double()).mean()
+    torch.testing.assert_close(metrics["actor_loss"].double(), expected_actor, atol=1e-4, rtol=1e-5)
+    # alpha moved in the direction that brings the entropy (-log pi) towards -|A|
+    direction = math.copysign(1.0, (-logp.mean() + A).item())
+    assert (metrics["alpha"].item() - alpha) * direction < 0
+
+
+@pytest.fixture
+def one_thread():
+    """Many tiny forward passes: one thread avoids OpenMP spin-waits when the machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_drqv2_act_exploration_schedule_and_eval(one_thread):
+    torch.manual_seed(0)
+    agent = make_agent("drqv2", OBS_SHAPE, (A,), num_expl_steps=100, **SMALL)
+    obs = np.random.default_rng(0).integers(0, 256, OBS_SHAPE, dtype=np.uint8)
+    a = agent.act(obs, step=0, eval_mode=False)
+    assert a.shape == (A,) and a.dtype == np.float32
+    uniform = np.stack([agent.act(obs, 0, False) for _ in range(40)])  # 120 values
+    assert uniform.min() < -0.8 and uniform.max() > 0.8 and abs(uniform.mean()) < 0.25
+    eval_a = agent.act(obs, 10**6, True)
+    np.testing.assert_array_equal(eval_a, agent.act(obs, 5, True))
+    late = np.stack([agent.act(obs, 10**6, False) for _ in range(40)])  # std 0.1 after the schedule
+    assert np.abs(late - eval_a).std() < 0.15 and (np.abs(late) <= 1).all()
+    assert agent.stddev(0) == 1.0 and abs(agent.stddev(250_000) - 0.55) < 1e-12 and agent.stddev(10**7) == 0.1
+
+
+def test_sac_act():
+    torch.manual_seed(0)
+    agent = make_agent("sac", OBS_SHAPE, (A,), **SMALL)
+    obs = np.zeros(OBS_SHAPE, dtype=np.uint8)
+    a = agent.act(obs, 0, eval_mode=False)
+    assert a.shape == (A,) and a.dtype == np.float32 and (np.abs(a) < 1).all()
+    np.testing.assert_array_equal(agent.act(obs, 0, True), agent.act(obs, 7, True))
+
+
+@pytest.mark.parametrize("name", ["drqv2", "sac"])
+def test_state_dict_round_trip_through_weights_only_load(name):
+    torch.manual_seed(0)
+    agent = make_agent(name, OBS_SHAPE, (A,), **SMALL)
+    agent.update(random_batch(), step=2)
+    buf = io.BytesIO()
+    torch.save(agent.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    other = make_agent(name, OBS_SHAPE, (A,), **SMALL)
+    other.load_state_dict(state)
+    obs = np.full(OBS_SHAPE, 100, dtype=np.uint8)
+    np.testing.assert_array_equal(agent.act(obs, 10, True), other.act(obs, 10, True))
+    assert other.critic_opt.state_dict()["state"][0]["step"] == 1
+    if name == "sac":
+        other.log_alpha.data  # noqa: B018
+        assert torch.equal(other.log_alpha.detach(), agent.log_alpha.detach())
+    with pytest.raises(ValueError, match="expected keys"):
+        other.load_state_dict({"encoder": state["encoder"]})
+
+
+def test_bad_inputs_name_the_value():
+    with pytest.raises(ValueError, match="'dqn'.*drqv2"):
+        make_agent("dqn", OBS_SHAPE, (A,))
+    with pytest.raises(TypeError, match="'lr_actor'.*stddev_schedule"):
+        make_agent("drqv2", OBS_SHAPE, (A,), lr_actor=1e-3)
+    with pytest.raises(TypeError, match="'stddev_clip'.*num_target_augs"):
+        make_agent("sac", OBS_SHAPE, (A,), stddev_clip=0.3)
+    with pytest.raises(ValueError, match="'fp16'"):
+        make_agent("sac", OBS_SHAPE, (A,), precision="fp16")
+    with pytest.raises(ValueError, match=r"'exp\(1,2\)'.*linear\(init,final,duration\)"):
+        make_agent("drqv2", OBS_SHAPE, (A,), stddev_schedule="exp(1,2)")
+    with pytest.raises(ValueError, match="-0.1"):
+        make_agent("drqv2", OBS_SHAPE, (A,), stddev_schedule="linear(1.0,-0.1,100)")
+    with pytest.raises(ValueError, match="0"):
+        make_agent("drqv2", OBS_SHAPE, (A,), stddev_schedule="0")
+    agent = make_agent("drqv2", OBS_SHAPE, (A,), **SMALL)
+    with pytest.raises(ValueError, match="float32"):
+        agent.act(np.zeros(OBS_SHAPE, dtype=np.float32), 0, True)
+    with pytest.raises(ValueError, match=r"\(3, 84, 84\)"):
+        agent.act(np.zeros((3, 84, 84), dtype=np.uint8), 0, True)
+    with pytest.raises(ValueError, match="list"):
+        agent.act([0] * 3, 0, True)
+    bad = random_batch()._replace(obs=torch.zeros(6, *OBS_SHAPE))
+    with pytest.raises(ValueError, match="float32"):
+        agent.update(bad, 0)
+    assert set(AGENTS) == {"drqv2", "sac"}
+
+
+def test_schedules_parse():
+    assert schedule_value("0.2", 123) == 0.2 and schedule_value(0.3, 5) == 0.3
+    lin = parse_schedule("linear(1.0, 0.1, 500000)")
+    assert lin(0) == 1.0 and abs(lin(250_000) - 0.55) < 1e-12 and lin(500_000) == 0.1 and lin(10**9) == 0.1
+    step = parse_schedule("step_linear(1.0,0.5,100,0.1,1e3)")
+    assert step(0) == 1.0 and step(50) == 0.75 and step(100) == 0.5 and abs(step(600) - 0.3) < 1e-12
+    assert step(10**6) == 0.1 and step.min_value == 0.1
+    for bad in ("linear(1,2)", "cosine(1,0,10)", "", "linear(1,0,0)", None):
+        with pytest.raises(ValueError, match="valid forms"):
+            parse_schedule(bad)

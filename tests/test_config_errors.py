@@ -1,0 +1,130 @@
+"""Configs: published defaults per task, agent keys that make_agent accepts, and one-line errors for bad overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drq import tasks
+from drq.config_errors import ConfigError, check_overrides, group_choices
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# DrQ-v2's published settings (paper, appendix; cfgs of facebookresearch/drqv2), typed in here independently.
+EASY = {"cartpole_balance", "cartpole_balance_sparse", "cartpole_swingup", "cup_catch", "finger_spin", "hopper_stand",
+        "pendulum_swingup", "walker_stand", "walker_walk"}  # fmt: skip
+HARD = {"humanoid_stand", "humanoid_walk", "humanoid_run"}
+PRESET = {
+    "easy": {"num_train_frames": 1_100_000, "stddev_schedule": "linear(1.0,0.1,100000)", "lr": 1e-4, "feature_dim": 50},
+    "medium": {"num_train_frames": 3_100_000, "stddev_schedule": "linear(1.0,0.1,500000)", "lr": 1e-4,
+               "feature_dim": 50},
+    "hard": {"num_train_frames": 30_100_000, "stddev_schedule": "linear(1.0,0.1,2000000)", "lr": 8e-5,
+             "feature_dim": 100},
+}  # fmt: skip
+
+
+def compose(*overrides: str) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "cfgs"), version_base="1.3"):
+        return OmegaConf.to_container(hydra_compose("config", overrides=list(overrides)), resolve=True)
+
+
+def test_there_is_a_task_config_for_each_of_drqv2s_24_tasks():
+    assert set(group_choices("task")) == set(tasks.DRQV2_TASKS) and len(tasks.DRQV2_TASKS) == 24
+
+
+@pytest.mark.parametrize("task", sorted(tasks.DRQV2_TASKS))
+def test_task_configs_carry_the_published_settings(task):
+    cfg = compose(f"task={task}")
+    assert cfg["task_name"] == task
+    preset = "easy" if task in EASY else "hard" if task in HARD else "medium"
+    for key, value in PRESET[preset].items():
+        assert cfg[key] == value, (task, key)
+    assert cfg["agent"]["stddev_schedule"] == PRESET[preset]["stddev_schedule"]
+    assert cfg["agent"]["lr"] == PRESET[preset]["lr"] and cfg["agent"]["feature_dim"] == PRESET[preset]["feature_dim"]
+    walker = task.startswith("walker_")
+    assert (cfg["nstep"], cfg["batch_size"]) == ((1, 512) if walker else (3, 256))
+    assert cfg["replay_buffer_size"] == (100_000 if task == "quadruped_run" else 1_000_000)
+    assert (cfg["action_repeat"], cfg["frame_stack"], cfg["discount"]) == (2, 3, 0.99)
+    assert (cfg["num_seed_frames"], cfg["eval_every_frames"], cfg["num_eval_episodes"]) == (4000, 10000, 10)
+
+
+def test_sac_defaults_are_drqs():
+    cfg = compose("agent=sac", "task=cheetah_run")
+    agent = cfg["agent"]
+    assert (cfg["lr"], cfg["batch_size"], cfg["nstep"]) == (1e-3, 512, 1)
+    assert (agent["lr"], agent["init_temperature"], agent["num_target_augs"], agent["num_critic_augs"]) == (
+        1e-3, 0.1, 2, 2)  # fmt: skip
+    assert agent["log_std_bounds"] == [-10, 2] and agent["critic_target_tau"] == 0.01
+
+
+@pytest.mark.parametrize("agent", ["drqv2", "sac"])
+def test_agent_config_keys_are_make_agent_keywords(agent):
+    from drq.agents import agent_config_keys
+
+    keys = set(compose(f"agent={agent}")["agent"]) - {"name"}
+    assert keys <= set(agent_config_keys(agent)), keys - set(agent_config_keys(agent))
+
+
+def test_cli_overrides_and_debug_preset():
+    cfg = compose("task=walker_run", "preset=debug", "lr=3e-4", "wandb.mode=offline", "agent=sac")
+    assert (cfg["task_name"], cfg["num_train_frames"], cfg["agent"]["lr"], cfg["wandb"]["mode"]) == (
+        "walker_run", 2000, 3e-4, "offline")  # fmt: skip
+    assert cfg["batch_size"] == 512  # the task's own keys win over the preset (documented)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["task=cheetah_run", "agent=sac", "lr=3e-4", "batch_size=128", "wandb.mode=offline", "wandb.tags=[a,b]"],
+        ["task=walker_walk,cheetah_run", "seed=1,2,3", "-m"],  # sweeps are checked value by value
+        ["hydra.run.dir=/tmp/x", "+my_note=hello", "resume=never", "device=cpu", "num_threads=1"],
+        ["--cfg", "job", "task=walker_run"],
+    ],
+)
+def test_valid_overrides_pass(argv):
+    check_overrides(argv)
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["task=walker_wlak"], "unknown task 'walker_wlak'; closest: walker_walk"),
+        (["task=walker_walk,cheetah_rnu"], "unknown task 'cheetah_rnu'; closest: cheetah_run"),
+        (["agent=sacc"], "unknown agent 'sacc'; choices: drqv2, sac"),
+        (["preset=eazy"], "unknown preset 'eazy'; choices: debug, easy, hard, medium"),
+        (["batchsize=64"], "unknown config key 'batchsize'; closest: batch_size"),
+        (["agent=sac", "agent.stddev_clip=0.2"], "unknown config key 'agent.stddev_clip'"),
+        (["wandb.mod=offline"], "unknown config key 'wandb.mod'; closest: wandb.mode"),
+        (["batch_size=big"], "batch_size expects an integer, got 'big'"),
+        (["task_name=walkr_walk"], "walker_walk"),
+    ],
+)
+def test_bad_overrides_name_the_value_and_the_closest_choices(argv, expected):
+    with pytest.raises(ConfigError) as info:
+        check_overrides(argv)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("task=walker_wlak", "drq: unknown task 'walker_wlak'; closest: walker_walk"),
+        ("agent=ppo", "drq: unknown agent 'ppo'; choices: drqv2, sac"),
+        ("num_train_frame=10", "drq: unknown config key 'num_train_frame'; closest: num_train_frames"),
+    ],
+)
+def test_train_py_prints_one_line_and_exits_nonzero(tmp_path, override, expected):
+    result = subprocess.run([sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected)
+    assert "Traceback" not in result.stderr + result.stdout and result.stdout == ""
+    assert not (tmp_path / "run").exists()  # nothing was started

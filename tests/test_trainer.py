@@ -1,0 +1,327 @@
+"""End-to-end runs of the trainer on a real DMC task (debug preset: 2000 frames, 64x64, tiny networks).
+
+Each run takes ~10 s on a 2-core CPU. Checked against independent readers: the CSV / JSONL files with csv/json, the
+video with imageio (ffmpeg), the offline wandb run by decoding its record log (leveldb framing + wandb's protobuf).
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+BASE = ["preset=debug", "task=cartpole_swingup", "wandb.mode=disabled"]
+
+
+def compose(*overrides: str) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "cfgs"), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=[*BASE, *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """History rows of every offline wandb run under run_dir, decoded from the .wandb record log."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    out = []
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        data = path.read_bytes()
+        assert data[:4] == b":W&B"
+        pos, block, pending = 7, 32768, b""
+        while pos + 7 <= len(data):
+            left = block - pos % block
+            if left < 7:
+                pos += left
+                continue
+            _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+            if length == 0 and kind == 0:
+                pos += left
+                continue
+            chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+            if kind in (2, 3):
+                pending = (pending if kind == 3 else b"") + chunk
+                continue
+            record = pb.Record()
+            record.ParseFromString(pending + chunk if kind == 4 else chunk)
+            if record.WhichOneof("record_type") == "history":
+                out.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+    return out
+
+
+def agent_tensors(trainer) -> dict[str, torch.Tensor]:
+    return flatten(trainer.agent.state_dict())
+
+
+def flatten(state) -> dict[str, torch.Tensor]:
+    flat = {}
+
+    def walk(prefix, node):
+        if isinstance(node, torch.Tensor):
+            flat[prefix] = node.detach().cpu()
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(f"{prefix}.{i}", v)
+
+    walk("agent", state)
+    return flat
+
+
+def run_train_py(run_dir: Path, *overrides: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, "train.py", *BASE, f"hydra.run.dir={run_dir}", *overrides],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- end to end
+def check_run_dir(run_dir: Path, frames: int = 2000) -> None:
+    import imageio.v2 as imageio
+
+    train = rows(run_dir / "train.csv")
+    assert [int(r["frame"]) for r in train] == list(range(200, frames + 1, 200))  # 200-frame debug episodes
+    assert all(int(r["step"]) * 8 == int(r["frame"]) for r in train)  # action_repeat 8
+    evals = rows(run_dir / "eval.csv")
+    assert [int(r["frame"]) for r in evals] == [0, 1000, 2000]
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    sections = {line["section"] for line in lines}
+    assert sections == {"train", "eval", "health"}
+    health = [line for line in lines if line["section"] == "health"]
+    assert {"actor_logprob", "critic_loss", "actor_entropy", "actor_saturation"} <= set(health[0])
+    assert all(np.isfinite(line["critic_loss"]) for line in health)
+    # eval rows in the JSONL are the CSV's
+    assert [line["episode_reward"] for line in lines if line["section"] == "eval"] == pytest.approx(
+        [float(r["episode_reward"]) for r in evals]
+    )
+    state = torch.load(run_dir / "snapshot.pt", weights_only=True)
+    assert state["counters"]["frame"] == frames
+    for name in ("eval_0.mp4", "eval_1000.mp4", "eval_2000.mp4"):
+        reader = imageio.get_reader(run_dir / "videos" / name)
+        video = [f for f in reader]
+        assert video and all(f.shape == (256, 256, 3) for f in video)
+        assert len(video) == 200 // 8 + 1  # reset picture + one per agent step
+        assert reader.get_meta_data()["codec"] == "h264"
+
+
+def test_train_py_drqv2_end_to_end_with_offline_wandb(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train_py(run_dir, "agent=drqv2", "wandb.mode=offline", "async_env=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_run_dir(run_dir)
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    assert "wandb sync" in result.stdout + result.stderr
+    assert result.stdout.count("eval | frame") == 3
+    history = wandb_history(run_dir)
+    evals = [h for h in history if "eval/episode_reward" in h]
+    assert [h["frame"] for h in evals] == [0, 1000, 2000]
+    assert [h["eval/episode_reward"] for h in evals] == pytest.approx(
+        [float(r["episode_reward"]) for r in rows(run_dir / "eval.csv")]
+    )
+    keys = set().union(*history)
+    assert {"health/actor_logprob", "health/critic_loss", "train/episode_reward", "frame"} <= keys
+    assert any(k.startswith("histograms/actor_logprob") for k in keys)
+    assert any(k.startswith("video/eval") for k in keys)
+
+
+def test_sac_end_to_end_in_process(tmp_path):
+    from drq.trainer import run
+
+    run(compose("agent=sac", "async_env=false"), tmp_path, say=lambda s: None)
+    check_run_dir(tmp_path)
+    health = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"alpha", "alpha_loss", "target_entropy"} <= set([h for h in health if h["section"] == "health"][0])
+
+    # python -m drq.evaluate on the run dir: rebuilds the agent from the snapshot's config, exports a video
+    import imageio.v2 as imageio
+
+    from drq import evaluate
+
+    out = tmp_path / "eval_export.mp4"
+    assert evaluate.main([str(tmp_path), "--episodes", "1", "--size", "96", "--camera", "1", "--out", str(out)]) == 0
+    frames = [f for f in imageio.get_reader(out)]
+    assert len(frames) == 200 // 8 + 1 and frames[0].shape == (96, 96, 3)
+    assert evaluate.main([str(tmp_path / "nope")]) == 1
+
+
+# ------------------------------------------------------------------------------------------------- resume
+class Crash(Exception):
+    """Stands for SIGKILL right after a periodic snapshot."""
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch):
+    from drq import snapshot, trainer
+
+    cfg = compose("agent=drqv2", "async_env=true")
+    whole = trainer.run(cfg, tmp_path / "whole", say=lambda s: None)
+
+    real_save = snapshot.save
+
+    def save_then_crash(path, state):
+        ok = real_save(path, state)
+        if state["counters"]["frame"] >= 1000:
+            raise Crash
+        return ok
+
+    monkeypatch.setattr(snapshot, "save", save_then_crash)
+    with pytest.raises(Crash):
+        trainer.run(cfg, tmp_path / "split", say=lambda s: None)
+    assert len(rows(tmp_path / "split" / "eval.csv")) == 1  # frame 0; the eval at 1000 comes after the snapshot
+    monkeypatch.setattr(snapshot, "save", real_save)
+    said = []
+    resumed = trainer.run(cfg, tmp_path / "split", say=said.append)
+    assert any("resumed from" in s and "frame 1,000" in s for s in said)
+
+    assert resumed.frame == whole.frame == 2000
+    for name in ("train.csv", "eval.csv"):
+        a, b = rows(tmp_path / "whole" / name), rows(tmp_path / "split" / name)
+        assert len(a) == len(b)
+        for ra, rb in zip(a, b):  # same episodes, same returns (wall-clock columns differ)
+            assert (ra["frame"], ra["step"], ra["episode"], ra["episode_reward"]) == (
+                rb["frame"], rb["step"], rb["episode"], rb["episode_reward"])  # fmt: skip
+    pa, pb = agent_tensors(whole), agent_tensors(resumed)
+    assert pa.keys() == pb.keys() and len(pa) > 10
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+
+
+def test_resume_without_replay_says_so(tmp_path):
+    from drq import trainer
+
+    cfg = compose("num_train_frames=400", "save_replay_in_snapshot=false", "async_env=false", "save_video=false")
+    trainer.run(cfg, tmp_path, say=lambda s: None)
+    assert torch.load(tmp_path / "snapshot.pt", weights_only=True)["replay"] is None
+    said = []
+    trainer.run(compose("num_train_frames=800", "async_env=false", "save_video=false"), tmp_path, say=said.append)
+    assert any("replay starts empty" in s for s in said)
+    assert [int(r["frame"]) for r in rows(tmp_path / "train.csv")] == [200, 400, 600, 800]
+
+
+# ------------------------------------------------------------------------------------------------ failures
+def test_non_finite_loss_stops_with_metric_and_frame_and_keeps_snapshot(tmp_path, monkeypatch):
+    from drq import trainer
+
+    cfg = compose("async_env=false", "snapshot_every_frames=400", "save_video=false")
+    t = trainer.Trainer(cfg, tmp_path, say=lambda s: None)
+    real_update = t.agent.update
+
+    def poisoned(batch, step):
+        metrics = real_update(batch, step)
+        if step * 8 >= 1000:
+            metrics["critic_loss"] = metrics["critic_loss"] * float("nan")
+        return metrics
+
+    t.agent.update = poisoned
+    with pytest.raises(trainer.NonFiniteMetricError) as info:
+        t.train()
+    message = str(info.value)
+    assert "non-finite critic_loss" in message and "at frame 1,200" in message  # first log after frame 1000
+    state = torch.load(tmp_path / "snapshot.pt", weights_only=True)
+    assert state["counters"]["frame"] == 800  # the last snapshot before the NaN, not overwritten
+    params = [v.flatten().float() for v in flatten(state["agent"]).values() if v.is_floating_point()]
+    assert params and torch.isfinite(torch.cat(params)).all()
+
+
+def test_disk_full_while_writing_snapshot_and_video_warns_and_goes_on(tmp_path, monkeypatch):
+    import imageio.v2 as imageio
+
+    from drq import snapshot, trainer
+
+    real_torch_save, real_writer = torch.save, imageio.get_writer
+    calls = {"snapshot": 0, "video": 0}
+
+    def full_torch_save(obj, f, *args, **kwargs):
+        calls["snapshot"] += 1
+        if calls["snapshot"] >= 2:  # the first snapshot (frame 1000) succeeds, later ones hit a full disk
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_torch_save(obj, f, *args, **kwargs)
+
+    def full_writer(path, *args, **kwargs):
+        calls["video"] += 1
+        if calls["video"] == 2:  # the eval at frame 1000
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_writer(path, *args, **kwargs)
+
+    monkeypatch.setattr(snapshot.torch, "save", full_torch_save)
+    monkeypatch.setattr(imageio, "get_writer", full_writer)
+    with pytest.warns(RuntimeWarning, match="disk full") as caught:
+        trainer.run(compose("async_env=false"), tmp_path, say=lambda s: None)
+    texts = [str(w.message) for w in caught]
+    assert any("snapshot" in t and "previous snapshot is kept" in t for t in texts)
+    assert any("video" in t for t in texts)
+    assert len(rows(tmp_path / "eval.csv")) == 3  # training went on to the end
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["eval_0.mp4", "eval_2000.mp4"]
+    state = torch.load(tmp_path / "snapshot.pt", weights_only=True)
+    assert state["counters"]["frame"] == 1000  # the intact previous snapshot
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_corrupt_snapshot_is_a_clear_error_and_nothing_is_overwritten(tmp_path):
+    (tmp_path / "snapshot.pt").write_bytes(b"not a snapshot")
+    (tmp_path / "train.csv").write_text("frame,step\n1,2\n")
+    result = run_train_py(tmp_path, "async_env=false")
+    assert result.returncode == 1
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and "corrupt" in err[0] and "snapshot.pt" in err[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert (tmp_path / "snapshot.pt").read_bytes() == b"not a snapshot"
+    assert (tmp_path / "train.csv").read_text() == "frame,step\n1,2\n"
+
+
+def test_incompatible_snapshot_names_the_difference(tmp_path):
+    from drq import snapshot, trainer
+
+    snapshot.save(tmp_path / "snapshot.pt", {"config": {**compose(), "task_name": "walker_walk"}})
+    before = (tmp_path / "snapshot.pt").read_bytes()
+    with pytest.raises(snapshot.SnapshotError, match="task_name: snapshot 'walker_walk', now 'cartpole_swingup'"):
+        trainer.Trainer(compose("async_env=false"), tmp_path, say=lambda s: None)
+    assert (tmp_path / "snapshot.pt").read_bytes() == before
+
+
+def test_ctrl_c_saves_a_snapshot_and_the_run_resumes(tmp_path):
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    cmd = [sys.executable, "train.py", *BASE, f"hydra.run.dir={tmp_path}", "async_env=false", "save_video=false",
+           "wandb.mode=offline"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "train.csv").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "SIGINT at frame" in err and "resume with" in err and "Traceback" not in err
+    frame = torch.load(tmp_path / "snapshot.pt", weights_only=True)["counters"]["frame"]
+    assert 0 < frame < 2000
+    result = run_train_py(tmp_path, "async_env=false", "save_video=false", "wandb.mode=offline")
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = sorted(tmp_path.glob("wandb/offline-run-*"))  # one folder per session, both the same wandb run
+    assert len(runs) == 2 and len({p.name.rsplit("-", 1)[1] for p in runs}) == 1
+    assert f"resumed from {tmp_path / 'snapshot.pt'} at frame {frame:,}" in result.stdout
+    assert torch.load(tmp_path / "snapshot.pt", weights_only=True)["counters"]["frame"] == 2000
+    assert int(rows(tmp_path / "eval.csv")[-1]["frame"]) == 2000
