@@ -120,7 +120,7 @@ class FrameReplay:
         probe = torch.empty(1)
         use_count = getattr(torch._C, "_storage_Use_Count", None)
         self._pool_refs = use_count(probe.untyped_storage()._cdata) if use_count else 0  # refs of a lone tensor
-        self._len_cache: tuple[int, int] | None = None  # (total, len)
+        self._len = 0  # sampleable transitions, maintained incrementally by add()
         self._out_pool: list[torch.Tensor] = []  # recycled output tensors, see _output_buffer
 
     def _output_buffer(self, num_frames: int) -> torch.Tensor:
@@ -167,6 +167,13 @@ class FrameReplay:
             if self._last[prev]:
                 raise ValueError("the step after an episode's last step must have first=True")
             t = int(self._t[prev]) + 1
+        # Only transitions starting in `affected` can change validity with this add: those whose window reaches
+        # the new step, and those whose oldest stacked frame is evicted by it. Keeps len() O(1) per add.
+        total, s = self._total, self.num_slots
+        affected = np.unique(np.concatenate([np.arange(total - s, total - s + self.frame_stack),
+                                             np.arange(total - self.nstep, total)]))
+        affected = affected[affected >= 0]
+        valid_before = int(self._windows(affected)[1].sum()) if affected.size else 0
         i = self._total % self.num_slots
         self._frames[i].copy_(frame_t, non_blocking=False)
         self._action[i] = action_a
@@ -175,6 +182,8 @@ class FrameReplay:
         self._t[i] = t
         self._last[i] = bool(last)
         self._total += 1
+        if affected.size:
+            self._len += int(self._windows(affected)[1].sum()) - valid_before
 
     def _check_frame(self, frame: Any) -> torch.Tensor:
         if isinstance(frame, np.ndarray):
@@ -219,14 +228,13 @@ class FrameReplay:
         return m, valid
 
     def __len__(self) -> int:
-        """Number of transitions that can be sampled now (exact; O(num_slots), cached per add)."""
-        if self._len_cache is not None and self._len_cache[0] == self._total:
-            return self._len_cache[1]
-        lo = max(0, self._total - self.num_slots)
-        g = np.arange(lo, self._total)
-        count = int(self._windows(g)[1].sum()) if g.size else 0
-        self._len_cache = (self._total, count)
-        return count
+        """Number of transitions that can be sampled now (kept up to date by ``add``, O(1))."""
+        return self._len
+
+    def _count_valid(self) -> int:
+        """Recount sampleable transitions from scratch (O(num_slots))."""
+        g = np.arange(max(0, self._total - self.num_slots), self._total)
+        return int(self._windows(g)[1].sum()) if g.size else 0
 
     def sample_indices(self, batch_size: int) -> np.ndarray:
         """Logical start indices of ``batch_size`` transitions drawn uniformly (with replacement)."""
@@ -334,7 +342,7 @@ class FrameReplay:
         self._last[:used] = state["last"].numpy()
         self._total = int(state["total"])
         self._rng.bit_generator.state = state["rng"]
-        self._len_cache = None
+        self._len = self._count_valid()
 
     def state_dict_config(self) -> dict[str, Any]:
         return {

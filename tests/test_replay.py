@@ -266,3 +266,20 @@ def test_recycled_batches_are_never_overwritten_while_held():
     assert torch.equal(view, snapshot_view)
     fresh = buf.sample(32)
     assert fresh.obs.data_ptr() not in (held.obs.data_ptr(), view.data_ptr())
+
+
+def test_incremental_len_matches_recount_at_every_step():
+    rng = np.random.default_rng(11)
+    buf = FrameReplay(13, FRAME, ACTION, frame_stack=3, nstep=3)
+    ep = 0
+    for _ in range(300):
+        length = int(rng.integers(1, 7))
+        for t in range(length + 1):
+            buf.add(encode(ep % 256, t), np.zeros(2, np.float32), 1.0, 1.0, t == 0, t == length and rng.random() < 0.8)
+            assert len(buf) == buf._count_valid()
+            if buf._last[(buf.num_added - 1) % buf.num_slots]:
+                break
+        else:
+            # an episode cut short without last=True: the next one starts anyway
+            pass
+        ep += 1
