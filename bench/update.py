@@ -199,21 +199,31 @@ class BaselineSAC:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-def time_updates(update: Callable[[Batch, int], object], batch: Batch, warmup: int, iters: int,
-                 device: torch.device) -> float:
-    """Updates per second over ``iters`` timed updates after ``warmup`` ones (device synchronised at both ends)."""
+def time_interleaved(updates: dict[str, Callable[[Batch, int], object]], batch: Batch, warmup: int, iters: int,
+                     device: torch.device, rounds: int = 5) -> dict[str, float]:
+    """Updates per second of each update function: ``warmup`` untimed updates each, then ``iters`` timed ones each,
+    interleaved in ``rounds`` chunks so that a change in machine load hits both sides alike."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for step in range(warmup):
-        update(batch, step)
+    for update in updates.values():
+        for step in range(warmup):
+            update(batch, step)
     sync()
-    start = time.perf_counter()
-    for step in range(warmup, warmup + iters):
-        update(batch, step)
-    sync()
-    return iters / (time.perf_counter() - start)
+    elapsed = dict.fromkeys(updates, 0.0)
+    done = dict.fromkeys(updates, 0)
+    chunk = max(1, math.ceil(iters / rounds))
+    while min(done.values()) < iters:
+        for name, update in updates.items():
+            n = min(chunk, iters - done[name])
+            start = time.perf_counter()
+            for i in range(n):
+                update(batch, warmup + done[name] + i)
+            sync()
+            elapsed[name] += time.perf_counter() - start
+            done[name] += n
+    return {name: done[name] / elapsed[name] for name in updates}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -226,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10, help="timed updates for each side (even: SAC's cadences)")
+    parser.add_argument("--rounds", type=int, default=5, help="ours and the baseline alternate in this many chunks")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads (CPU)")
     args = parser.parse_args(argv)
 
@@ -235,11 +246,10 @@ def main(argv: list[str] | None = None) -> dict:
     batch = random_batch(args.batch_size, args.action_dim, device)
 
     agent = make_agent(args.agent, OBS_SHAPE, (args.action_dim,), device, args.precision)
-    ours = time_updates(agent.update, batch, args.warmup, args.iters, device)
-    del agent
-    baseline_cls = BaselineDrQV2 if args.agent == "drqv2" else BaselineSAC
-    baseline = baseline_cls(args.action_dim, device)
-    base = time_updates(baseline.update, batch, args.warmup, args.iters, device)
+    baseline = (BaselineDrQV2 if args.agent == "drqv2" else BaselineSAC)(args.action_dim, device)
+    rates = time_interleaved({"ours": agent.update, "baseline": baseline.update}, batch, args.warmup, args.iters,
+                             device, args.rounds)
+    ours, base = rates["ours"], rates["baseline"]
 
     result = {"agent": args.agent, "updates_per_s": round(ours, 3), "baseline_updates_per_s": round(base, 3),
               "ratio": round(ours / base, 2), "device": str(device) if device.type != "cuda"

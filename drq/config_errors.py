@@ -170,6 +170,7 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number"}
+_MIXED_TYPE_KEYS = {"fast_render"}  # false | no_msaa | no_shadows: checked by drq.env with the valid choices
 
 
 def _lookup(node: Any, dotted: str) -> Any:
@@ -182,7 +183,7 @@ def _lookup(node: Any, dotted: str) -> Any:
 
 def _check_type(key: str, default: Any, new: Any) -> None:
     """A number-valued key given a string (``batch_size=abc``) -> ConfigError; ``null`` is always allowed."""
-    if new is None or default is None or type(default) not in _TYPE_NAMES:
+    if new is None or default is None or type(default) not in _TYPE_NAMES or key in _MIXED_TYPE_KEYS:
         return
     ok = isinstance(new, type(default)) and not (type(default) is int and isinstance(new, bool))
     if type(default) is float and isinstance(new, int) and not isinstance(new, bool):

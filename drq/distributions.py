@@ -47,7 +47,7 @@ def log_one_minus_tanh_sq(u: torch.Tensor) -> torch.Tensor:
 
 
 def tanh_log_det_jacobian(u: torch.Tensor) -> torch.Tensor:
-    """``log |det da/du|`` of ``a = tanh(u)``: ``sum_i log(1 - tanh^2 u_i)`` over the last dim; shape ``(...)``, <= 0."""
+    """``log |det da/du|`` of ``a = tanh(u)``: ``sum_i log(1 - tanh^2 u_i)`` over the last dim, ``(...)``; <= 0."""
     return log_one_minus_tanh_sq(u).sum(-1)
 
 
@@ -255,8 +255,10 @@ class ClippedNormal(Distribution):
         loc = torch.as_tensor(loc)
         if loc.dim() < 1:
             raise ValueError(f"ClippedNormal: loc needs an action dimension, got shape {tuple(loc.shape)}")
-        scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
-        self.loc, self.scale = torch.broadcast_tensors(loc, scale)
+        if isinstance(scale, torch.Tensor):
+            self.loc, self.scale = torch.broadcast_tensors(loc, scale.to(loc.dtype))
+        else:  # a scheduled std (Python float): filled on the device, no host-to-device copy
+            self.loc, self.scale = loc, torch.full_like(loc, float(scale))
         self.low, self.high = float(low), float(high)
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
 
@@ -310,7 +312,8 @@ class ClippedNormal(Distribution):
         p_low, p_high = log_p_low.exp(), log_p_high.exp()
         p_inside = (1.0 - p_low - p_high).clamp(min=0.0)
         phi = lambda t: torch.exp(-0.5 * t * t - _HALF_LOG_2PI)  # noqa: E731
-        inside = p_inside * (torch.log(self.scale) + _HALF_LOG_2PI + 0.5) - 0.5 * (beta * phi(beta) - alpha * phi(alpha))
+        inside = p_inside * (torch.log(self.scale) + _HALF_LOG_2PI + 0.5)
+        inside = inside - 0.5 * (beta * phi(beta) - alpha * phi(alpha))
         return (inside - p_low * log_p_low - p_high * log_p_high).sum(-1)
 
     def gaussian_log_prob(self, value: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ class Encoder(nn.Module):
     Args:
         obs_shape: ``(C, H, W)`` with ``C = 3 * frame_stack``.
         channels_last: run the convs in NHWC memory layout (faster with oneDNN on CPU and tensor cores on GPU);
-            the numbers and the flattening order (C, H, W, as DrQ-v2) are the same either way.
+            the numbers and the flattening order ((H, W, C)) are the same either way.
 
     ``forward(obs)``: ``obs`` uint8 ``(B, C, H, W)`` (or float in [0, 255]) -> ``(B, repr_dim)`` float.
     The normalisation ``obs / 255 - 0.5`` is folded into the first conv (weight / 255, bias - 0.5 * sum(weight)): the
@@ -59,29 +59,36 @@ class Encoder(nn.Module):
         self.channels_last = bool(channels_last)
         self.repr_dim = 32 * out_h * out_w
         self.conv1 = nn.Conv2d(c, 32, 3, stride=2)
+        # in-place ReLUs: a conv's backward needs its input, not its output, so overwriting the output is safe
         self.convs = nn.Sequential(nn.ReLU(), nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
-                                   nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(), nn.Conv2d(32, 32, 3, stride=1),
-                                   nn.ReLU())
+                                   nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+                                   nn.Conv2d(32, 32, 3, stride=1), nn.ReLU())
         self.apply(orthogonal_init)
         if self.channels_last:
-            # conv1's weight stays in the default layout and is converted per forward: with a channels_last *leaf*
-            # weight, the bf16 weight-gradient of this 9-input-channel conv took ~10x longer on CPU (oneDNN, torch 2.13).
-            self.convs.to(memory_format=torch.channels_last)
+            self.convs.to(memory_format=torch.channels_last)  # conv1: see forward
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         dtype = torch.get_autocast_dtype(obs.device.type) if torch.is_autocast_enabled(obs.device.type) \
             else self.conv1.weight.dtype
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        # The first conv (9 input channels) runs NHWC only in fp32: on CPU its bf16 NHWC weight-gradient (oneDNN,
+        # torch 2.13) intermittently took 0.5-2 s instead of ~40 ms, and the uint8 -> NHWC conversion costs 8x more.
+        first_nhwc = self.channels_last and dtype == torch.float32
+        memory_format = torch.channels_last if first_nhwc else torch.contiguous_format
         x = obs.to(dtype=dtype, memory_format=memory_format)  # uint8 values are exact in bf16 (8 significant bits)
         weight = (self.conv1.weight / 255.0).contiguous(memory_format=memory_format)
         bias = self.conv1.bias - 0.5 * self.conv1.weight.sum(dim=(1, 2, 3))
-        h = self.convs(nn.functional.conv2d(x, weight, bias, stride=2))
-        return h.reshape(h.shape[0], -1)
+        h = nn.functional.conv2d(x, weight, bias, stride=2)
+        if self.channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
+        h = self.convs(h)
+        # flattened in (H, W, C) order: free for channels_last activations (DrQ-v2 flattens (C, H, W); the order is a
+        # fixed permutation of the trunk's inputs, so it is the same model)
+        return h.permute(0, 2, 3, 1).reshape(h.shape[0], -1)
 
 
 def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, hidden_dim),
-                         nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim),
+                         nn.ReLU(), nn.Linear(hidden_dim, out_dim))
 
 
 def _trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:

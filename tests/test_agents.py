@@ -260,7 +260,6 @@ def test_state_dict_round_trip_through_weights_only_load(name):
     np.testing.assert_array_equal(agent.act(obs, 10, True), other.act(obs, 10, True))
     assert other.critic_opt.state_dict()["state"][0]["step"] == 1
     if name == "sac":
-        other.log_alpha.data  # noqa: B018
         assert torch.equal(other.log_alpha.detach(), agent.log_alpha.detach())
     with pytest.raises(ValueError, match="expected keys"):
         other.load_state_dict({"encoder": state["encoder"]})

@@ -9,12 +9,12 @@ from drq.networks import Critic, DrQV2Actor, Encoder, SACActor
 
 
 def reference_encoder(enc: Encoder, obs: torch.Tensor) -> torch.Tensor:
-    """DrQ-v2's forward written out: obs / 255 - 0.5, four convs with ReLU, flatten in (C, H, W) order."""
+    """DrQ-v2's forward written out: obs / 255 - 0.5, four convs with ReLU, flattened in (H, W, C) order."""
     x = obs.double() / 255.0 - 0.5
     convs = [enc.conv1] + [m for m in enc.convs if isinstance(m, torch.nn.Conv2d)]
     for i, conv in enumerate(convs):
         x = F.relu(F.conv2d(x, conv.weight.double(), conv.bias.double(), stride=2 if i == 0 else 1))
-    return x.flatten(1)
+    return x.permute(0, 2, 3, 1).flatten(1)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

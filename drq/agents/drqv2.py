@@ -109,7 +109,9 @@ def grad_norm(params: Iterable[nn.Parameter]) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros((), device=params[0].device if params else "cpu")
-    return torch.nn.utils.get_total_norm(grads, foreach=True)
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+        return torch.nn.utils.get_total_norm(grads, foreach=True)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 @torch.no_grad()

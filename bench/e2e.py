@@ -1,0 +1,118 @@
+"""End-to-end training speed: frames/s of the real trainer after the seed phase.
+
+    python bench/e2e.py [--task cartpole_swingup] [--agent drqv2] [--precision bf16] [--frames 2000]
+                        [--device auto] [--async-env true] [--num-threads auto] [override ...]
+
+Runs drq's trainer (train.py's code path, composed from cfgs/ with the task's published settings: for
+cartpole_swingup DrQ-v2's action repeat 2, batch 256, nstep 3, an update every 2 agent steps, 4000 seed frames) for
+the seed phase plus ``--frames`` frames, with evaluation only at frame 0 (1 episode) and videos, snapshots and wandb
+off. Frames/s is measured between the first and the last health log after the seed phase, from the run's own
+metrics.jsonl (frame and wall time of each log line). Extra arguments are hydra overrides (``batch_size=128``).
+
+Last line: one JSON object with frames_per_s, updates_per_s, env_ms_per_step (one synchronous step: physics over the
+action repeat + one 84x84 render, measured separately), task, agent, device, precision and the settings used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import drq  # noqa: E402,F401  (sets torch's huge-page allocator before torch is imported)
+
+
+def compose(overrides: list[str]) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "cfgs"), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def env_ms_per_step(cfg: dict, steps: int = 60) -> float:
+    from drq.env import make_env
+
+    env = make_env(task=cfg["task_name"], frame_stack=cfg["frame_stack"], action_repeat=cfg["action_repeat"], seed=0,
+                   size=cfg["image_size"], fast_render=cfg["fast_render"])  # fmt: skip
+    import numpy as np
+
+    env.reset()
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        ts = env.step(rng.uniform(-1, 1, env.action_shape).astype(np.float32))
+        if ts.last:
+            env.reset()
+    ms = (time.perf_counter() - t0) / steps * 1e3
+    env.close()
+    return ms
+
+
+def throughput(metrics_jsonl: Path, after_frame: int, update_every_steps: int) -> tuple[float, float, int]:
+    lines = [json.loads(x) for x in metrics_jsonl.read_text().splitlines() if x.strip()]
+    health = [x for x in lines if x["section"] == "health" and x["frame"] > after_frame]
+    if len(health) < 2:
+        raise SystemExit(f"bench/e2e.py: too few health logs after frame {after_frame} in {metrics_jsonl}; "
+                         "raise --frames")  # fmt: skip
+    first, last = health[0], health[-1]
+    seconds = last["total_time"] - first["total_time"]
+    frames = last["frame"] - first["frame"]
+    updates = (last["step"] - first["step"]) / update_every_steps
+    return frames / seconds, updates / seconds, frames
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="cartpole_swingup")
+    p.add_argument("--agent", default="drqv2", choices=["drqv2", "sac"])
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--frames", type=int, default=2000, help="frames measured after the seed phase")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--async-env", default="true", choices=["true", "false"])
+    p.add_argument("--num-threads", default="auto")
+    p.add_argument("--log-every-frames", type=int, default=200)
+    p.add_argument("overrides", nargs="*", help="extra hydra overrides, e.g. batch_size=128")
+    args = p.parse_args()
+
+    base = [f"task={args.task}", f"agent={args.agent}", f"precision={args.precision}", f"device={args.device}",
+            f"async_env={args.async_env}", f"num_threads={args.num_threads}", "save_video=false",
+            "save_snapshot=false", "wandb.mode=disabled", "num_eval_episodes=1",
+            f"log_every_frames={args.log_every_frames}", "resume=never"]  # fmt: skip
+    cfg = compose(base + args.overrides)
+    seed_frames = int(cfg["num_seed_frames"])
+    cfg["num_train_frames"] = seed_frames + args.frames + args.log_every_frames
+    cfg["eval_every_frames"] = 10 * cfg["num_train_frames"]  # only the eval at frame 0 (before the seed phase)
+
+    env_ms = env_ms_per_step(cfg)
+    from drq import trainer
+
+    with tempfile.TemporaryDirectory(prefix="drq_e2e_") as run_dir:
+        t0 = time.perf_counter()
+        done = trainer.run(cfg, run_dir, say=lambda s: print(s, file=sys.stderr))
+        wall = time.perf_counter() - t0
+        fps, ups, measured = throughput(Path(run_dir) / "metrics.jsonl", seed_frames, done.update_every_steps)
+        device = str(done.device) if hasattr(done, "device") else args.device
+
+    import torch
+
+    print(json.dumps({
+        "task": cfg["task_name"], "agent": args.agent, "device": device, "precision": args.precision,
+        "frames_per_s": round(fps, 2), "updates_per_s": round(ups, 3), "env_ms_per_step": round(env_ms, 2),
+        "measured_frames": measured, "seed_frames": seed_frames, "wall_s": round(wall, 1),
+        "action_repeat": cfg["action_repeat"], "batch_size": cfg["batch_size"], "nstep": cfg["nstep"],
+        "update_every_steps": done.update_every_steps, "async_env": cfg["async_env"],
+        "torch_threads": torch.get_num_threads(), "overrides": args.overrides,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""CPU learning check: does an agent learn a real DMC pixel task within a wall-clock budget on this machine?
+
+    python bench/learn.py [--agent drqv2|sac] [--precision bf16|fp32] [--task cartpole_balance]
+                          [--minutes 30] [--target 800] [--run-dir DIR] [override ...]
+
+Runs ``python train.py`` (the real trainer, 84x84 pixels, frame stack 3) with the settings below, reads its eval.csv
+as it grows, and stops the run when the wall-clock budget is spent (SIGINT: the trainer snapshots and exits) or the
+frames run out. Settings chosen for a 2-core CPU (everything else is the task's published preset):
+
+    action_repeat 8 (PlaNet's/DrQ's cartpole setting), batch_size 64, an update every agent step
+    (update_every_steps 1), 1000 seed frames, 5 eval episodes every 4000 frames, fast_render no_msaa;
+    DrQ-v2: nstep 3, lr 3e-4, stddev_schedule linear(1.0,0.1,10000) (agent steps);  SAC: DrQ's settings otherwise
+    (nstep 1, lr 1e-3, init temperature 0.1, K=M=2).
+
+Extra arguments are hydra overrides and win over these. Last line: one JSON object with task, agent, precision,
+frames, minutes, final_eval_return, best_eval_return, minutes_to_target (null if never), frames_to_target, target,
+first_eval_return (the random policy's), run_dir and the overrides used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+COMMON = ["action_repeat=8", "batch_size=64", "agent.update_every_steps=1", "num_seed_frames=1000",
+          "num_eval_episodes=5", "eval_every_frames=4000", "fast_render=no_msaa", "num_train_frames=500000",
+          "save_video=false", "snapshot_every_frames=100000", "log_every_frames=2000", "wandb.mode=disabled"]  # fmt: skip
+PER_AGENT = {
+    "drqv2": ["nstep=3", "lr=3e-4", "stddev_schedule='linear(1.0,0.1,10000)'", "agent.num_expl_steps=250"],
+    "sac": [],  # DrQ's 1-step targets (cfgs/agent/sac.yaml)
+}
+
+
+def read_evals(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f) if row.get("episode_reward")]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--agent", default="drqv2", choices=sorted(PER_AGENT))
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--task", default="cartpole_balance")
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--target", type=float, default=800.0)
+    p.add_argument("--stop-at-target", action="store_true", help="stop as soon as an eval reaches the target")
+    p.add_argument("--run-dir", default=None)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args()
+
+    run_dir = Path(args.run_dir or f"/tmp/drq_learn/{args.task}_{args.agent}_{args.precision}_s{args.seed}").resolve()
+    overrides = [f"task={args.task}", f"agent={args.agent}", f"precision={args.precision}", f"seed={args.seed}",
+                 *COMMON, *PER_AGENT[args.agent], *args.overrides, f"hydra.run.dir={run_dir}"]  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "train.py"), *overrides]
+    print(" ".join(cmd), file=sys.stderr)
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ))
+    minutes_to_target = frames_to_target = None
+    try:
+        while proc.poll() is None:
+            time.sleep(5)
+            evals = read_evals(run_dir / "eval.csv")
+            hit = [e for e in evals if e["episode_reward"] >= args.target]
+            if hit and minutes_to_target is None:
+                minutes_to_target = round(hit[0]["total_time"] / 60, 2)
+                frames_to_target = int(hit[0]["frame"])
+                if args.stop_at_target:
+                    break
+            if time.time() - start > args.minutes * 60:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    evals = read_evals(run_dir / "eval.csv")
+    if not evals:
+        raise SystemExit(f"bench/learn.py: no evaluations in {run_dir / 'eval.csv'} (trainer exit code {proc.returncode})")
+    within = [e for e in evals if e["total_time"] <= args.minutes * 60] or evals[:1]
+    print(json.dumps({
+        "task": args.task, "agent": args.agent, "precision": args.precision, "seed": args.seed,
+        "frames": int(within[-1]["frame"]), "minutes": round(within[-1]["total_time"] / 60, 2),
+        "final_eval_return": round(within[-1]["episode_reward"], 1),
+        "best_eval_return": round(max(e["episode_reward"] for e in within), 1),
+        "first_eval_return": round(evals[0]["episode_reward"], 1),
+        "minutes_to_target": minutes_to_target, "frames_to_target": frames_to_target, "target": args.target,
+        "budget_minutes": args.minutes, "run_dir": str(run_dir), "overrides": overrides[:-1],
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
