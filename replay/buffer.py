@@ -109,7 +109,8 @@ class FrameReplay:
 
         self.num_slots = self.capacity + self.nstep + self.frame_stack - 1
         s = self.num_slots
-        self._frames = torch.zeros((s, *self.frame_shape), dtype=torch.uint8, device=self.device)
+        # empty, not zeros: memory is committed only as frames arrive (1M frames = 21 GB virtual until written)
+        self._frames = torch.empty((s, *self.frame_shape), dtype=torch.uint8, device=self.device)
         self._action = np.zeros((s, *self.action_shape), dtype=np.float32)
         self._reward = np.zeros(s, dtype=np.float32)
         self._discount = np.zeros(s, dtype=np.float32)
