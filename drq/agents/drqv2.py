@@ -114,6 +114,23 @@ def grad_norm(params: Iterable[nn.Parameter]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
+def critic_step(opt: torch.optim.Optimizer, encoder: nn.Module, critic: nn.Module, critic_loss: torch.Tensor,
+                q1: torch.Tensor, q2: torch.Tensor, target_q: torch.Tensor,
+                reward: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Backward ``critic_loss`` into encoder + critic, take one step of their shared optimiser, return the critic's
+    metrics as 0-dim device tensors (grad norms read before the step). ``q1, q2, target_q, reward``: ``(B, 1)``."""
+    opt.zero_grad(set_to_none=True)
+    critic_loss.backward()
+    metrics = {
+        "critic_loss": critic_loss.detach(), "critic_q1": q1.detach().mean(), "critic_q2": q2.detach().mean(),
+        "critic_target_q": target_q.mean(), "batch_reward": reward.mean(),
+        "encoder_grad_norm": grad_norm(encoder.parameters()),
+        "critic_grad_norm": grad_norm(critic.parameters()),
+    }
+    opt.step()
+    return metrics
+
+
 @torch.no_grad()
 def soft_update_(target: nn.Module, online: nn.Module, tau: float) -> None:
     """``target <- target + tau * (online - target)`` for every parameter (in place)."""
@@ -252,16 +269,7 @@ class DrQV2Agent:
         q1, q2 = q1.float(), q2.float()
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
 
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        metrics = {
-            "critic_loss": critic_loss.detach(), "critic_q1": q1.detach().mean(), "critic_q2": q2.detach().mean(),
-            "critic_target_q": target_q.mean(), "batch_reward": reward.mean(),
-            "encoder_grad_norm": grad_norm(self.encoder.parameters()),
-            "critic_grad_norm": grad_norm(self.critic.parameters()),
-        }
-        self.critic_opt.step()
-        return metrics
+        return critic_step(self.critic_opt, self.encoder, self.critic, critic_loss, q1, q2, target_q, reward)
 
     def update_actor(self, features: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """One Adam step of the actor on ``-min(Q1, Q2)`` at features detached from the encoder; only the actor's

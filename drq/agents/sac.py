@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from drq.agents.drqv2 import (AUG_PAD, autocast_context, check_batch, check_positive, check_precision, check_shapes,
-                              grad_norm, make_adam, obs_to_tensor, soft_update_, to_device_batch)
+                              critic_step, grad_norm, make_adam, obs_to_tensor, soft_update_, to_device_batch)
 from drq.augment import random_shift
 from drq.distributions import TanhNormal, tanh_log_det_jacobian
 from drq.networks import Critic, Encoder, SACActor
@@ -149,16 +149,7 @@ class SACAgent:
         target_rep = target_q.repeat(m, 1)
         critic_loss = m * (F.mse_loss(q1, target_rep) + F.mse_loss(q2, target_rep))
 
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        metrics = {
-            "critic_loss": critic_loss.detach(), "critic_q1": q1.detach().mean(), "critic_q2": q2.detach().mean(),
-            "critic_target_q": target_q.mean(), "batch_reward": reward.mean(),
-            "encoder_grad_norm": grad_norm(self.encoder.parameters()),
-            "critic_grad_norm": grad_norm(self.critic.parameters()),
-        }
-        self.critic_opt.step()
-        return metrics
+        return critic_step(self.critic_opt, self.encoder, self.critic, critic_loss, q1, q2, target_q, reward)
 
     def update_actor_and_alpha(self, features: torch.Tensor, train: bool = True) -> dict[str, torch.Tensor]:
         """Actor step on features detached from the encoder (only the actor's parameters get gradient), then the
