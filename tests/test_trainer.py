@@ -168,6 +168,13 @@ def test_sac_end_to_end_in_process(tmp_path):
     assert len(frames) == 200 // 8 + 1 and frames[0].shape == (96, 96, 3)
     assert evaluate.main([str(tmp_path / "nope")]) == 1
 
+    # python -m drq.health on the same tiny real run: a PNG report and a verdict per signal
+    from drq import health as health_report
+
+    (tmp_path / "health.png").unlink(missing_ok=True)
+    assert health_report.main([str(tmp_path), "--agent", "sac"]) == 0
+    assert (tmp_path / "health.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 # ------------------------------------------------------------------------------------------------- resume
 class Crash(Exception):
