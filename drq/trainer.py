@@ -122,6 +122,12 @@ class Trainer:
         self.update_every_steps = int(c["agent"].get("update_every_steps", 1))
         self.max_episode_frames = c.get("max_episode_frames")
         self.device = resolve_device(str(c["device"]))
+        if self.device.startswith("cuda"):
+            # TF32 matmuls/convs (fp32 runs) and cuDNN autotuning for the fixed 84x84 shapes. Not measured here (no
+            # GPU was available to this project yet): see README "Performance".
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         torch.set_num_threads(resolve_num_threads(c.get("num_threads", "auto"), bool(c.get("async_env", True))))
         self._seed_everything(int(c["seed"]))
 
