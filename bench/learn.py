@@ -9,8 +9,9 @@ frames run out. Settings chosen for a 2-core CPU (everything else is the task's 
 
     action_repeat 8 (PlaNet's/DrQ's cartpole setting), batch_size 64, an update every agent step
     (update_every_steps 1), 1000 seed frames, replay 100k, 5 eval episodes every 4000 frames, fast_render no_msaa;
-    DrQ-v2: nstep 3, lr 3e-4, stddev_schedule linear(1.0,0.1,10000) (agent steps);  SAC: DrQ's settings otherwise
-    (nstep 1, lr 1e-3, init temperature 0.1, K=M=2).
+    DrQ-v2: nstep 3, lr 1e-4 (published; 3e-4 saturated the actor's tanh within 8k frames and never recovered),
+    stddev_schedule linear(1.0,0.1,10000) (agent steps);  SAC: DrQ's settings otherwise (nstep 1, lr 1e-3,
+    init temperature 0.1, K=M=2).
 
 Extra arguments are hydra overrides and win over these. Last line: one JSON object with task, agent, precision,
 frames, minutes, final_eval_return, best_eval_return, minutes_to_target (null if never), frames_to_target, target,
@@ -35,7 +36,7 @@ COMMON = ["action_repeat=8", "batch_size=64", "agent.update_every_steps=1", "num
           "num_eval_episodes=5", "eval_every_frames=4000", "fast_render=no_msaa", "num_train_frames=500000",
           "replay_buffer_size=100000", "save_video=false", "snapshot_every_frames=100000", "log_every_frames=2000", "wandb.mode=disabled"]  # fmt: skip
 PER_AGENT = {
-    "drqv2": ["nstep=3", "lr=3e-4", "stddev_schedule='linear(1.0,0.1,10000)'", "agent.num_expl_steps=250"],
+    "drqv2": ["nstep=3", "lr=1e-4", "stddev_schedule='linear(1.0,0.1,10000)'", "agent.num_expl_steps=250"],
     "sac": [],  # DrQ's 1-step targets (cfgs/agent/sac.yaml)
 }
 
