@@ -406,3 +406,15 @@ def test_cli_missing_run_dir_exits_nonzero_without_traceback(tmp_path):
                             timeout=60)
     assert result.returncode == 2
     assert str(missing) in result.stderr and "Traceback" not in result.stderr + result.stdout
+
+
+def test_detector_on_a_real_saturated_drqv2_run():
+    """tests/data/health_drqv2_cartpole_balance_saturated.jsonl: a real run on this machine (cartpole_balance, DrQ-v2,
+    lr 3e-4, batch 64, action repeat 8, bf16) whose actor's tanh saturated (pre-tanh mean ~15, actor gradient gone)
+    and whose eval return fell from 348 to 136 and stayed there. The detector must name saturation, and only that."""
+    path = Path(__file__).parent / "data" / "health_drqv2_cartpole_balance_saturated.jsonl"
+    verdicts = diagnose(health.load_metrics(path), "drqv2", action_dim=1, action_repeat=8, discount=0.99)
+    assert verdicts["saturation"].status == "saturation"
+    assert verdicts["saturation"].frame == 10_000
+    assert {k: v.status for k, v in verdicts.items() if k != "saturation"} == {
+        "finite": "healthy", "entropy": "healthy", "log_prob": "healthy", "q_values": "healthy"}
