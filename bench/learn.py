@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 COMMON = ["action_repeat=8", "batch_size=64", "agent.update_every_steps=1", "num_seed_frames=1000",
           "num_eval_episodes=5", "eval_every_frames=4000", "fast_render=no_msaa", "num_train_frames=500000",
-          "replay_buffer_size=100000", "save_video=false", "snapshot_every_frames=100000", "log_every_frames=2000", "wandb.mode=disabled"]  # fmt: skip
+          "replay_buffer_size=100000", "save_video=false", "snapshot_every_frames=100000", "log_every_frames=2000",
+          "wandb.mode=disabled"]  # fmt: skip
 PER_AGENT = {
     "drqv2": ["nstep=3", "lr=1e-4", "stddev_schedule='linear(1.0,0.1,10000)'", "agent.num_expl_steps=250"],
     "sac": [],  # DrQ's 1-step targets (cfgs/agent/sac.yaml)
@@ -90,7 +91,8 @@ def main() -> None:
                 proc.kill()
     evals = read_evals(run_dir / "eval.csv")
     if not evals:
-        raise SystemExit(f"bench/learn.py: no evaluations in {run_dir / 'eval.csv'} (trainer exit code {proc.returncode})")
+        raise SystemExit(f"bench/learn.py: no evaluations in {run_dir / 'eval.csv'} "
+                         f"(trainer exit code {proc.returncode})")
     within = [e for e in evals if e["total_time"] <= args.minutes * 60] or evals[:1]
     print(json.dumps({
         "task": args.task, "agent": args.agent, "precision": args.precision, "seed": args.seed,
