@@ -418,3 +418,13 @@ def test_detector_on_a_real_saturated_drqv2_run():
     assert verdicts["saturation"].frame == 10_000
     assert {k: v.status for k, v in verdicts.items() if k != "saturation"} == {
         "finite": "healthy", "entropy": "healthy", "log_prob": "healthy", "q_values": "healthy"}
+
+
+def test_detector_on_a_real_healthy_sac_run():
+    """tests/data/health_sac_cartpole_balance_healthy.jsonl: a real SAC run on this machine (cartpole_balance, batch 64,
+    action repeat 8, bf16) that went from 389 to 965 eval return in 24k frames. Every signal must read healthy."""
+    path = Path(__file__).parent / "data" / "health_sac_cartpole_balance_healthy.jsonl"
+    verdicts = diagnose(health.load_metrics(path), "sac", action_repeat=8, discount=0.99)
+    assert {k: v.status for k, v in verdicts.items()} == {
+        "finite": "healthy", "entropy": "healthy", "log_prob": "healthy", "saturation": "healthy",
+        "q_values": "healthy"}
