@@ -86,9 +86,21 @@ class Encoder(nn.Module):
         return h.permute(0, 2, 3, 1).reshape(h.shape[0], -1)
 
 
+class OutputLinear(nn.Linear):
+    """A Linear output head that always computes in float32, also under bf16 autocast.
+
+    bf16 keeps 8 significant bits: a Q value of 150 would come out rounded to a multiple of 1.0, coarser than many TD
+    errors, and a pre-tanh mean to ~0.4%. The head is (hidden_dim x out_dim), so fp32 costs nothing measurable.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim),
-                         nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+                         nn.ReLU(), OutputLinear(hidden_dim, out_dim))
 
 
 def _trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:

@@ -90,3 +90,19 @@ def test_bad_shapes():
         Encoder((9, 10, 10))
     with pytest.raises(ValueError, match=r"\(2, 1\)"):
         SACActor(10, 2, log_std_bounds=(2, 1))
+
+
+def test_output_heads_stay_float32_under_bf16_autocast():
+    """Q values and pre-tanh means must not be rounded to bf16's 8 significant bits."""
+    from drq.networks import Critic
+
+    torch.manual_seed(0)
+    critic = Critic(repr_dim=64, action_dim=2, feature_dim=8, hidden_dim=16)
+    with torch.no_grad():
+        critic.q1[-1].bias.fill_(150.0)  # a typical Q scale, where bf16's spacing is 1.0
+        critic.q1[-1].weight.mul_(1e-3)
+    features, action = torch.randn(4, 64), torch.rand(4, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q1, _ = critic(features, action)
+    assert q1.dtype == torch.float32
+    assert not torch.equal(q1, q1.to(torch.bfloat16).float())  # carries more than bf16's precision
