@@ -94,10 +94,20 @@ def _shutdown(process: mp.process.BaseProcess, conn: Connection) -> None:
             process.join()
 
 
+def _standard_default_start_method() -> None:
+    """A spawned child re-applies its parent's *default* start method before anything else. Inside a joblib/loky
+    worker (hydra's joblib launcher: ``hydra/launcher=local``) that default is 'loky', which the child cannot resolve
+    ("cannot find context for 'loky'"), so the worker would die at birth. Reset the default to 'spawn' there."""
+    method = mp.get_start_method(allow_none=True)
+    if method not in (None, "fork", "spawn", "forkserver"):
+        mp.set_start_method("spawn", force=True)
+
+
 class AsyncEnv:
     """``drq.env.make_env(**make_env_kwargs)`` running in a worker process; same methods, same TimeSteps."""
 
     def __init__(self, **make_env_kwargs: Any) -> None:
+        _standard_default_start_method()
         context = mp.get_context("spawn")
         self._conn, worker_conn = context.Pipe()
         self._process = context.Process(

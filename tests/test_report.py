@@ -271,8 +271,8 @@ def test_cli_prints_no_traceback(tmp_path):
 SWEEP_OVERRIDES = [
     "hydra/launcher=local", "preset=debug", "task=cartpole_balance", "seed=1,2",
     "num_train_frames=400", "num_seed_frames=200", "eval_every_frames=200", "num_eval_episodes=1",
-    "save_video=false", "save_snapshot=false", "wandb.mode=disabled", "async_env=false", "device=cpu",
-]
+    "save_video=false", "save_snapshot=false", "wandb.mode=disabled", "device=cpu",
+]  # async_env stays on (the default): its worker must start inside joblib's loky workers too
 
 
 @pytest.mark.slow
