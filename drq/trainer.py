@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from drq import snapshot as snapshots
+from drq.health import HealthMonitor
 from drq.sinks import RunFiles, WandbSink, format_eval_line
 from drq.video import VideoRecorder
 
@@ -104,11 +105,7 @@ def make_agent_from_config(cfg: Mapping[str, Any], obs_shape: tuple[int, ...], a
                       precision=cfg.get("precision", "fp32"), **agent_cfg)  # fmt: skip
 
 
-def _make_health_monitor(agent_name: str, action_dim: int, cfg: Mapping[str, Any]) -> Any:
-    try:
-        from drq.health import HealthMonitor
-    except ImportError:  # pragma: no cover -- drq.health ships with the package
-        return None
+def _make_health_monitor(agent_name: str, action_dim: int, cfg: Mapping[str, Any]) -> HealthMonitor:
     return HealthMonitor(agent_name, action_dim=action_dim, action_repeat=int(cfg["action_repeat"]),
                          discount=float(cfg["discount"]))  # fmt: skip
 

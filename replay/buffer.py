@@ -239,6 +239,10 @@ class FrameReplay:
 
     def sample_indices(self, batch_size: int) -> np.ndarray:
         """Logical start indices of ``batch_size`` transitions drawn uniformly (with replacement)."""
+        return self._sample(batch_size)[0]
+
+    def _sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(g, m)``: start indices and their window lengths, drawn by rejection sampling."""
         batch_size = _positive_int("batch_size", batch_size)
         lo = max(0, self._total - self.num_slots)
         if len(self) == 0:
@@ -246,27 +250,30 @@ class FrameReplay:
                 f"cannot sample: the replay holds no complete transition yet ({self._total} steps added, "
                 f"nstep={self.nstep})"
             )
-        chosen: list[np.ndarray] = []
+        chosen: list[tuple[np.ndarray, np.ndarray]] = []
         need = batch_size
         while need > 0:
             g = self._rng.integers(lo, self._total, size=2 * need + 8)
-            ok = g[self._windows(g)[1]]
-            chosen.append(ok[:need])
-            need -= len(chosen[-1])
-        return np.concatenate(chosen)
+            m, valid = self._windows(g)
+            chosen.append((g[valid][:need], m[valid][:need]))
+            need -= len(chosen[-1][0])
+        return np.concatenate([c[0] for c in chosen]), np.concatenate([c[1] for c in chosen])
 
     def sample(self, batch_size: int) -> Batch:
         """Draw ``batch_size`` transitions uniformly from all sampleable ones. See the module docstring."""
-        g = self.sample_indices(batch_size)
-        return self.gather(g)
+        return self._gather(*self._sample(batch_size))
 
     def gather(self, g: np.ndarray) -> Batch:
         """Build the transitions that start at logical indices ``g`` (each must be sampleable)."""
         g = np.asarray(g, dtype=np.int64)
-        s, k, n = self.num_slots, self.frame_stack, self.nstep
         m, valid = self._windows(g)
         if not valid.all():
             raise ValueError(f"indices {g[~valid][:5].tolist()} are not sampleable transitions")
+        return self._gather(g, m)
+
+    def _gather(self, g: np.ndarray, m: np.ndarray) -> Batch:
+        """Transitions starting at sampleable ``g`` with window lengths ``m`` (from ``_windows``)."""
+        s, k, n = self.num_slots, self.frame_stack, self.nstep
         nxt = g + m
         back = np.arange(k - 1, -1, -1)  # k-1 .. 0 frames back, oldest first
         t_obs = self._t[g % s]

@@ -222,15 +222,12 @@ class DrQV2Agent:
         [-1, 1]. Evaluation: the mean ``tanh(mu)``. Training: a sample with unclipped noise, or uniform in [-1, 1] while
         ``step < num_expl_steps``."""
         x = obs_to_tensor(obs, self.obs_shape, self.device)
+        if not eval_mode and step < self.num_expl_steps:  # uniform exploration: no network pass needed
+            return torch.empty(self.action_shape, device=self.device).uniform_(-1.0, 1.0).cpu().numpy()
         with self.autocast():
             features = self.encoder(x)
             dist = self.actor(features, self.stddev(step))
-        if eval_mode:
-            action = dist.mean
-        else:
-            action = dist.sample(clip=None)
-            if step < self.num_expl_steps:
-                action.uniform_(-1.0, 1.0)
+        action = dist.mean if eval_mode else dist.sample(clip=None)
         return action[0].float().cpu().numpy()
 
     def sample_with_log_prob(self, features: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor,
