@@ -1,13 +1,16 @@
 """End-to-end training speed: frames/s of the real trainer after the seed phase.
 
     python bench/e2e.py [--task cartpole_swingup] [--agent drqv2] [--precision bf16] [--frames 2000]
-                        [--device auto] [--async-env true] [--num-threads auto] [override ...]
+                        [--device auto] [--async-env true] [--num-threads auto] [--compile none]
+                        [--cuda-graphs auto|on|off] [override ...]
 
 Runs drq's trainer (train.py's code path, composed from cfgs/ with the task's published settings: for
 cartpole_swingup DrQ-v2's action repeat 2, batch 256, nstep 3, an update every 2 agent steps, 4000 seed frames) for
 the seed phase plus ``--frames`` frames, with evaluation only at frame 0 (1 episode) and videos, snapshots and wandb
 off. Frames/s is measured between the first and the last health log after the seed phase, from the run's own
-metrics.jsonl (frame and wall time of each log line). Extra arguments are hydra overrides (``batch_size=128``).
+metrics.jsonl (frame and wall time of each log line), so compilation and CUDA-graph capture (first updates) are not
+counted. ``--cuda-graphs auto`` turns them on when the device is CUDA. Extra arguments are hydra overrides
+(``batch_size=128``).
 
 Last line: one JSON object with frames_per_s, updates_per_s, env_ms_per_step (one synchronous step: physics over the
 action repeat + one 84x84 render, measured separately), task, agent, device, precision and the settings used.
@@ -80,13 +83,20 @@ def main() -> None:
     p.add_argument("--async-env", default="true", choices=["true", "false"])
     p.add_argument("--num-threads", default="auto")
     p.add_argument("--log-every-frames", type=int, default=200)
+    p.add_argument("--compile", default="none", choices=["none", "default", "max-autotune"])
+    p.add_argument("--cuda-graphs", default="auto", choices=["auto", "on", "off"])
     p.add_argument("overrides", nargs="*", help="extra hydra overrides, e.g. batch_size=128")
     args = p.parse_args()
+    import torch
+
+    on_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    graphs = args.cuda_graphs == "on" or (args.cuda_graphs == "auto" and on_cuda)
 
     base = [f"task={args.task}", f"agent={args.agent}", f"precision={args.precision}", f"device={args.device}",
             f"async_env={args.async_env}", f"num_threads={args.num_threads}", "save_video=false",
             "save_snapshot=false", "wandb.mode=disabled", "num_eval_episodes=1",
-            f"log_every_frames={args.log_every_frames}", "resume=never"]  # fmt: skip
+            f"log_every_frames={args.log_every_frames}", "resume=never", f"compile={args.compile}",
+            f"cuda_graphs={str(graphs).lower()}"]  # fmt: skip
     cfg = compose(base + args.overrides)
     seed_frames = int(cfg["num_seed_frames"])
     cfg["num_train_frames"] = seed_frames + args.frames + args.log_every_frames
@@ -102,11 +112,9 @@ def main() -> None:
         fps, ups, measured = throughput(Path(run_dir) / "metrics.jsonl", seed_frames, done.update_every_steps)
         device = str(done.device) if hasattr(done, "device") else args.device
 
-    import torch
-
     print(json.dumps({
         "task": cfg["task_name"], "agent": args.agent, "device": device, "precision": args.precision,
-        "frames_per_s": round(fps, 2), "updates_per_s": round(ups, 3), "env_ms_per_step": round(env_ms, 2),
+        "compile": args.compile, "cuda_graphs": graphs, "frames_per_s": round(fps, 2), "updates_per_s": round(ups, 3), "env_ms_per_step": round(env_ms, 2),
         "measured_frames": measured, "seed_frames": seed_frames, "wall_s": round(wall, 1),
         "action_repeat": cfg["action_repeat"], "batch_size": cfg["batch_size"], "nstep": cfg["nstep"],
         "update_every_steps": done.update_every_steps, "async_env": cfg["async_env"],

@@ -1,16 +1,19 @@
 """Updates per second of our agent's update vs a plain eager fp32 update of the same networks, in one run.
 
     python bench/update.py --agent drqv2|sac [--precision bf16|fp32] [--batch-size 256] [--device auto]
+                           [--compile none|default|max-autotune] [--cuda-graphs auto|on|off]
 
 Ours: ``drq.agents.make_agent(...).update(batch, step)`` (uint8 integer-crop augmentation, bf16 autocast +
-channels_last by default, batched augmentations, fused Adam, metrics left on the device).
+channels_last by default, batched augmentations, fused Adam, metrics left on the device; on CUDA also the whole update
+replayed as one CUDA graph, and optionally torch.compile'd networks).
 Baseline: the same networks (``drq.networks``) and the same algorithm written straightforwardly, the way DrQ-v2 / DrQ
 do it: float conversion, then pad + ``grid_sample`` augmentation on float frames, NCHW, fp32, no autocast, one encoder
 pass per augmentation, default Adam, DrQ-v2's per-parameter soft-update loop and ``.item()`` on every metric.
 
 Frames are 84x84 with a 3-frame stack (9 channels); the batch is random uint8 frames already on the device (as the
 replay returns it). The last line printed is one JSON object: agent, updates_per_s, baseline_updates_per_s, ratio,
-device, precision (plus batch_size, iters, torch_threads).
+device, precision (plus compile, cuda_graphs, batch_size, iters, torch_threads). Warm-up updates (untimed) include
+compilation and graph capture.
 """
 
 from __future__ import annotations
@@ -238,6 +241,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--iters", type=int, default=10, help="timed updates for each side (even: SAC's cadences)")
     parser.add_argument("--rounds", type=int, default=5, help="ours and the baseline alternate in this many chunks")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads (CPU)")
+    parser.add_argument("--compile", choices=["none", "default", "max-autotune"], default="none",
+                        help="torch.compile our agent's networks (drq.compiling)")
+    parser.add_argument("--cuda-graphs", choices=["auto", "on", "off"], default="auto",
+                        help="replay our update as CUDA graphs (auto: on when the device is CUDA)")
     args = parser.parse_args(argv)
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
@@ -245,16 +252,19 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     batch = random_batch(args.batch_size, args.action_dim, device)
 
-    agent = make_agent(args.agent, OBS_SHAPE, (args.action_dim,), device, args.precision)
+    graphs = args.cuda_graphs == "on" or (args.cuda_graphs == "auto" and device.type == "cuda")
+    agent = make_agent(args.agent, OBS_SHAPE, (args.action_dim,), device, args.precision, compile=args.compile,
+                       cuda_graphs=graphs)
     baseline = (BaselineDrQV2 if args.agent == "drqv2" else BaselineSAC)(args.action_dim, device)
-    rates = time_interleaved({"ours": agent.update, "baseline": baseline.update}, batch, args.warmup, args.iters,
+    warmup = max(args.warmup, 10) if graphs else args.warmup  # each branch: 3 eager updates, then the capture
+    rates = time_interleaved({"ours": agent.update, "baseline": baseline.update}, batch, warmup, args.iters,
                              device, args.rounds)
     ours, base = rates["ours"], rates["baseline"]
 
     result = {"agent": args.agent, "updates_per_s": round(ours, 3), "baseline_updates_per_s": round(base, 3),
               "ratio": round(ours / base, 2), "device": str(device) if device.type != "cuda"
               else f"cuda ({torch.cuda.get_device_name(device)})", "precision": args.precision,
-              "batch_size": args.batch_size, "iters": args.iters, "torch_threads": torch.get_num_threads(),
+              "compile": args.compile, "cuda_graphs": graphs, "batch_size": args.batch_size, "iters": args.iters, "torch_threads": torch.get_num_threads(),
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     print(json.dumps(result))
     return result

@@ -6,13 +6,15 @@
 
 and exits with status 2. Checked: the config groups ``task=``, ``agent=``, ``preset=`` (each value of a
 comma-separated sweep), ``task_name=`` (against :mod:`drq.tasks`), and every plain ``key=value`` against the keys of
-the composed config (``+key=`` adds a key on purpose and is not checked; ``hydra.*`` is hydra's own business).
+the composed config (``+key=`` adds a key on purpose and is not checked; ``hydra.*`` is hydra's own business), the
+values of the keys with fixed choices (``CHOICES``), and ``cuda_graphs=true`` without a CUDA device.
 Anything else that makes composition fail is reported with the first line of hydra's message.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,6 +23,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "cfgs"
 GROUPS = ("task", "agent", "preset")
 EXIT_CODE = 2
 # hydra flags that take a value in the next argument
+# keys whose value must be one of a few words (kept in sync with drq.agents.drqv2.PRECISIONS / drq.compiling)
+CHOICES = {"precision": ("fp32", "bf16"), "compile": ("none", "default", "max-autotune")}
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}  # fmt: skip
 
@@ -148,6 +152,10 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
     except Exception as error:  # noqa: BLE001 -- turn any composition failure into one line
         raise ConfigError(f"invalid configuration: {_first_line(error)}") from None
     for prefix, key, value in parsed:
+        if value and key.rsplit(".", 1)[-1] == "stddev_schedule" and re.match(r"^\s*(step_)?linear\(", value):
+            # hydra would read linear(...) as one of its own grammar functions and fail with a multi-line message
+            raise ConfigError(f"quote the schedule for hydra: {key}='{value}' (single quotes inside the argument; "
+                              f"in a shell: \"{key}='{value}'\")")
         if key in GROUPS or prefix in ("+", "++"):
             continue
         if key not in known:
@@ -167,6 +175,25 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         if prefix or key in GROUPS or value is None or _is_sweep_or_function(value):
             continue
         _check_type(key, _lookup(base, key), _lookup(composed, key))
+    for key, choices in CHOICES.items():
+        value = _lookup(composed, key)
+        if key == "compile" and isinstance(value, bool):
+            continue  # compile=true / false mean default / none
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+    if _lookup(composed, "cuda_graphs") is True:
+        _check_cuda_graphs_device(str(_lookup(composed, "device")))
+
+
+def _check_cuda_graphs_device(device: str) -> None:
+    import torch
+
+    available = torch.cuda.is_available()
+    if available and (device == "auto" or device.startswith("cuda")):
+        return
+    why = f"device={device}" if available else "no CUDA device is available"
+    raise ConfigError(f"cuda_graphs=true needs a CUDA device ({why}); use cuda_graphs=false, or device=auto / "
+                      "device=cuda on a machine with a GPU")
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number"}

@@ -41,7 +41,8 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
     if seed is not None:
         kwargs["seed"] = seed
     env = make_env(**kwargs)
-    agent = make_agent_from_config(cfg, env.observation_shape, env.action_shape, resolve_device(device))
+    eager = {**cfg, "compile": "none", "cuda_graphs": False}  # evaluation runs act() only: nothing to speed up
+    agent = make_agent_from_config(eager, env.observation_shape, env.action_shape, resolve_device(device))
     try:
         agent.load_state_dict(state["agent"])
     except Exception as error:  # noqa: BLE001

@@ -114,7 +114,7 @@ def test_actor_loss_leaves_encoder_and_critic_gradients_at_zero(name):
         module.zero_grad(set_to_none=True)
     before = [p.detach().clone() for p in agent.actor.parameters()]
     if name == "drqv2":
-        agent.update_actor(features, step=0)
+        agent.update_actor(features, std=agent.stddev(0))
     else:
         agent.update_actor_and_alpha(features)
         assert agent.log_alpha.grad is not None and agent.log_alpha.grad != 0

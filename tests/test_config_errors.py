@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from drq import tasks
 from drq.config_errors import ConfigError, check_overrides, group_choices
@@ -87,6 +88,8 @@ def test_cli_overrides_and_debug_preset():
         ["task=walker_walk,cheetah_run", "seed=1,2,3", "-m"],  # sweeps are checked value by value
         ["hydra.run.dir=/tmp/x", "+my_note=hello", "resume=never", "device=cpu", "num_threads=1"],
         ["--cfg", "job", "task=walker_run"],
+        ["stddev_schedule='linear(1.0,0.1,50000)'", "agent.stddev_schedule=0.2"],
+        ["compile=default", "precision=bf16"], ["compile=true"], ["compile=max-autotune", "precision=fp32,bf16"],
     ],
 )
 def test_valid_overrides_pass(argv):
@@ -105,6 +108,10 @@ def test_valid_overrides_pass(argv):
         (["wandb.mod=offline"], "unknown config key 'wandb.mod'; closest: wandb.mode"),
         (["batch_size=big"], "batch_size expects an integer, got 'big'"),
         (["task_name=walkr_walk"], "walker_walk"),
+        (["precision=fp16"], "precision must be one of fp32, bf16; got 'fp16'"),
+        (["compile=fast"], "compile must be one of none, default, max-autotune; got 'fast'"),
+        (["stddev_schedule=linear(1.0,0.1,50000)"], "quote the schedule for hydra: stddev_schedule='linear(1.0,0.1,50000)'"),
+        (["cuda_graphs=maybe"], "cuda_graphs expects true or false, got 'maybe'"),
     ],
 )
 def test_bad_overrides_name_the_value_and_the_closest_choices(argv, expected):
@@ -113,12 +120,21 @@ def test_bad_overrides_name_the_value_and_the_closest_choices(argv, expected):
     assert expected in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_graphs_without_a_gpu_is_one_clear_error():
+    with pytest.raises(ConfigError) as info:
+        check_overrides(["cuda_graphs=true"])
+    assert str(info.value).startswith("cuda_graphs=true needs a CUDA device (no CUDA device is available)")
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     "override, expected",
     [
         ("task=walker_wlak", "drq: unknown task 'walker_wlak'; closest: walker_walk"),
         ("agent=ppo", "drq: unknown agent 'ppo'; choices: drqv2, sac"),
         ("num_train_frame=10", "drq: unknown config key 'num_train_frame'; closest: num_train_frames"),
+        ("compile=fast", "drq: compile must be one of none, default, max-autotune; got 'fast'"),
     ],
 )
 def test_train_py_prints_one_line_and_exits_nonzero(tmp_path, override, expected):

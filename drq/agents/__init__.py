@@ -1,4 +1,4 @@
-"""Agents: ``make_agent(name, obs_shape, action_shape, device, precision, **cfg)`` and the ``AGENTS`` registry.
+"""Agents: ``make_agent(name, obs_shape, action_shape, device, precision, compile, cuda_graphs, **cfg)`` and ``AGENTS``.
 
 ``cfg`` holds the hydra ``agent:`` group's keys (docs/architecture.md, "Agent constructor keys"); an unknown key is an
 error naming it and the valid keys, so a typo in a config cannot be silently ignored.
@@ -13,6 +13,7 @@ import torch
 
 from drq.agents.drqv2 import DrQV2Agent
 from drq.agents.sac import SACAgent
+from drq.compiling import check_compile_mode, compile_agent
 
 __all__ = ["AGENTS", "make_agent", "DrQV2Agent", "SACAgent"]
 
@@ -33,12 +34,22 @@ def _agent_class(name: str) -> type:
 
 
 def make_agent(name: str, obs_shape: Sequence[int], action_shape: Sequence[int], device: str | torch.device = "cpu",
-               precision: str = "fp32", **cfg: Any):
+               precision: str = "fp32", *, compile: str | bool = "none", cuda_graphs: bool = False, **cfg: Any):
     """Build agent ``name`` (``'drqv2'`` | ``'sac'``) for uint8 observations ``obs_shape = (3k, H, W)`` and actions
-    ``action_shape = (A,)``; ``cfg`` overrides the constructor defaults (see each agent class)."""
+    ``action_shape = (A,)``; ``cfg`` overrides the constructor defaults (see each agent class).
+
+    ``compile``: ``'none'`` | ``'default'`` | ``'max-autotune'`` (``torch.compile`` of the networks, ``drq.compiling``).
+    ``cuda_graphs``: replay each update as one captured CUDA graph (CUDA only, ``drq.cuda_graphs``)."""
     cls = _agent_class(name)
     valid = agent_config_keys(name)
     unknown = [k for k in cfg if k not in valid]
     if unknown:
         raise TypeError(f"make_agent({name!r}): unknown config key(s) {unknown}; valid keys: {valid}")
-    return cls(obs_shape, action_shape, device=device, precision=precision, **cfg)
+    mode = check_compile_mode(compile)
+    if not isinstance(cuda_graphs, bool):
+        raise ValueError(f"cuda_graphs must be true or false, got {cuda_graphs!r}")
+    agent = cls(obs_shape, action_shape, device=device, precision=precision, **cfg)
+    if cuda_graphs:
+        agent.enable_cuda_graphs()
+    compile_agent(agent, mode)
+    return agent

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from drq.augment import random_shift
+from drq.cuda_graphs import GraphedUpdate
 from drq.distributions import ClippedNormal, tanh_log_det_jacobian
 from drq.networks import Critic, DrQV2Actor, Encoder
 from drq.schedules import parse_schedule
@@ -59,10 +60,12 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast around network forward passes (``precision='bf16'``), or nothing (``'fp32'``)."""
+def autocast_context(device: torch.device, precision: str,
+                     cache_enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast around network forward passes (``precision='bf16'``), or nothing (``'fp32'``). CUDA-graph capture
+    needs ``cache_enabled=False`` (cached bf16 weight copies would be freed outside the graph's memory pool)."""
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
     return contextlib.nullcontext()
 
 
@@ -93,6 +96,32 @@ def check_batch(batch: Any, obs_shape: tuple[int, ...], action_dim: int) -> None
     for name in ("reward", "discount"):
         if tuple(getattr(batch, name).shape) != (b, 1):
             raise ValueError(f"update: batch.{name} must be ({b}, 1), got {tuple(getattr(batch, name).shape)}")
+
+
+def scalar_tensor(value: float | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``value`` as a 0-dim float32 tensor on ``device`` (a tensor is passed through: a CUDA graph's static input)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().reshape(())
+    return torch.full((), float(value), device=device)
+
+
+def enable_capturable(*optimizers: torch.optim.Optimizer) -> None:
+    """Let ``optimizers`` run inside a CUDA graph: their step counters stay on the GPU (Adam's ``capturable``)."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["capturable"] = True
+        for state in opt.state.values():
+            for name, value in state.items():
+                if name == "step" and isinstance(value, torch.Tensor):
+                    state[name] = value.to(device=next(iter(opt.param_groups[0]["params"])).device,
+                                           dtype=torch.float32)
+
+
+def check_graphable(agent: Any) -> None:
+    """Raise a one-line error unless ``agent`` can capture its update as a CUDA graph."""
+    if agent.device.type != "cuda":
+        raise ValueError(f"cuda_graphs=true needs a CUDA device, got device {str(agent.device)!r}; choices: "
+                         "cuda_graphs=false, or device=cuda / device=auto on a machine with a GPU")
 
 
 def make_adam(params: Iterable[nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
@@ -207,10 +236,19 @@ class DrQV2Agent:
                                     self.device)
         self.actor_opt = make_adam(self.actor.parameters(), self.lr, self.device)
         self.histograms: dict[str, torch.Tensor] = {}
+        self.graphed_update: GraphedUpdate | None = None
 
     # ---------------------------------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast_context(self.device, self.precision)
+        return autocast_context(self.device, self.precision, cache_enabled=self.graphed_update is None)
+
+    def enable_cuda_graphs(self, warmup: int = 3, capture: bool = True) -> None:
+        """Run every later ``update`` as one replayed CUDA graph (``drq.cuda_graphs``), captured after ``warmup`` eager
+        updates. ``capture=False`` keeps the static-buffer path without recording (tests, any device)."""
+        if capture:
+            check_graphable(self)
+        enable_capturable(self.critic_opt, self.actor_opt)
+        self.graphed_update = GraphedUpdate(self.update_tensors, warmup=warmup, capture=capture)
 
     def stddev(self, step: int) -> float:
         """Exploration std at agent step ``step`` (a Python float)."""
@@ -251,10 +289,10 @@ class DrQV2Agent:
         return features, next_features
 
     def update_critic(self, features: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
-                      discount: torch.Tensor, next_features: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+                      discount: torch.Tensor, next_features: torch.Tensor,
+                      std: float | torch.Tensor) -> dict[str, torch.Tensor]:
         """One Adam step of encoder + critic on the n-step TD loss. Shapes: features ``(B, repr_dim)``, action
-        ``(B, A)``, reward / discount ``(B, 1)``."""
-        std = self.stddev(step)
+        ``(B, A)``, reward / discount ``(B, 1)``; ``std``: the scheduled exploration std (float or 0-dim tensor)."""
         with torch.no_grad():
             with self.autocast():
                 next_dist = self.actor(next_features, std)
@@ -268,11 +306,11 @@ class DrQV2Agent:
 
         return critic_step(self.critic_opt, self.encoder, self.critic, critic_loss, q1, q2, target_q, reward)
 
-    def update_actor(self, features: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def update_actor(self, features: torch.Tensor, std: float | torch.Tensor) -> dict[str, torch.Tensor]:
         """One Adam step of the actor on ``-min(Q1, Q2)`` at features detached from the encoder; only the actor's
-        parameters receive gradient. Also computes the distribution metrics (see ``ClippedNormal``)."""
+        parameters receive gradient. Also computes the distribution metrics (see ``ClippedNormal``). ``std``: the
+        scheduled exploration std (float or 0-dim tensor)."""
         features = features.detach()
-        std = self.stddev(step)
         with self.autocast():
             dist = self.actor(features, std)
             action = dist.rsample(clip=self.stddev_clip)
@@ -291,7 +329,7 @@ class DrQV2Agent:
             self.histograms = {"actor_logprob": log_prob.squeeze(-1), "abs_pre_tanh": pre_tanh.abs().flatten()}
             return {
                 "actor_loss": actor_loss.detach(), "actor_logprob": log_prob.mean(),
-                "actor_entropy": dist.entropy().mean(), "actor_std": torch.full((), std, device=features.device),
+                "actor_entropy": dist.entropy().mean(), "actor_std": scalar_tensor(std, features.device),
                 "actor_saturation": (executed.abs() > 0.99).float().mean(),
                 "actor_log_det_jacobian": tanh_log_det_jacobian(pre_tanh).mean(),
                 "actor_grad_norm": actor_grad_norm,
@@ -302,10 +340,20 @@ class DrQV2Agent:
         ``(B, A)``, n-step reward and discount ``(B, 1)``). Returns 0-dim metric tensors on the device (no host sync).
         """
         check_batch(batch, self.obs_shape, self.action_shape[0])
-        obs, action, reward, discount, next_obs = to_device_batch(batch, self.device)
+        tensors = to_device_batch(batch, self.device)
+        std = self.stddev(step)
+        if self.graphed_update is not None:
+            return self.graphed_update((), tensors, {"std": std})
+        return self.update_tensors((), *tensors, std=std)
+
+    def update_tensors(self, key: tuple, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+                       discount: torch.Tensor, next_obs: torch.Tensor,
+                       std: float | torch.Tensor) -> dict[str, torch.Tensor]:
+        """The update on device tensors (what a CUDA graph records). ``key`` is the branch (DrQ-v2 has one: ``()``);
+        ``std`` the exploration std at this step."""
         features, next_features = self.encode_pair(obs, next_obs)
-        metrics = self.update_critic(features, action, reward, discount, next_features, step)
-        metrics.update(self.update_actor(features, step))
+        metrics = self.update_critic(features, action, reward, discount, next_features, std)
+        metrics.update(self.update_actor(features, std))
         soft_update_(self.critic_target, self.critic, self.critic_target_tau)
         return metrics
 
@@ -322,3 +370,6 @@ class DrQV2Agent:
             raise ValueError(f"{self.name} state_dict: expected keys {sorted(expected)}, got {sorted(state)}")
         for key in ("encoder", "actor", "critic", "critic_target", "critic_opt", "actor_opt"):
             getattr(self, key).load_state_dict(state[key])
+        if self.graphed_update is not None:  # the graphs point at the replaced optimiser state: capture anew
+            enable_capturable(self.critic_opt, self.actor_opt)
+            self.graphed_update.reset()

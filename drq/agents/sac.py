@@ -23,9 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drq.agents.drqv2 import (AUG_PAD, autocast_context, check_batch, check_positive, check_precision, check_shapes,
-                              critic_step, grad_norm, make_adam, obs_to_tensor, soft_update_, to_device_batch)
+from drq.agents.drqv2 import (AUG_PAD, autocast_context, check_batch, check_graphable, check_positive,
+                              check_precision, check_shapes, critic_step, enable_capturable, grad_norm, make_adam,
+                              obs_to_tensor, soft_update_, to_device_batch)
 from drq.augment import random_shift
+from drq.cuda_graphs import GraphedUpdate
 from drq.distributions import TanhNormal, tanh_log_det_jacobian
 from drq.networks import Critic, Encoder, SACActor
 
@@ -92,6 +94,7 @@ class SACAgent:
         self.alpha_opt = make_adam([self.log_alpha], self.lr, self.device)
         self.histograms: dict[str, torch.Tensor] = {}
         self._actor_metrics: dict[str, torch.Tensor] | None = None
+        self.graphed_update: GraphedUpdate | None = None
 
     # ---------------------------------------------------------------------------------------------------------------
     @property
@@ -100,7 +103,16 @@ class SACAgent:
         return self.log_alpha.exp()
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast_context(self.device, self.precision)
+        return autocast_context(self.device, self.precision, cache_enabled=self.graphed_update is None)
+
+    def enable_cuda_graphs(self, warmup: int = 3, capture: bool = True) -> None:
+        """Run every later ``update`` as a replayed CUDA graph (``drq.cuda_graphs``): one graph per branch (critic
+        only; critic + actor + temperature; with or without the target update), each captured after ``warmup`` eager
+        updates of that branch. ``capture=False`` keeps the static-buffer path without recording (tests, any device)."""
+        if capture:
+            check_graphable(self)
+        enable_capturable(self.critic_opt, self.actor_opt, self.alpha_opt)
+        self.graphed_update = GraphedUpdate(self.update_tensors, warmup=warmup, capture=capture)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
@@ -188,19 +200,35 @@ class SACAgent:
         tensors on the device (no host sync). Actor metrics come from the latest actor step (evaluated without a step
         on the very first call if that is not an actor step)."""
         check_batch(batch, self.obs_shape, self.action_shape[0])
-        obs, action, reward, discount, next_obs = to_device_batch(batch, self.device)
+        tensors = to_device_batch(batch, self.device)
+        key = (step % self.actor_update_every_steps == 0, step % self.critic_target_update_every_steps == 0)
+        if self.graphed_update is not None:
+            metrics = dict(self.graphed_update(key, tensors, {}))
+        else:
+            metrics = self.update_tensors(key, *tensors)
+        if key[0]:
+            self._actor_metrics = {k: v for k, v in metrics.items() if k.startswith(("actor_", "alpha_"))}
+        else:
+            if self._actor_metrics is None:  # the first call is not an actor step: evaluate the actor, no step
+                with torch.no_grad():
+                    features = self.encode(tensors[0], tensors[4])[0][: tensors[0].shape[0]]
+                self._actor_metrics = self.update_actor_and_alpha(features, train=False)
+            metrics.update(self._actor_metrics)
+        metrics["alpha"] = self.log_alpha.detach().exp()
+        metrics["target_entropy"] = torch.full((), self.target_entropy, device=self.device)
+        return metrics
+
+    def update_tensors(self, key: tuple[bool, bool], obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+                       discount: torch.Tensor, next_obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The update on device tensors (what a CUDA graph records). ``key = (actor step?, target update?)``. Returns
+        the critic's metrics, plus the actor's (``actor_*``, ``alpha_loss``) on actor steps."""
         b = obs.shape[0]
         features, next_features = self.encode(obs, next_obs)
         metrics = self.update_critic(features, action, reward, discount, next_features)
-        if step % self.actor_update_every_steps == 0:
-            self._actor_metrics = self.update_actor_and_alpha(features[:b])
-        elif self._actor_metrics is None:
-            self._actor_metrics = self.update_actor_and_alpha(features[:b], train=False)
-        metrics.update(self._actor_metrics)
-        if step % self.critic_target_update_every_steps == 0:
+        if key[0]:
+            metrics.update(self.update_actor_and_alpha(features[:b]))
+        if key[1]:
             soft_update_(self.critic_target, self.critic, self.critic_target_tau)
-        metrics["alpha"] = self.log_alpha.detach().exp()
-        metrics["target_entropy"] = torch.full((), self.target_entropy, device=self.device)
         return metrics
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -217,5 +245,8 @@ class SACAgent:
             raise ValueError(f"{self.name} state_dict: expected keys {sorted(expected)}, got {sorted(state)}")
         for key in ("encoder", "actor", "critic", "critic_target", "critic_opt", "actor_opt", "alpha_opt"):
             getattr(self, key).load_state_dict(state[key])
+        if self.graphed_update is not None:  # the graphs point at the replaced optimiser state: capture anew
+            enable_capturable(self.critic_opt, self.actor_opt, self.alpha_opt)
+            self.graphed_update.reset()
         with torch.no_grad():
             self.log_alpha.copy_(torch.as_tensor(state["log_alpha"], dtype=self.log_alpha.dtype))
