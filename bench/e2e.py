@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import drq  # noqa: E402,F401  (sets torch's huge-page allocator before torch is imported)
+from drq.compiling import COMPILE_MODES  # noqa: E402
 
 
 def compose(overrides: list[str]) -> dict:
@@ -83,7 +84,7 @@ def main() -> None:
     p.add_argument("--async-env", default="true", choices=["true", "false"])
     p.add_argument("--num-threads", default="auto")
     p.add_argument("--log-every-frames", type=int, default=200)
-    p.add_argument("--compile", default="none", choices=["none", "default", "max-autotune"])
+    p.add_argument("--compile", default="none", choices=COMPILE_MODES)
     p.add_argument("--cuda-graphs", default="auto", choices=["auto", "on", "off"])
     p.add_argument("overrides", nargs="*", help="extra hydra overrides, e.g. batch_size=128")
     args = p.parse_args()

@@ -36,6 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from drq.agents import make_agent  # noqa: E402
+from drq.compiling import COMPILE_MODES  # noqa: E402
 from drq.networks import Critic, DrQV2Actor, Encoder, SACActor  # noqa: E402
 
 OBS_SHAPE = (9, 84, 84)
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--iters", type=int, default=10, help="timed updates for each side (even: SAC's cadences)")
     parser.add_argument("--rounds", type=int, default=5, help="ours and the baseline alternate in this many chunks")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads (CPU)")
-    parser.add_argument("--compile", choices=["none", "default", "max-autotune"], default="none",
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="none",
                         help="torch.compile our agent's networks (drq.compiling)")
     parser.add_argument("--cuda-graphs", choices=["auto", "on", "off"], default="auto",
                         help="replay our update as CUDA graphs (auto: on when the device is CUDA)")

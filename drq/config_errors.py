@@ -7,7 +7,7 @@
 and exits with status 2. Checked: the config groups ``task=``, ``agent=``, ``preset=`` (each value of a
 comma-separated sweep), ``task_name=`` (against :mod:`drq.tasks`), and every plain ``key=value`` against the keys of
 the composed config (``+key=`` adds a key on purpose and is not checked; ``hydra.*`` is hydra's own business), the
-values of the keys with fixed choices (``CHOICES``), and ``cuda_graphs=true`` without a CUDA device.
+values of the keys with fixed choices (``precision``, ``compile``), and ``cuda_graphs=true`` without a CUDA device.
 Anything else that makes composition fail is reported with the first line of hydra's message.
 """
 
@@ -23,8 +23,6 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "cfgs"
 GROUPS = ("task", "agent", "preset")
 EXIT_CODE = 2
 # hydra flags that take a value in the next argument
-# keys whose value must be one of a few words (kept in sync with drq.agents.drqv2.PRECISIONS / drq.compiling)
-CHOICES = {"precision": ("fp32", "bf16"), "compile": ("none", "default", "max-autotune")}
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}  # fmt: skip
 
@@ -175,7 +173,10 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         if prefix or key in GROUPS or value is None or _is_sweep_or_function(value):
             continue
         _check_type(key, _lookup(base, key), _lookup(composed, key))
-    for key, choices in CHOICES.items():
+    from drq.agents.drqv2 import PRECISIONS
+    from drq.compiling import COMPILE_MODES
+
+    for key, choices in (("precision", PRECISIONS), ("compile", COMPILE_MODES)):
         value = _lookup(composed, key)
         if key == "compile" and isinstance(value, bool):
             continue  # compile=true / false mean default / none

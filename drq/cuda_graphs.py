@@ -4,7 +4,7 @@ An update is ~60 small kernels (convs, Linear layers, Adam over ~20 tensors, sof
 most of them take microseconds, so launching them from Python costs more than running them. ``GraphedUpdate`` records
 the whole update -- forward, backward, both optimiser steps, soft update, metrics -- as one CUDA graph and replays it:
 
-    graphed = GraphedUpdate(agent.update_tensors, warmup=3)
+    graphed = GraphedUpdate(agent.update_tensors, optimizers, device, warmup=3)
     metrics = graphed(key, (obs, action, reward, discount, next_obs), {"std": 0.4})
 
 - ``key`` names the branch (SAC: whether this update also steps the actor and the target; DrQ-v2: always ``()``); each
@@ -15,9 +15,9 @@ the whole update -- forward, backward, both optimiser steps, soft update, metric
 - The returned metrics are the graph's static outputs: valid until the same key is replayed again (the trainer adds
   them to its device-side sums at once).
 
-Requirements, checked or set by ``DrQV2Agent/SACAgent.enable_cuda_graphs``: the optimisers are ``capturable`` (their
-step counter lives on the GPU), autocast runs with ``cache_enabled=False``, and the update has no host syncs (ours has
-none). Random numbers (shifts, policy noise) come from the default CUDA generator, which PyTorch registers with every
+Requirements: the device is CUDA (checked here), the optimisers are ``capturable`` (set here, and again on ``reset``
+after their state was reloaded), autocast runs with ``cache_enabled=False`` (the agents do this while graphed), and the
+update has no host syncs (ours has none). Random numbers (shifts, policy noise) come from the default CUDA generator, which PyTorch registers with every
 graph, so each replay draws fresh ones.
 
 ``capture=False`` runs the same static-buffer path without recording (any device): the tests use it on CPU to check the
@@ -61,14 +61,23 @@ class GraphedUpdate:
 
     Args:
         fn: the update; called with the branch key, the static input tensors and the scalars as 0-dim tensors.
+        optimizers: the optimisers ``fn`` steps (made ``capturable``).
+        device: where the update runs; must be CUDA when ``capture``.
         warmup: eager calls per key before capturing (>= 1: the optimisers must have their state before capture).
         capture: record a CUDA graph (needs CUDA tensors); ``False`` calls ``fn`` on the static buffers each time.
     """
 
-    def __init__(self, fn: UpdateFn, warmup: int = 3, capture: bool = True) -> None:
+    def __init__(self, fn: UpdateFn, optimizers: Sequence[torch.optim.Optimizer], device: torch.device | str,
+                 warmup: int = 3, capture: bool = True) -> None:
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
             raise ValueError(f"GraphedUpdate: warmup must be an int >= 1, got {warmup!r}")
+        device = torch.device(device)
+        if capture and device.type != "cuda":
+            raise ValueError(f"cuda_graphs=true needs a CUDA device, got device {str(device)!r}; choices: "
+                             "cuda_graphs=false, or device=cuda / device=auto on a machine with a GPU")
         self.fn, self.warmup, self.capture = fn, warmup, bool(capture)
+        self.optimizers = tuple(optimizers)
+        self._make_capturable()
         self.graphs: dict[Hashable, _Graph] = {}
         self.calls: dict[Hashable, int] = {}
         self._side_stream: torch.cuda.Stream | None = None
@@ -95,13 +104,21 @@ class GraphedUpdate:
         """Forget every graph (after loading new parameters or optimiser state: the graphs point at the old ones)."""
         self.graphs.clear()
         self.calls.clear()
+        self._make_capturable()  # load_state_dict replaces the optimisers' param_groups
+
+    def _make_capturable(self) -> None:
+        # Optimizer.step refuses to be captured unless every group says capturable; our Adams are fused, so their step
+        # counters already live on the device and the flag is all that changes.
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["capturable"] = True
 
     # ----------------------------------------------------------------------------------------------------------------
     def _eager(self, key: Hashable, tensors: Sequence[torch.Tensor],
                scalars: Mapping[str, float]) -> Mapping[str, torch.Tensor]:
         device = tensors[0].device
         scalar_tensors = {k: torch.tensor(float(v), device=device) for k, v in scalars.items()}
-        if not (self.capture and device.type == "cuda"):
+        if not self.capture:
             return self.fn(key, *tensors, **scalar_tensors)
         # Warm up on a side stream, as the CUDA-graph docs ask (lazy cuBLAS/cuDNN state is created off the capture).
         if self._side_stream is None:
@@ -114,11 +131,7 @@ class GraphedUpdate:
         return out
 
     def _capture(self, key: Hashable, graph: _Graph) -> None:
-        device = graph.inputs[0].device
-        if device.type != "cuda":
-            raise RuntimeError(f"GraphedUpdate: CUDA graphs need CUDA tensors, got inputs on {device}; "
-                               "use capture=False (or cuda_graphs=false) on other devices")
-        torch.cuda.synchronize(device)
+        torch.cuda.synchronize(graph.inputs[0].device)
         graph.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph.graph):
             graph.outputs = self.fn(key, *graph.inputs, **graph.scalars)

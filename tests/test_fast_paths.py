@@ -62,14 +62,14 @@ def test_static_inputs_are_refreshed_and_batch_shape_is_checked():
         calls.append((key, x.clone(), s.clone()))
         return {"y": x.sum() * s}
 
-    g = GraphedUpdate(fn, warmup=1, capture=False)
+    g = GraphedUpdate(fn, (), "cpu", warmup=1, capture=False)
     out = [g("k", (torch.full((2,), float(i)),), {"s": i + 1.0})["y"].item() for i in range(4)]
     assert out == [0.0, 2 * 1 * 2, 2 * 2 * 3, 2 * 3 * 4]
     assert set(g.graphs) == {"k"} and g.calls["k"] == 4
     with pytest.raises(ValueError, match=r"does not match the captured \(2,\)"):
         g("k", (torch.zeros(3),), {"s": 1.0})
     with pytest.raises(ValueError, match="warmup must be an int >= 1"):
-        GraphedUpdate(fn, warmup=0)
+        GraphedUpdate(fn, (), "cpu", warmup=0)
 
 
 def test_load_state_dict_recaptures():

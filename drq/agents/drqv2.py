@@ -105,25 +105,6 @@ def scalar_tensor(value: float | torch.Tensor, device: torch.device) -> torch.Te
     return torch.full((), float(value), device=device)
 
 
-def enable_capturable(*optimizers: torch.optim.Optimizer) -> None:
-    """Let ``optimizers`` run inside a CUDA graph: their step counters stay on the GPU (Adam's ``capturable``)."""
-    for opt in optimizers:
-        for group in opt.param_groups:
-            group["capturable"] = True
-        for state in opt.state.values():
-            for name, value in state.items():
-                if name == "step" and isinstance(value, torch.Tensor):
-                    state[name] = value.to(device=next(iter(opt.param_groups[0]["params"])).device,
-                                           dtype=torch.float32)
-
-
-def check_graphable(agent: Any) -> None:
-    """Raise a one-line error unless ``agent`` can capture its update as a CUDA graph."""
-    if agent.device.type != "cuda":
-        raise ValueError(f"cuda_graphs=true needs a CUDA device, got device {str(agent.device)!r}; choices: "
-                         "cuda_graphs=false, or device=cuda / device=auto on a machine with a GPU")
-
-
 def make_adam(params: Iterable[nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
     """Adam with the fused kernel where available (CPU and CUDA), else the foreach one."""
     params = list(params)
@@ -245,10 +226,8 @@ class DrQV2Agent:
     def enable_cuda_graphs(self, warmup: int = 3, capture: bool = True) -> None:
         """Run every later ``update`` as one replayed CUDA graph (``drq.cuda_graphs``), captured after ``warmup`` eager
         updates. ``capture=False`` keeps the static-buffer path without recording (tests, any device)."""
-        if capture:
-            check_graphable(self)
-        enable_capturable(self.critic_opt, self.actor_opt)
-        self.graphed_update = GraphedUpdate(self.update_tensors, warmup=warmup, capture=capture)
+        self.graphed_update = GraphedUpdate(self.update_tensors, (self.critic_opt, self.actor_opt), self.device,
+                                            warmup=warmup, capture=capture)
 
     def stddev(self, step: int) -> float:
         """Exploration std at agent step ``step`` (a Python float)."""
@@ -371,5 +350,4 @@ class DrQV2Agent:
         for key in ("encoder", "actor", "critic", "critic_target", "critic_opt", "actor_opt"):
             getattr(self, key).load_state_dict(state[key])
         if self.graphed_update is not None:  # the graphs point at the replaced optimiser state: capture anew
-            enable_capturable(self.critic_opt, self.actor_opt)
             self.graphed_update.reset()

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drq.agents.drqv2 import (AUG_PAD, autocast_context, check_batch, check_graphable, check_positive,
-                              check_precision, check_shapes, critic_step, enable_capturable, grad_norm, make_adam,
-                              obs_to_tensor, soft_update_, to_device_batch)
+from drq.agents.drqv2 import (AUG_PAD, autocast_context, check_batch, check_positive, check_precision, check_shapes,
+                              critic_step, grad_norm, make_adam, obs_to_tensor, soft_update_, to_device_batch)
 from drq.augment import random_shift
 from drq.cuda_graphs import GraphedUpdate
 from drq.distributions import TanhNormal, tanh_log_det_jacobian
@@ -109,10 +108,8 @@ class SACAgent:
         """Run every later ``update`` as a replayed CUDA graph (``drq.cuda_graphs``): one graph per branch (critic
         only; critic + actor + temperature; with or without the target update), each captured after ``warmup`` eager
         updates of that branch. ``capture=False`` keeps the static-buffer path without recording (tests, any device)."""
-        if capture:
-            check_graphable(self)
-        enable_capturable(self.critic_opt, self.actor_opt, self.alpha_opt)
-        self.graphed_update = GraphedUpdate(self.update_tensors, warmup=warmup, capture=capture)
+        self.graphed_update = GraphedUpdate(self.update_tensors, (self.critic_opt, self.actor_opt, self.alpha_opt),
+                                            self.device, warmup=warmup, capture=capture)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
@@ -210,8 +207,8 @@ class SACAgent:
             self._actor_metrics = {k: v for k, v in metrics.items() if k.startswith(("actor_", "alpha_"))}
         else:
             if self._actor_metrics is None:  # the first call is not an actor step: evaluate the actor, no step
-                with torch.no_grad():
-                    features = self.encode(tensors[0], tensors[4])[0][: tensors[0].shape[0]]
+                with torch.no_grad(), self.autocast():
+                    features = self.encoder(random_shift(tensors[0], AUG_PAD))
                 self._actor_metrics = self.update_actor_and_alpha(features, train=False)
             metrics.update(self._actor_metrics)
         metrics["alpha"] = self.log_alpha.detach().exp()
@@ -246,7 +243,6 @@ class SACAgent:
         for key in ("encoder", "actor", "critic", "critic_target", "critic_opt", "actor_opt", "alpha_opt"):
             getattr(self, key).load_state_dict(state[key])
         if self.graphed_update is not None:  # the graphs point at the replaced optimiser state: capture anew
-            enable_capturable(self.critic_opt, self.actor_opt, self.alpha_opt)
             self.graphed_update.reset()
         with torch.no_grad():
             self.log_alpha.copy_(torch.as_tensor(state["log_alpha"], dtype=self.log_alpha.dtype))
