@@ -10,9 +10,12 @@ frames run out. Settings chosen for a 2-core CPU (everything else is the task's 
     both: batch_size 64, replay 100k, 5 eval episodes, fast_render no_msaa;
     SAC: DrQ's cartpole protocol: action repeat 8, an update every agent step, 1000 seed frames, evals every 4000
          frames, nstep 1, lr 1e-3, init temperature 0.1, K=M=2;
-    DrQ-v2: its own published protocol: action repeat 2, an update every 2 agent steps, 4000 seed frames, 2000
-         uniform exploration steps, nstep 3, lr 1e-4, std schedule linear(1.0,0.1,100000), evals every 8000 frames.
-         (At action repeat 8 DrQ-v2's actor saturated in 3 runs out of 3, see PER_AGENT.)
+    DrQ-v2: its own published protocol (action repeat 2, an update every 2 agent steps, 4000 seed frames, 2000
+         uniform exploration steps, nstep 3, lr 1e-4, evals every 8000 frames) except the exploration std, which
+         decays over the first 10k agent steps, linear(1.0,0.1,10000), instead of the published 100k: a 30-minute
+         budget buys about 40k frames (20k agent steps), and with the published schedule the std is still 0.82 then.
+         (At action repeat 8 DrQ-v2's actor saturated in 3 runs out of 3; lr 2e-4 saturated it too; batch 32 learned
+         slower per frame. See README "Learning on this CPU".)
 
 Extra arguments are hydra overrides and win over these. Last line: one JSON object with task, agent, precision,
 frames, minutes, final_eval_return, best_eval_return, minutes_to_target (null if never), frames_to_target, target,
@@ -41,8 +44,9 @@ PER_AGENT = {
     # DrQ-v2 at action repeat 8 saturated its actor's tanh in 3 of 3 runs (lr 3e-4; lr 1e-4 with 1000 and 8000 seed
     # frames): eval stuck at 136 (see README "Performance"). So it runs DrQ-v2's own published cartpole protocol:
     # action repeat 2, an update every 2 agent steps, 4000 seed frames, 2000 exploration steps, nstep 3, lr 1e-4.
+    # The std schedule is in agent steps: 10k agent steps = 20k frames, half of what 30 minutes buy here.
     "drqv2": ["action_repeat=2", "agent.update_every_steps=2", "num_seed_frames=4000", "agent.num_expl_steps=2000",
-              "nstep=3", "lr=1e-4", "eval_every_frames=8000"],
+              "nstep=3", "lr=1e-4", "eval_every_frames=8000", "stddev_schedule='linear(1.0,0.1,10000)'"],
     "sac": [],  # DrQ's 1-step targets (cfgs/agent/sac.yaml)
 }
 
@@ -52,6 +56,10 @@ def read_evals(path: Path) -> list[dict]:
         return []
     with path.open() as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f) if row.get("episode_reward")]
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -75,6 +83,7 @@ def main() -> None:
     start = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ))
     minutes_to_target = frames_to_target = None
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the run like Ctrl-C (background jobs ignore SIGINT)
     try:
         while proc.poll() is None:
             time.sleep(5)
@@ -87,6 +96,9 @@ def main() -> None:
                     break
             if time.time() - start > args.minutes * 60:
                 break
+    except KeyboardInterrupt:
+        print("bench/learn.py: interrupted; stopping the trainer (it snapshots) and reporting what it reached",
+              file=sys.stderr)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
