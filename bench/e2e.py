@@ -29,7 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import drq  # noqa: E402,F401  (sets torch's huge-page allocator before torch is imported)
+import torch  # noqa: E402
+
 from drq.compiling import COMPILE_MODES  # noqa: E402
+from drq.cuda_graphs import GRAPH_CHOICES, cuda_graphs_wanted  # noqa: E402
 
 
 def compose(overrides: list[str]) -> dict:
@@ -85,13 +88,10 @@ def main() -> None:
     p.add_argument("--num-threads", default="auto")
     p.add_argument("--log-every-frames", type=int, default=200)
     p.add_argument("--compile", default="none", choices=COMPILE_MODES)
-    p.add_argument("--cuda-graphs", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--cuda-graphs", default="auto", choices=GRAPH_CHOICES)
     p.add_argument("overrides", nargs="*", help="extra hydra overrides, e.g. batch_size=128")
     args = p.parse_args()
-    import torch
-
-    on_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    graphs = args.cuda_graphs == "on" or (args.cuda_graphs == "auto" and on_cuda)
+    graphs = cuda_graphs_wanted(args.cuda_graphs, args.device)
 
     base = [f"task={args.task}", f"agent={args.agent}", f"precision={args.precision}", f"device={args.device}",
             f"async_env={args.async_env}", f"num_threads={args.num_threads}", "save_video=false",
@@ -115,7 +115,8 @@ def main() -> None:
 
     print(json.dumps({
         "task": cfg["task_name"], "agent": args.agent, "device": device, "precision": args.precision,
-        "compile": args.compile, "cuda_graphs": graphs, "frames_per_s": round(fps, 2), "updates_per_s": round(ups, 3), "env_ms_per_step": round(env_ms, 2),
+        "compile": args.compile, "cuda_graphs": graphs, "frames_per_s": round(fps, 2),
+        "updates_per_s": round(ups, 3), "env_ms_per_step": round(env_ms, 2),
         "measured_frames": measured, "seed_frames": seed_frames, "wall_s": round(wall, 1),
         "action_repeat": cfg["action_repeat"], "batch_size": cfg["batch_size"], "nstep": cfg["nstep"],
         "update_every_steps": done.update_every_steps, "async_env": cfg["async_env"],

@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from drq.agents import make_agent  # noqa: E402
 from drq.compiling import COMPILE_MODES  # noqa: E402
+from drq.cuda_graphs import GRAPH_CHOICES, cuda_graphs_wanted  # noqa: E402
 from drq.networks import Critic, DrQV2Actor, Encoder, SACActor  # noqa: E402
 
 OBS_SHAPE = (9, 84, 84)
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads (CPU)")
     parser.add_argument("--compile", choices=COMPILE_MODES, default="none",
                         help="torch.compile our agent's networks (drq.compiling)")
-    parser.add_argument("--cuda-graphs", choices=["auto", "on", "off"], default="auto",
+    parser.add_argument("--cuda-graphs", choices=GRAPH_CHOICES, default="auto",
                         help="replay our update as CUDA graphs (auto: on when the device is CUDA)")
     args = parser.parse_args(argv)
 
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     batch = random_batch(args.batch_size, args.action_dim, device)
 
-    graphs = args.cuda_graphs == "on" or (args.cuda_graphs == "auto" and device.type == "cuda")
+    graphs = cuda_graphs_wanted(args.cuda_graphs, device)
     agent = make_agent(args.agent, OBS_SHAPE, (args.action_dim,), device, args.precision, compile=args.compile,
                        cuda_graphs=graphs)
     baseline = (BaselineDrQV2 if args.agent == "drqv2" else BaselineSAC)(args.action_dim, device)
@@ -265,7 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"agent": args.agent, "updates_per_s": round(ours, 3), "baseline_updates_per_s": round(base, 3),
               "ratio": round(ours / base, 2), "device": str(device) if device.type != "cuda"
               else f"cuda ({torch.cuda.get_device_name(device)})", "precision": args.precision,
-              "compile": args.compile, "cuda_graphs": graphs, "batch_size": args.batch_size, "iters": args.iters, "torch_threads": torch.get_num_threads(),
+              "compile": args.compile, "cuda_graphs": graphs, "batch_size": args.batch_size, "iters": args.iters,
+              "torch_threads": torch.get_num_threads(),
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     print(json.dumps(result))
     return result

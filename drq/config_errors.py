@@ -173,15 +173,17 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         if prefix or key in GROUPS or value is None or _is_sweep_or_function(value):
             continue
         _check_type(key, _lookup(base, key), _lookup(composed, key))
-    from drq.agents.drqv2 import PRECISIONS
-    from drq.compiling import COMPILE_MODES
+    from drq.agents.drqv2 import PRECISIONS, check_precision
+    from drq.compiling import COMPILE_MODES, check_compile_mode
 
-    for key, choices in (("precision", PRECISIONS), ("compile", COMPILE_MODES)):
+    # the library's own validators decide (compile=true / false are accepted there); this only words the message
+    for key, choices, check in (("precision", PRECISIONS, check_precision),
+                                ("compile", COMPILE_MODES, check_compile_mode)):
         value = _lookup(composed, key)
-        if key == "compile" and isinstance(value, bool):
-            continue  # compile=true / false mean default / none
-        if value not in choices:
-            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+        try:
+            check(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}") from None
     if _lookup(composed, "cuda_graphs") is True:
         _check_cuda_graphs_device(str(_lookup(composed, "device")))
 
@@ -189,8 +191,10 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
 def _check_cuda_graphs_device(device: str) -> None:
     import torch
 
+    from drq.trainer import resolve_device
+
     available = torch.cuda.is_available()
-    if available and (device == "auto" or device.startswith("cuda")):
+    if available and resolve_device(device).startswith("cuda"):
         return
     why = f"device={device}" if available else "no CUDA device is available"
     raise ConfigError(f"cuda_graphs=true needs a CUDA device ({why}); use cuda_graphs=false, or device=auto / "

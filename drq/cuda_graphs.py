@@ -30,7 +30,19 @@ from typing import Callable, Hashable, Mapping, Sequence
 
 import torch
 
-__all__ = ["GraphedUpdate"]
+__all__ = ["GRAPH_CHOICES", "GraphedUpdate", "cuda_graphs_wanted"]
+
+GRAPH_CHOICES = ("auto", "on", "off")  # the bench scripts' --cuda-graphs
+
+
+def cuda_graphs_wanted(choice: str, device: torch.device | str) -> bool:
+    """``--cuda-graphs`` as a bool: ``'on'``, ``'off'``, or ``'auto'`` (on exactly when ``device`` is CUDA; ``'auto'``
+    as a device means CUDA when one is available)."""
+    if choice not in GRAPH_CHOICES:
+        raise ValueError(f"cuda graphs must be one of {list(GRAPH_CHOICES)}, got {choice!r}")
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return choice == "on" or (choice == "auto" and torch.device(device).type == "cuda")
 
 UpdateFn = Callable[..., Mapping[str, torch.Tensor]]
 

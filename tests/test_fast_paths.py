@@ -129,3 +129,13 @@ def test_run_config_keys_reach_the_agent():
     assert all(m._compiled_call_impl is not None for m in compiled_modules(agent)) and agent.graphed_update is None
     agent = make_agent_from_config(dict(cfg, compile="none"), OBS_SHAPE, (A,), "cpu")
     assert all(m._compiled_call_impl is None for m in compiled_modules(agent))
+
+
+def test_bench_cuda_graphs_choice():
+    from drq.cuda_graphs import cuda_graphs_wanted
+
+    assert cuda_graphs_wanted("on", "cpu") and not cuda_graphs_wanted("off", "cuda")
+    assert cuda_graphs_wanted("auto", torch.device("cuda:0")) and not cuda_graphs_wanted("auto", "cpu")
+    assert cuda_graphs_wanted("auto", "auto") == torch.cuda.is_available()
+    with pytest.raises(ValueError, match=r"one of \['auto', 'on', 'off'\], got 'yes'"):
+        cuda_graphs_wanted("yes", "cpu")

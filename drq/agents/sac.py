@@ -78,6 +78,7 @@ class SACAgent:
         self.num_target_augs, self.num_critic_augs = int(num_target_augs), int(num_critic_augs)
         action_dim = self.action_shape[0]
         self.target_entropy = -float(action_dim)
+        self._target_entropy_metric = torch.full((), self.target_entropy, device=self.device)  # a constant, made once
 
         self.encoder = Encoder(self.obs_shape, channels_last=channels_last).to(self.device)
         repr_dim = self.encoder.repr_dim
@@ -211,14 +212,13 @@ class SACAgent:
                     features = self.encoder(random_shift(tensors[0], AUG_PAD))
                 self._actor_metrics = self.update_actor_and_alpha(features, train=False)
             metrics.update(self._actor_metrics)
-        metrics["alpha"] = self.log_alpha.detach().exp()
-        metrics["target_entropy"] = torch.full((), self.target_entropy, device=self.device)
         return metrics
 
     def update_tensors(self, key: tuple[bool, bool], obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                        discount: torch.Tensor, next_obs: torch.Tensor) -> dict[str, torch.Tensor]:
         """The update on device tensors (what a CUDA graph records). ``key = (actor step?, target update?)``. Returns
-        the critic's metrics, plus the actor's (``actor_*``, ``alpha_loss``) on actor steps."""
+        the critic's metrics, ``alpha`` and ``target_entropy``, plus the actor's (``actor_*``, ``alpha_loss``) on actor
+        steps."""
         b = obs.shape[0]
         features, next_features = self.encode(obs, next_obs)
         metrics = self.update_critic(features, action, reward, discount, next_features)
@@ -226,6 +226,8 @@ class SACAgent:
             metrics.update(self.update_actor_and_alpha(features[:b]))
         if key[1]:
             soft_update_(self.critic_target, self.critic, self.critic_target_tau)
+        metrics["alpha"] = self.log_alpha.detach().exp()
+        metrics["target_entropy"] = self._target_entropy_metric
         return metrics
 
     # ---------------------------------------------------------------------------------------------------------------
