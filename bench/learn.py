@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 COMMON = ["action_repeat=8", "batch_size=64", "agent.update_every_steps=1", "num_seed_frames=1000",
-          "num_eval_episodes=5", "eval_every_frames=4000", "fast_render=no_msaa", "num_train_frames=500000",
+          "num_eval_episodes=5", "eval_every_frames=4000", "fast_render=no_shadows", "num_train_frames=500000",
           "replay_buffer_size=100000", "save_video=false", "snapshot_every_frames=100000", "log_every_frames=2000",
           "wandb.mode=disabled"]  # fmt: skip
 PER_AGENT = {

@@ -26,14 +26,13 @@ import sys
 import time
 from typing import Callable, NamedTuple
 
-# On a shared machine, OpenMP threads that spin-wait for a descheduled peer make every op slow (we measured 2-5x on
-# this 2-core box while other processes ran); passive waiting avoids that. Must be set before torch loads OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Before torch: `import drq` sets OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 (huge pages for large tensors),
+# for ours and the baseline alike, since both run in this process -- the settings `python train.py` trains with.
+import drq  # noqa: E402,F401
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from drq.agents import make_agent  # noqa: E402
 from drq.compiling import COMPILE_MODES  # noqa: E402
@@ -268,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
               else f"cuda ({torch.cuda.get_device_name(device)})", "precision": args.precision,
               "compile": args.compile, "cuda_graphs": graphs, "batch_size": args.batch_size, "iters": args.iters,
               "torch_threads": torch.get_num_threads(),
-              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+              "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE")}
     print(json.dumps(result))
     return result
 

@@ -7,7 +7,8 @@
 and exits with status 2. Checked: the config groups ``task=``, ``agent=``, ``preset=`` (each value of a
 comma-separated sweep), ``task_name=`` (against :mod:`drq.tasks`), and every plain ``key=value`` against the keys of
 the composed config (``+key=`` adds a key on purpose and is not checked; ``hydra.*`` is hydra's own business), the
-values of the keys with fixed choices (``precision``, ``compile``), and ``cuda_graphs=true`` without a CUDA device.
+values of the keys with fixed choices (``precision``, ``compile``, ``eval_workers``), and ``cuda_graphs=true`` without a
+CUDA device.
 Anything else that makes composition fail is reported with the first line of hydra's message.
 """
 
@@ -184,6 +185,12 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
             check(value)
         except ValueError:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}") from None
+    from drq.trainer import resolve_eval_workers
+
+    try:
+        resolve_eval_workers(_lookup(composed, "eval_workers"), 1)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if _lookup(composed, "cuda_graphs") is True:
         _check_cuda_graphs_device(str(_lookup(composed, "device")))
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from drq import snapshot as snapshots
+from drq.eval_episodes import run_episodes
 from drq.trainer import env_kwargs, make_agent_from_config, resolve_device
 from drq.video import VideoRecorder
 
@@ -48,7 +48,6 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
     except Exception as error:  # noqa: BLE001
         raise snapshots.SnapshotError(f"snapshot {path} does not fit its own agent config: {error}") from None
     out = Path(out) if out else path.parent / "videos" / f"evaluate_{frame}.mp4"
-    max_frames = cfg.get("max_episode_frames")
     action_repeat = int(cfg["action_repeat"])
 
     def picture() -> np.ndarray:
@@ -57,28 +56,21 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
         return env.physics.render(size, size, camera_id=camera)
 
     recorder = VideoRecorder(enabled=True)
-    returns = []
+
+    def record(episode: int, _env: Any, reward: float, episode_return: float, frames: int) -> None:
+        if episode == 0:
+            recorder.record(picture(), frame, reward, episode_return, frames)
+
+    step = int(state["counters"]["step"])
     try:
-        for i in range(episodes):
-            ts, ret, frames = env.reset(), 0.0, 0
-            recording = i == 0
-            if recording:
-                recorder.record(picture(), frame, 0.0, 0.0, 0)
-            while True:
-                with torch.no_grad():
-                    action = agent.act(ts.observation, int(state["counters"]["step"]), eval_mode=True)
-                ts = env.step(action)
-                ret += ts.reward
-                frames += action_repeat
-                if recording:
-                    recorder.record(picture(), frame, ts.reward, ret, frames)
-                if ts.last or (max_frames is not None and frames >= max_frames):
-                    break
-            returns.append(ret)
-            print(f"episode {i + 1}/{episodes}: return {ret:.2f} ({frames} frames)")
+        results = run_episodes([env], lambda obs: agent.act(obs, step, eval_mode=True), episodes, action_repeat,
+                               cfg.get("max_episode_frames"), on_step=record)  # fmt: skip
         video = recorder.save(out)
     finally:
         env.close()
+    returns = [r.episode_return for r in results]
+    for i, r in enumerate(results):
+        print(f"episode {i + 1}/{episodes}: return {r.episode_return:.2f} ({r.frames} frames)")
     return {"snapshot": str(path), "frame": frame, "task": cfg["task_name"], "agent": cfg["agent"]["name"],
             "episodes": episodes, "mean_return": float(np.mean(returns)), "returns": returns,
             "video": str(video) if video else None}  # fmt: skip

@@ -60,9 +60,9 @@ class Encoder(nn.Module):
         self.repr_dim = 32 * out_h * out_w
         self.conv1 = nn.Conv2d(c, 32, 3, stride=2)
         # in-place ReLUs: a conv's backward needs its input, not its output, so overwriting the output is safe
-        self.convs = nn.Sequential(nn.ReLU(), nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
-                                   nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
-                                   nn.Conv2d(32, 32, 3, stride=1), nn.ReLU())
+        self.convs = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
+                                   nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
+                                   nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True))
         self.apply(orthogonal_init)
         if self.channels_last:
             self.convs.to(memory_format=torch.channels_last)  # conv1: see forward

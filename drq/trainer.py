@@ -81,6 +81,24 @@ def resolve_num_threads(num_threads: Any, async_env: bool) -> int:
     return cores - 1 if async_env and cores > 4 else cores
 
 
+def resolve_eval_workers(eval_workers: Any, num_eval_episodes: int) -> int:
+    """How many environments play the evaluation episodes side by side (``drq.eval_episodes``).
+
+    ``1``: one environment in the trainer's process (episodes one after another). ``K > 1``: ``K`` worker processes
+    stepping and rendering in parallel. ``auto``: one worker per core, at most one per episode and at most 8; a
+    single core gets the in-process environment. Evaluation blocks training, so on 2 cores 2 workers halve its wall
+    time (cartpole_balance, 5 episodes: see README "Performance")."""
+    if eval_workers in (None, "auto"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cores, num_eval_episodes, 8))
+    if isinstance(eval_workers, bool) or not str(eval_workers).isdigit() or int(eval_workers) < 1:
+        raise ValueError(f"eval_workers must be 'auto' or an integer >= 1, got {eval_workers!r}")
+    return int(eval_workers)
+
+
+EVAL_SEED_OFFSET = 10_000  # eval environment i > 0 is seeded with seed + i * EVAL_SEED_OFFSET
+
+
 def env_kwargs(cfg: Mapping[str, Any], seed_offset: int = 0) -> dict[str, Any]:
     """``drq.env.make_env`` keyword arguments from a run config."""
     return dict(
@@ -139,7 +157,8 @@ class Trainer:
 
         self.files = RunFiles(self.run_dir)
         self.train_env = self._make_train_env()
-        self._eval_env = None
+        self._eval_envs: list[Any] | None = None
+        self.num_eval_workers = resolve_eval_workers(c.get("eval_workers", 1), int(c["num_eval_episodes"]))
         obs_shape = self.train_env.observation_shape
         self.action_shape = tuple(self.train_env.action_shape)
         from replay import FrameReplay
@@ -157,7 +176,7 @@ class Trainer:
         self.step = 0
         self.episode = 0  # finished training episodes
         self.train_resets = 0  # train env reset() calls (fast-forwarded on resume)
-        self.eval_resets = 0  # eval env reset() calls
+        self.eval_resets = [0] * self.num_eval_workers  # reset() calls of each eval environment
         self.next_eval_frame = 0
         self.last_eval_frame = -1
         self.last_eval_return = float("nan")
@@ -206,12 +225,20 @@ class Trainer:
         return make_env(**kwargs)
 
     @property
-    def eval_env(self) -> Any:
-        if self._eval_env is None:
-            from drq.env import make_env
+    def eval_envs(self) -> list[Any]:
+        """The evaluation environments (built on first use): one in-process env, or ``eval_workers`` workers."""
+        if self._eval_envs is None:
+            if self.num_eval_workers == 1:
+                from drq.env import make_env
 
-            self._eval_env = make_env(**env_kwargs(self.cfg))
-        return self._eval_env
+                self._eval_envs = [make_env(**env_kwargs(self.cfg))]
+            else:
+                from drq.env_worker import AsyncEnv
+
+                self._eval_envs = []
+                for i in range(self.num_eval_workers):
+                    self._eval_envs.append(AsyncEnv(**env_kwargs(self.cfg, seed_offset=i * EVAL_SEED_OFFSET)))
+        return self._eval_envs
 
     def _make_wandb(self) -> WandbSink:
         w = self.cfg.get("wandb") or {}
@@ -255,7 +282,7 @@ class Trainer:
             except Exception as error:  # noqa: BLE001
                 raise snapshots.SnapshotError(f"snapshot {source} does not fit this replay: {error}") from None
         counters = state["counters"]
-        for key in ("step", "episode", "train_resets", "eval_resets", "next_eval_frame", "last_eval_frame",
+        for key in ("step", "episode", "train_resets", "next_eval_frame", "last_eval_frame",
                     "next_snapshot_frame", "next_log_frame", "next_histogram_frame"):  # fmt: skip
             setattr(self, key, int(counters[key]))
         self.last_eval_return = float(counters["last_eval_return"])
@@ -267,8 +294,12 @@ class Trainer:
         # Fast-forward the environments' own RNGs (see the module docstring).
         for _ in range(self.train_resets):
             self.train_env.reset()
-        for _ in range(self.eval_resets):
-            self.eval_env.reset()
+        saved_eval_resets = counters["eval_resets"]  # a list; an int in snapshots from before eval_workers
+        saved_eval_resets = [int(saved_eval_resets)] if isinstance(saved_eval_resets, int) else saved_eval_resets
+        for i, env in enumerate(self.eval_envs):
+            self.eval_resets[i] = int(saved_eval_resets[i]) if i < len(saved_eval_resets) else 0
+            for _ in range(self.eval_resets[i]):
+                env.reset()
         notes = [f"resumed from {source} at frame {self.frame:,} (episode {self.episode})"]
         if state.get("replay") is None:
             notes.append("the snapshot holds no replay (save_replay_in_snapshot=false): the replay starts empty")
@@ -280,7 +311,7 @@ class Trainer:
         """Everything a resume needs, as state dicts and plain values (``torch.load(weights_only=True)``-safe)."""
         counters = {
             "step": self.step, "frame": self.frame, "episode": self.episode, "train_resets": self.train_resets,
-            "eval_resets": self.eval_resets, "next_eval_frame": self.next_eval_frame,
+            "eval_resets": list(self.eval_resets), "next_eval_frame": self.next_eval_frame,
             "last_eval_frame": self.last_eval_frame, "last_eval_return": self.last_eval_return,
             "next_snapshot_frame": self.next_snapshot_frame, "next_log_frame": self.next_log_frame,
             "next_histogram_frame": self.next_histogram_frame, "total_time": self.total_time,
@@ -461,35 +492,29 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------------------- eval
     def evaluate(self) -> float:
-        """``num_eval_episodes`` episodes with the mean action; the first one is recorded. Returns the mean return."""
-        env, episodes = self.eval_env, int(self.cfg["num_eval_episodes"])
+        """``num_eval_episodes`` episodes with the mean action, on ``eval_workers`` environments side by side; the
+        first episode is recorded. Returns the mean return."""
+        from drq.eval_episodes import resets_per_env, run_episodes
+
+        envs, episodes = self.eval_envs, int(self.cfg["num_eval_episodes"])
         size = int(self.cfg.get("video_size", 256))
-        returns, lengths = [], []
-        for i in range(episodes):
-            ts = env.reset()
-            self.eval_resets += 1
+        self.video.reset()
+
+        def record(episode: int, env: Any, reward: float, episode_return: float, frames: int) -> None:
+            if episode == 0 and self.video.enabled:
+                self.video.record(env.render(size), self.frame, reward, episode_return, frames)
+
+        results = run_episodes(envs, lambda obs: self.agent.act(obs, self.step, eval_mode=True), episodes,
+                               self.action_repeat, self.max_episode_frames, on_step=record)  # fmt: skip
+        for i, n in enumerate(resets_per_env(episodes, len(envs))):
+            self.eval_resets[i] += n
+        if self.video.enabled:
+            path = self.video.save(self.run_dir / "videos" / f"eval_{self.frame}.mp4")
+            if path is not None:
+                self.wandb.video(self.frame, path)
             self.video.reset()
-            record = i == 0 and self.video.enabled
-            ret, frames = 0.0, 0
-            if record:
-                self.video.record(env.render(size), self.frame, 0.0, 0.0, 0)
-            while True:
-                with torch.no_grad():
-                    action = self.agent.act(ts.observation, self.step, eval_mode=True)
-                ts = env.step(action)
-                ret += ts.reward
-                frames += self.action_repeat
-                if record:
-                    self.video.record(env.render(size), self.frame, ts.reward, ret, frames)
-                if self._episode_over(ts, frames):
-                    break
-            returns.append(ret)
-            lengths.append(frames)
-            if record:
-                path = self.video.save(self.run_dir / "videos" / f"eval_{self.frame}.mp4")
-                if path is not None:
-                    self.wandb.video(self.frame, path)
-                self.video.reset()
+        returns = [r.episode_return for r in results]
+        lengths = [r.frames for r in results]
         mean_return = float(np.mean(returns))
         row = {"frame": self.frame, "step": self.step, "episode": self.episode, "episode_reward": mean_return,
                "episode_length": float(np.mean(lengths)), "total_time": self.total_time}  # fmt: skip
@@ -505,7 +530,7 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------------- close
     def close(self, exit_code: int = 0) -> None:
-        for env in (self.train_env, self._eval_env):
+        for env in (self.train_env, *(self._eval_envs or [])):
             if env is not None:
                 try:
                     env.close()

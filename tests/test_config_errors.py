@@ -87,6 +87,7 @@ def test_cli_overrides_and_debug_preset():
         ["task=cheetah_run", "agent=sac", "lr=3e-4", "batch_size=128", "wandb.mode=offline", "wandb.tags=[a,b]"],
         ["task=walker_walk,cheetah_run", "seed=1,2,3", "-m"],  # sweeps are checked value by value
         ["hydra.run.dir=/tmp/x", "+my_note=hello", "resume=never", "device=cpu", "num_threads=1"],
+        ["eval_workers=1"], ["eval_workers=4", "num_eval_episodes=8"], ["eval_workers=auto"],
         ["--cfg", "job", "task=walker_run"],
         ["stddev_schedule='linear(1.0,0.1,50000)'", "agent.stddev_schedule=0.2"],
         ["compile=default", "precision=bf16"], ["compile=true"], ["compile=max-autotune", "precision=fp32,bf16"],
@@ -112,6 +113,8 @@ def test_valid_overrides_pass(argv):
         (["compile=fast"], "compile must be one of none, default, max-autotune; got 'fast'"),
         (["stddev_schedule=linear(1.0,0.1,50000)"], "quote the schedule for hydra: stddev_schedule='linear(1.0,0.1,50000)'"),
         (["cuda_graphs=maybe"], "cuda_graphs expects true or false, got 'maybe'"),
+        (["eval_workers=0"], "eval_workers must be 'auto' or an integer >= 1, got 0"),
+        (["eval_workers=many"], "eval_workers must be 'auto' or an integer >= 1, got 'many'"),
     ],
 )
 def test_bad_overrides_name_the_value_and_the_closest_choices(argv, expected):

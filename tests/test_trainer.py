@@ -181,10 +181,11 @@ class Crash(Exception):
     """Stands for SIGKILL right after a periodic snapshot."""
 
 
-def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("eval_overrides", [(), ("num_eval_episodes=3", "eval_workers=2")], ids=["1-env", "2-workers"])
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval_overrides):
     from drq import snapshot, trainer
 
-    cfg = compose("agent=drqv2", "async_env=true")
+    cfg = compose("agent=drqv2", "async_env=true", *eval_overrides)
     whole = trainer.run(cfg, tmp_path / "whole", say=lambda s: None)
 
     real_save = snapshot.save
@@ -215,6 +216,36 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch):
     assert pa.keys() == pb.keys() and len(pa) > 10
     for k in pa:
         assert torch.equal(pa[k], pb[k]), k
+
+
+def test_eval_workers_play_the_episodes_of_their_seeded_envs(tmp_path):
+    """eval_workers=2, 3 episodes: episodes 0 and 2 on an env seeded like the run, episode 1 on one seeded
+    seed + 10000; each env's resets continue across evaluations. Reference: the trained agent played by hand on
+    in-process envs, fast-forwarded past the earlier evaluations' resets."""
+    from drq.env import make_env
+    from drq.trainer import EVAL_SEED_OFFSET, env_kwargs, run
+
+    cfg = compose("agent=drqv2", "async_env=false", "save_video=false", "num_eval_episodes=3", "eval_workers=2")
+    trainer = run(cfg, tmp_path, say=lambda s: None)
+    assert trainer.eval_resets == [6, 3]  # 3 evaluations (frames 0, 1000, 2000)
+
+    def play(env) -> float:
+        ts, ret, frames = env.reset(), 0.0, 0
+        while not ts.last and frames < 200:
+            ts = env.step(trainer.agent.act(ts.observation, trainer.step, eval_mode=True))
+            ret, frames = ret + ts.reward, frames + 8
+        return ret
+
+    envs = [make_env(**env_kwargs(cfg, seed_offset=i * EVAL_SEED_OFFSET)) for i in range(2)]
+    for env, earlier in zip(envs, (4, 2)):
+        for _ in range(earlier):
+            env.reset()
+    first, second, third = play(envs[0]), play(envs[1]), play(envs[0])
+    for env in envs:
+        env.close()
+    assert len({first, second, third}) == 3  # different starts: the reference can tell the envs apart
+    final = rows(tmp_path / "eval.csv")[-1]
+    assert float(final["episode_reward"]) == pytest.approx((first + second + third) / 3, rel=1e-6)
 
 
 def test_resume_without_replay_says_so(tmp_path):
