@@ -49,6 +49,12 @@ class TimeStep:
         return self.observation[-3:]
 
 
+def episode_over(ts: Any, frames: int, max_episode_frames: int | None) -> bool:
+    """Whether an episode ends at ``ts``: the task ended it, or it has run ``max_episode_frames`` frames (``frames``
+    so far; ``None``: no limit of our own). The one rule for training and evaluation episodes."""
+    return bool(ts.last) or (max_episode_frames is not None and frames >= max_episode_frames)
+
+
 def make_env(
     task: str = "walker_walk",
     frame_stack: int = 3,

@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from drq.env import episode_over
+
 __all__ = ["EpisodeResult", "run_episodes", "resets_per_env"]
 
 
@@ -39,8 +41,8 @@ def run_episodes(envs: Sequence[Any], act: Callable[[np.ndarray], np.ndarray], e
     """Play ``episodes`` episodes; returns their results in episode order.
 
     Args:
-        envs: environments with ``reset()`` and ``step(action)`` returning :class:`drq.env.TimeStep`; those that also
-            have ``step_async`` / ``step_wait`` (``AsyncEnv``) step in parallel.
+        envs: environments with drq's env interface (``reset()``, ``step_async(action)``, ``step_wait()`` ->
+            :class:`drq.env.TimeStep`): ``AsyncEnv`` workers step in parallel, in-process envs when waited on.
         act: observation (uint8 ``(3k, H, W)``) -> action (float32 ``(A,)``).
         episodes: number of episodes (>= 1).
         action_repeat: frames per agent step (episode lengths are counted in frames).
@@ -67,15 +69,14 @@ def run_episodes(envs: Sequence[Any], act: Callable[[np.ndarray], np.ndarray], e
     while running:
         actions = {i: act(run["ts"].observation) for i, run in running.items()}
         for i, action in actions.items():
-            if hasattr(envs[i], "step_async"):
-                envs[i].step_async(action)
-        for i, action in actions.items():
+            envs[i].step_async(action)
+        for i in actions:
             env, run = envs[i], running[i]
-            ts = env.step_wait() if hasattr(env, "step_async") else env.step(action)
+            ts = env.step_wait()
             run["ts"], run["return"], run["frames"] = ts, run["return"] + ts.reward, run["frames"] + action_repeat
             if on_step is not None:
                 on_step(run["episode"], env, ts.reward, run["return"], run["frames"])
-            if ts.last or (max_episode_frames is not None and run["frames"] >= max_episode_frames):
+            if episode_over(ts, run["frames"], max_episode_frames):
                 results[run["episode"]] = EpisodeResult(float(run["return"]), int(run["frames"]))
                 del running[i]
                 if run["episode"] + num_envs < episodes:

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 
 from drq import snapshot as snapshots
+from drq.env import episode_over
+from drq.eval_episodes import resets_per_env, run_episodes
 from drq.health import HealthMonitor
 from drq.sinks import RunFiles, WandbSink, format_eval_line
 from drq.video import VideoRecorder
@@ -86,8 +88,8 @@ def resolve_eval_workers(eval_workers: Any, num_eval_episodes: int) -> int:
 
     ``1``: one environment in the trainer's process (episodes one after another). ``K > 1``: ``K`` worker processes
     stepping and rendering in parallel. ``auto``: one worker per core, at most one per episode and at most 8; a
-    single core gets the in-process environment. Evaluation blocks training, so on 2 cores 2 workers halve its wall
-    time (cartpole_balance, 5 episodes: see README "Performance")."""
+    single core gets the in-process environment. Evaluation blocks training; with Mesa's software renderer, which
+    already uses every core, 2 workers on 2 cores took 1.25x less wall time (bench/eval.py, README "Performance")."""
     if eval_workers in (None, "auto"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, min(cores, num_eval_episodes, 8))
@@ -235,9 +237,8 @@ class Trainer:
             else:
                 from drq.env_worker import AsyncEnv
 
-                self._eval_envs = []
-                for i in range(self.num_eval_workers):
-                    self._eval_envs.append(AsyncEnv(**env_kwargs(self.cfg, seed_offset=i * EVAL_SEED_OFFSET)))
+                self._eval_envs = [AsyncEnv(**env_kwargs(self.cfg, seed_offset=i * EVAL_SEED_OFFSET))
+                                   for i in range(self.num_eval_workers)]
         return self._eval_envs
 
     def _make_wandb(self) -> WandbSink:
@@ -333,9 +334,6 @@ class Trainer:
         return snapshots.save(self.snapshot_path, self.snapshot_state())
 
     # ----------------------------------------------------------------------------------------------------- loop
-    def _episode_over(self, ts: Any, episode_frames: int) -> bool:
-        return bool(ts.last) or (self.max_episode_frames is not None and episode_frames >= self.max_episode_frames)
-
     def _install_signal_handlers(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}
 
@@ -399,7 +397,7 @@ class Trainer:
                 self.step += 1
                 episode_reward += ts.reward
                 episode_frames += self.action_repeat
-                over = self._episode_over(ts, episode_frames)
+                over = episode_over(ts, episode_frames, self.max_episode_frames)
                 self.replay.add(frame=ts.frame, action=ts.action, reward=ts.reward, discount=ts.discount,
                                 first=False, last=over)  # fmt: skip
                 self._ts = ts
@@ -494,8 +492,6 @@ class Trainer:
     def evaluate(self) -> float:
         """``num_eval_episodes`` episodes with the mean action, on ``eval_workers`` environments side by side; the
         first episode is recorded. Returns the mean return."""
-        from drq.eval_episodes import resets_per_env, run_episodes
-
         envs, episodes = self.eval_envs, int(self.cfg["num_eval_episodes"])
         size = int(self.cfg.get("video_size", 256))
         self.video.reset()

@@ -20,7 +20,10 @@ class Step:
 
 class ScriptedEnv:
     """Episode ``n`` (its n-th reset) lasts ``lengths[n]`` steps; the reward of step t is ``env_id * 1000 + n * 10 +
-    action`` so that a result says which env, which of its episodes and which action produced it."""
+    action`` so that a result says which env, which of its episodes and which action produced it. Like
+    ``drq.env.PixelEnv``, ``step_async`` stores the action and ``step_wait`` runs it."""
+
+    pending = None
 
     def __init__(self, env_id: int, lengths: list[int]):
         self.env_id, self.lengths, self.resets, self.t = env_id, lengths, -1, 0
@@ -39,12 +42,6 @@ class ScriptedEnv:
         return Step(np.full((1,), self.env_id * 100 + self.resets, dtype=np.uint8), reward,
                     self.t >= self.lengths[self.resets])  # fmt: skip
 
-
-class ScriptedAsyncEnv(ScriptedEnv):
-    """The same, with AsyncEnv's split step; stepping twice or waiting without a step is an error."""
-
-    pending = None
-
     def step_async(self, action: np.ndarray) -> None:
         assert self.pending is None, "step_async twice"
         self.pending = action
@@ -52,7 +49,11 @@ class ScriptedAsyncEnv(ScriptedEnv):
     def step_wait(self) -> Step:
         assert self.pending is not None, "step_wait without step_async"
         action, self.pending = self.pending, None
-        return super().step(action)
+        return ScriptedEnv.step(self, action)
+
+
+class ScriptedAsyncEnv(ScriptedEnv):
+    """The same, with only AsyncEnv's split step; stepping twice or waiting without a step is an error."""
 
     def step(self, action: np.ndarray) -> Step:  # pragma: no cover - run_episodes must use the split step
         raise AssertionError("an async env must be stepped with step_async / step_wait")
