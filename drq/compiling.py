@@ -1,6 +1,6 @@
 """``torch.compile`` for an agent's networks (``compile=default|max-autotune``; ``none`` leaves them eager).
 
-What is compiled: the encoder, the critic, the target critic and the actor's trunk and policy MLP -- every module whose
+What is compiled: the encoder (and SAC's target encoder), the critic, the target critic and the actor's trunk and policy MLP -- every module whose
 forward is tensors in, tensors out. The distributions built from the actor's output, the losses, the optimisers and the
 soft update stay eager (on a GPU, ``cuda_graphs=true`` records those as well, see ``drq.cuda_graphs``). Modules are
 compiled in place (``nn.Module.compile``), so parameter names, state dicts and snapshots are unchanged, and a snapshot
@@ -39,8 +39,11 @@ def check_compile_mode(mode: Any) -> str:
 
 
 def compiled_modules(agent: Any) -> list[nn.Module]:
-    """The agent's tensor-to-tensor modules that ``compile_agent`` compiles."""
-    return [agent.encoder, agent.critic, agent.critic_target, agent.actor.trunk, agent.actor.policy]
+    """The agent's tensor-to-tensor modules that ``compile_agent`` compiles (SAC's target encoder when it has one)."""
+    modules = [agent.encoder, agent.critic, agent.critic_target, agent.actor.trunk, agent.actor.policy]
+    if getattr(agent, "target_encoder", None) is not None:
+        modules.append(agent.target_encoder)
+    return modules
 
 
 def compile_agent(agent: Any, mode: Any = "default") -> str:

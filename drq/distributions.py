@@ -175,10 +175,13 @@ class TanhNormal(Distribution):
         """The pre-tanh std ``scale`` (``(..., A)``)."""
         return self.scale
 
-    def rsample_with_pre_tanh(self, sample_shape: torch.Size = torch.Size()) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised sample: returns ``(action, pre_tanh)``, both ``sample_shape + (..., A)``."""
+    def rsample_with_pre_tanh(self, sample_shape: torch.Size = torch.Size(),
+                              eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised sample: returns ``(action, pre_tanh)``, both ``sample_shape + (..., A)``. ``eps``: the
+        standard-normal noise to use (that shape), drawn here if omitted."""
         shape = self._extended_shape(sample_shape)
-        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        if eps is None:
+            eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
         u = self.loc + self.scale * eps
         return torch.tanh(u), u
 
@@ -275,21 +278,26 @@ class ClippedNormal(Distribution):
     def stddev(self) -> torch.Tensor:
         return self.scale
 
-    def rsample(self, sample_shape: torch.Size = torch.Size(), clip: float | None = None) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size = torch.Size(), clip: float | None = None,
+                eps: torch.Tensor | None = None) -> torch.Tensor:
         """Sample with noise clipped to ``[-clip, clip]`` if given, then the action clipped to ``[low, high]``
-        (straight-through gradient w.r.t. ``loc``). Shape ``sample_shape + (..., A)``."""
+        (straight-through gradient w.r.t. ``loc``). Shape ``sample_shape + (..., A)``. ``eps``: the standard-normal
+        noise to use (that shape), drawn here if omitted."""
         shape = self._extended_shape(sample_shape)
-        noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device) * self.scale
+        if eps is None:
+            eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        noise = eps * self.scale
         if clip is not None:
             noise = noise.clamp(-clip, clip)
         x = self.loc + noise
         clipped = x.clamp(self.low, self.high)
         return x - x.detach() + clipped.detach()
 
-    def sample(self, sample_shape: torch.Size = torch.Size(), clip: float | None = None) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size = torch.Size(), clip: float | None = None,
+               eps: torch.Tensor | None = None) -> torch.Tensor:
         """Like ``rsample`` but without gradient. ``clip=None``: the executed-action distribution."""
         with torch.no_grad():
-            return self.rsample(sample_shape, clip=clip)
+            return self.rsample(sample_shape, clip=clip, eps=eps)
 
     def _standardised_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.low - self.loc) / self.scale, (self.high - self.loc) / self.scale

@@ -10,6 +10,9 @@ One update (``update(batch, step)``, ``step`` in agent steps):
      actor's parameters receive gradient (the encoder is trained by the critic loss only);
   4. target critic: ``theta' <- theta' + tau (theta - theta')``.
 
+Random draws of one update (names for the ``noise`` test seam, see ``NoiseFn``): ``obs_shift`` and
+``next_obs_shift`` ``(B, 2)``, ``next_action_eps`` ``(B, A)`` (target action), ``actor_eps`` ``(B, A)`` (actor loss).
+
 This module also holds the parts the SAC agent shares (precision handling, observation checks, soft update, grad
 norms), since SAC reuses DrQ-v2's encoder/critic layout.
 """
@@ -17,7 +20,7 @@ norms), since SAC reuses DrQ-v2's encoder/critic layout.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,10 +33,17 @@ from drq.distributions import ClippedNormal, tanh_log_det_jacobian
 from drq.networks import Critic, DrQV2Actor, Encoder
 from drq.schedules import parse_schedule
 
-__all__ = ["DrQV2Agent", "PRECISIONS"]
+__all__ = ["DrQV2Agent", "PRECISIONS", "NoiseFn"]
 
 PRECISIONS = ("fp32", "bf16")
 AUG_PAD = 4
+
+# The test seam for an update's randomness: ``agent.noise = fn`` with ``fn(name, shape) -> tensor`` supplies every
+# random draw of ``update`` by name (see each agent's docstring for the names and shapes): ``*_shift`` draws are int64
+# ``(n, 2)`` crop corners ``(dx, dy)`` in ``[0, 2 * AUG_PAD]`` (``drq.augment.random_shift``), ``*_eps`` draws are
+# standard-normal float32 ``(n, A)``. ``None`` (the default, and the only setting the trainer uses) draws them from
+# torch's generator. tests/test_transcription.py uses it to feed our agents and a reference the same numbers.
+NoiseFn = Callable[[str, tuple[int, ...]], torch.Tensor]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -154,6 +164,17 @@ def to_device_batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, ...
                  for k in ("obs", "action", "reward", "discount", "next_obs"))
 
 
+def draw(noise: NoiseFn | None, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor | None:
+    """Draw ``name`` of ``shape`` from the test seam ``noise`` (on ``device``), or ``None`` when there is no seam (the
+    caller then draws from torch's generator)."""
+    if noise is None:
+        return None
+    value = noise(name, tuple(shape))
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"noise({name!r}) must have shape {tuple(shape)}, got {tuple(value.shape)}")
+    return value.to(device)
+
+
 def check_positive(name: str, value: Any, integer: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
     if integer:
@@ -218,6 +239,7 @@ class DrQV2Agent:
         self.actor_opt = make_adam(self.actor.parameters(), self.lr, self.device)
         self.histograms: dict[str, torch.Tensor] = {}
         self.graphed_update: GraphedUpdate | None = None
+        self.noise: NoiseFn | None = None  # test seam for the update's random draws (module docstring, NoiseFn)
 
     # ---------------------------------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -261,10 +283,12 @@ class DrQV2Agent:
     def encode_pair(self, obs: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment and encode: ``obs`` with gradient, ``next_obs`` under ``torch.no_grad()``. uint8 ``(B, C, H, W)``
         in, features ``(B, repr_dim)`` out."""
+        b = obs.shape[0]
         with self.autocast():
-            features = self.encoder(random_shift(obs, AUG_PAD))
+            features = self.encoder(random_shift(obs, AUG_PAD, draw(self.noise, "obs_shift", (b, 2), obs.device)))
             with torch.no_grad():
-                next_features = self.encoder(random_shift(next_obs, AUG_PAD))
+                shifts = draw(self.noise, "next_obs_shift", (b, 2), obs.device)
+                next_features = self.encoder(random_shift(next_obs, AUG_PAD, shifts))
         return features, next_features
 
     def update_critic(self, features: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
@@ -275,7 +299,8 @@ class DrQV2Agent:
         with torch.no_grad():
             with self.autocast():
                 next_dist = self.actor(next_features, std)
-                next_action = next_dist.sample(clip=self.stddev_clip)
+                eps = draw(self.noise, "next_action_eps", tuple(action.shape), action.device)
+                next_action = next_dist.sample(clip=self.stddev_clip, eps=eps)
                 target_q1, target_q2 = self.critic_target(next_features, next_action)
             target_q = reward + discount * torch.min(target_q1, target_q2).float()
         with self.autocast():
@@ -292,7 +317,8 @@ class DrQV2Agent:
         features = features.detach()
         with self.autocast():
             dist = self.actor(features, std)
-            action = dist.rsample(clip=self.stddev_clip)
+            eps = draw(self.noise, "actor_eps", (features.shape[0], self.action_shape[0]), features.device)
+            action = dist.rsample(clip=self.stddev_clip, eps=eps)
             q1, q2 = self.critic(features, action)
         actor_loss = -torch.min(q1, q2).float().mean()
         actor_params = list(self.actor.parameters())
