@@ -25,8 +25,11 @@ def main(cfg: DictConfig) -> None:
     from drq import rendering, snapshot, trainer
     from drq.tasks import UnknownTaskError
 
+    from drq.protocol import protocol_line
+
     run_dir = HydraConfig.get().runtime.output_dir
     config = OmegaConf.to_container(cfg, resolve=True)
+    print(protocol_line(config, HydraConfig.get().runtime.choices.get("protocol")), flush=True)
     try:
         trainer.run(config, run_dir)
     except trainer.TrainingInterrupted as stop:

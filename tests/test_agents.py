@@ -78,14 +78,17 @@ def test_log_prob_per_sample_has_shape_b_by_1(name):
                                    rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["drqv2", "sac"])
-def test_next_obs_is_encoded_without_gradient(name):
+@pytest.mark.parametrize("name,target_encoder", [("drqv2", None), ("sac", True), ("sac", False)])
+def test_next_obs_is_encoded_without_gradient(name, target_encoder):
     torch.manual_seed(0)
-    cfg = dict(SMALL, num_critic_augs=2, num_target_augs=3) if name == "sac" else SMALL
+    cfg = dict(SMALL, num_critic_augs=2, num_target_augs=3, target_encoder=target_encoder) if name == "sac" else SMALL
     agent = make_agent(name, OBS_SHAPE, (A,), **cfg)
-    calls = []
+    calls, target_calls = [], []
     agent.encoder.register_forward_hook(
         lambda mod, inp, out: calls.append((inp[0].shape[0], torch.is_grad_enabled(), out.requires_grad)))
+    if target_encoder:
+        agent.target_encoder.register_forward_hook(
+            lambda mod, inp, out: target_calls.append((inp[0].shape[0], torch.is_grad_enabled(), out.requires_grad)))
     grads_seen = []
     orig_forward = agent.encoder.forward
 
@@ -100,6 +103,9 @@ def test_next_obs_is_encoded_without_gradient(name):
     if name == "drqv2":
         assert calls == [(4, True, True), (4, False, False)]  # obs with gradient, then next_obs without
         assert grads_seen == [4]
+    elif target_encoder:  # DrQ: K copies of next_obs through both encoders; the actor re-encodes the first copy
+        assert calls == [(8, True, True), (12, False, False), (4, False, False)]
+        assert target_calls == [(12, False, False)] and grads_seen == [8]
     else:
         assert calls == [(8, True, True), (12, False, False)]  # M = 2 copies of obs, K = 3 of next_obs
         assert grads_seen == [8]
@@ -170,12 +176,14 @@ def test_sac_target_and_losses_include_the_entropy_terms(monkeypatch):
     def coef(rows):
         return torch.linspace(-1.5, 1.5, rows).view(rows, 1)
 
-    def fixed_draw(self, sample_shape=torch.Size()):
+    def fixed_draw(self, sample_shape=torch.Size(), eps=None):
         u = self.loc + coef(self.loc.shape[0]) * self.scale
         return torch.tanh(u), u
 
     monkeypatch.setattr(TanhNormal, "rsample_with_pre_tanh", fixed_draw)
-    agent = make_agent("sac", OBS_SHAPE, (A,), num_target_augs=2, num_critic_augs=2, **SMALL)
+    # target_encoder=False: the actor step sees the features from before the critic step, computable up front (the
+    # target-encoder layout, with its re-encoding, is held against DrQ's update in tests/test_transcription.py)
+    agent = make_agent("sac", OBS_SHAPE, (A,), num_target_augs=2, num_critic_augs=2, target_encoder=False, **SMALL)
     alpha = 0.1
     batch = random_batch(constant_frames=True)
 
@@ -303,3 +311,31 @@ def test_schedules_parse():
     for bad in ("linear(1,2)", "cosine(1,0,10)", "", "linear(1,0,0)", None):
         with pytest.raises(ValueError, match="valid forms"):
             parse_schedule(bad)
+
+
+def test_sac_target_encoder_is_a_soft_updated_copy_saved_with_the_agent():
+    torch.manual_seed(0)
+    agent = make_agent("sac", OBS_SHAPE, (A,), **SMALL)  # target_encoder=True is the default (DrQ's layout)
+    assert agent.target_encoder is not None
+    assert not any(p.requires_grad for p in agent.target_encoder.parameters())
+    start = [p.detach().clone() for p in agent.target_encoder.parameters()]
+    assert all(torch.equal(s, p) for s, p in zip(start, agent.encoder.parameters()))
+    agent.update(random_batch(), step=1)  # odd step: no target update
+    assert all(torch.equal(s, p) for s, p in zip(start, agent.target_encoder.parameters()))
+    agent.update(random_batch(seed=1), step=2)  # after the critic step: theta' <- theta' + 0.01 (theta - theta')
+    for s, online, target in zip(start, agent.encoder.parameters(), agent.target_encoder.parameters()):
+        torch.testing.assert_close(target, s + 0.01 * (online.detach() - s), rtol=1e-6, atol=1e-8)
+    state = agent.state_dict()
+    assert "target_encoder" in state
+    other = make_agent("sac", OBS_SHAPE, (A,), **SMALL)
+    other.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(agent.target_encoder.parameters(),
+                                                 other.target_encoder.parameters()))
+    plain = make_agent("sac", OBS_SHAPE, (A,), target_encoder=False, **SMALL)
+    assert plain.target_encoder is None and "target_encoder" not in plain.state_dict()
+    with pytest.raises(ValueError, match="saved with a target encoder.*agent.target_encoder=true"):
+        plain.load_state_dict(state)
+    with pytest.raises(ValueError, match="saved without a target encoder.*agent.target_encoder=false"):
+        other.load_state_dict(plain.state_dict())
+    with pytest.raises(ValueError, match="target_encoder must be true or false"):
+        make_agent("sac", OBS_SHAPE, (A,), target_encoder="yes", **SMALL)

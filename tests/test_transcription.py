@@ -376,25 +376,3 @@ def test_the_transcription_check_can_fail():
     ref.tau = 0.02
     with pytest.raises(AssertionError, match="critic_target|target_encoder"):
         run_against_reference(agent, ref, 4, 2, 2, ref.update, SAC_STEPS)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,cfg", [("drqv2", {}), ("sac", {"target_encoder": True}),
-                                      ("sac", {"target_encoder": False})])
-def test_only_the_critic_pass_over_obs_builds_a_graph(name, cfg):
-    """Every encoder pass of an update but the critic's over ``obs`` (next observations, the target encoder, SAC's
-    re-encoding for the actor) runs without autograd: exactly one encoder call per update yields a graph, on the
-    ``M B`` shifted observations."""
-    agent = make_ours(name, **cfg)
-    calls: list[tuple[int, bool]] = []
-    encoders = [agent.encoder] + ([agent.target_encoder] if getattr(agent, "target_encoder", None) else [])
-    hooks = [e.register_forward_hook(lambda mod, inp, out: calls.append((out.shape[0], out.requires_grad)))
-             for e in encoders]
-    g = torch.Generator().manual_seed(0)
-    agent.update(make_batch(g), 10)  # an actor step for SAC
-    for hook in hooks:
-        hook.remove()
-    m = 2 if name == "sac" else 1
-    assert [rows for rows, grad in calls if grad] == [m * B], calls
-    expected = {"drqv2": 2, "sac": 4 if cfg.get("target_encoder") else 2}[name]
-    assert len(calls) == expected, calls

@@ -297,11 +297,13 @@ class SACAgent:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         expected = set(self.state_dict())
+        if set(state) != expected and set(state) ^ expected == {"target_encoder"}:  # only the target encoder differs
+            saved = "target_encoder" in state
+            raise ValueError(f"{self.name} state_dict: it was saved {'with' if saved else 'without'} a target encoder "
+                             f"and this agent has {'none' if saved else 'one'}: use "
+                             f"agent.target_encoder={str(saved).lower()}")
         if set(state) != expected:
-            which = "with" if self.target_encoder is not None else "without"
-            raise ValueError(f"{self.name} state_dict: expected keys {sorted(expected)} (an agent {which} a target "
-                             f"encoder: agent.target_encoder={str(self.target_encoder is not None).lower()}), got "
-                             f"{sorted(state)}")
+            raise ValueError(f"{self.name} state_dict: expected keys {sorted(expected)}, got {sorted(state)}")
         keys = ["encoder", "actor", "critic", "critic_target", "critic_opt", "actor_opt", "alpha_opt"]
         for key in keys + (["target_encoder"] if self.target_encoder is not None else []):
             getattr(self, key).load_state_dict(state[key])
