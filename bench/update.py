@@ -2,6 +2,7 @@
 
     python bench/update.py --agent drqv2|sac [--precision bf16|fp32] [--batch-size 256] [--device auto]
                            [--compile none|default|max-autotune] [--cuda-graphs auto|on|off]
+                           [--target-encoder true|false|both]   (SAC; both: also ours without it, same run)
 
 Ours: ``drq.agents.make_agent(...).update(batch, step)`` (uint8 integer-crop augmentation, bf16 autocast +
 channels_last by default, batched augmentations, fused Adam, metrics left on the device; on CUDA also the whole update
@@ -138,10 +139,14 @@ class BaselineDrQV2:
 
 
 class BaselineSAC:
-    """DrQ's SAC update: obs and obs_aug, next_obs and next_obs_aug, each augmented and encoded separately."""
+    """DrQ's SAC update: obs and obs_aug, next_obs and next_obs_aug, each augmented and encoded separately; with
+    ``target_encoder`` DrQ's target encoder for next observations and the actor's re-encoding of obs."""
 
-    def __init__(self, action_dim: int, device: torch.device, lr: float = 1e-3):
+    def __init__(self, action_dim: int, device: torch.device, lr: float = 1e-3, target_encoder: bool = True):
         self.encoder = Encoder(OBS_SHAPE, channels_last=False).to(device)
+        self.target_encoder = Encoder(OBS_SHAPE, channels_last=False).to(device) if target_encoder else None
+        if self.target_encoder is not None:
+            self.target_encoder.load_state_dict(self.encoder.state_dict())
         repr_dim = self.encoder.repr_dim
         self.actor = SACActor(repr_dim, action_dim).to(device)
         self.critic = Critic(repr_dim, action_dim).to(device)
@@ -163,14 +168,16 @@ class BaselineSAC:
     def update(self, batch: Batch, step: int) -> dict[str, float]:
         metrics = {}
         obs_f, next_f = batch.obs.float(), batch.next_obs.float()
-        obs, obs_aug = plain_encode(self.encoder, grid_sample_shift(obs_f)), plain_encode(self.encoder,
-                                                                                            grid_sample_shift(obs_f))
+        obs_x = grid_sample_shift(obs_f)
+        obs, obs_aug = plain_encode(self.encoder, obs_x), plain_encode(self.encoder, grid_sample_shift(obs_f))
         with torch.no_grad():
             alpha = self.log_alpha.exp()
             target_qs = []
             for next_x in (grid_sample_shift(next_f), grid_sample_shift(next_f)):
                 next_feat = plain_encode(self.encoder, next_x)
                 next_action, next_log_prob = self.policy(next_feat)
+                if self.target_encoder is not None:
+                    next_feat = plain_encode(self.target_encoder, next_x)
                 tq1, tq2 = self.critic_target(next_feat, next_action)
                 target_qs.append(batch.reward + batch.discount * (torch.min(tq1, tq2) - alpha * next_log_prob))
             target_q = (target_qs[0] + target_qs[1]) / 2
@@ -184,7 +191,7 @@ class BaselineSAC:
         critic_loss.backward()
         self.critic_opt.step()
         if step % 2 == 0:
-            obs = obs.detach()
+            obs = plain_encode(self.encoder, obs_x).detach() if self.target_encoder is not None else obs.detach()
             action, log_prob = self.policy(obs)
             q1, q2 = self.critic(obs, action)
             actor_loss = (self.log_alpha.exp().detach() * log_prob - torch.min(q1, q2)).mean()
@@ -199,6 +206,8 @@ class BaselineSAC:
                            alpha_loss=alpha_loss.item(), alpha=self.log_alpha.exp().item())
         if step % 2 == 0:
             plain_soft_update(self.critic, self.critic_target, 0.01)
+            if self.target_encoder is not None:
+                plain_soft_update(self.encoder, self.target_encoder, 0.01)
         return metrics
 
 
@@ -244,6 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads (CPU)")
     parser.add_argument("--compile", choices=COMPILE_MODES, default="none",
                         help="torch.compile our agent's networks (drq.compiling)")
+    parser.add_argument("--target-encoder", choices=["true", "false", "both"], default="true",
+                        help="SAC: agent.target_encoder for ours and the baseline; both: also time ours without it "
+                             "in the same run (updates_per_s_no_target_encoder)")
     parser.add_argument("--cuda-graphs", choices=GRAPH_CHOICES, default="auto",
                         help="replay our update as CUDA graphs (auto: on when the device is CUDA)")
     args = parser.parse_args(argv)
@@ -254,12 +266,18 @@ def main(argv: list[str] | None = None) -> dict:
     batch = random_batch(args.batch_size, args.action_dim, device)
 
     graphs = cuda_graphs_wanted(args.cuda_graphs, device)
+    sac = {"target_encoder": args.target_encoder != "false"} if args.agent == "sac" else {}
     agent = make_agent(args.agent, OBS_SHAPE, (args.action_dim,), device, args.precision, compile=args.compile,
-                       cuda_graphs=graphs)
-    baseline = (BaselineDrQV2 if args.agent == "drqv2" else BaselineSAC)(args.action_dim, device)
+                       cuda_graphs=graphs, **sac)
+    baseline = BaselineDrQV2(args.action_dim, device) if args.agent == "drqv2" else BaselineSAC(args.action_dim,
+                                                                                                   device, **sac)
     warmup = max(args.warmup, 10) if graphs else args.warmup  # each branch: 3 eager updates, then the capture
-    rates = time_interleaved({"ours": agent.update, "baseline": baseline.update}, batch, warmup, args.iters,
-                             device, args.rounds)
+    updates = {"ours": agent.update, "baseline": baseline.update}
+    if args.agent == "sac" and args.target_encoder == "both":
+        updates["ours_no_target_encoder"] = make_agent("sac", OBS_SHAPE, (args.action_dim,), device, args.precision,
+                                                       compile=args.compile, cuda_graphs=graphs,
+                                                       target_encoder=False).update
+    rates = time_interleaved(updates, batch, warmup, args.iters, device, args.rounds)
     ours, base = rates["ours"], rates["baseline"]
 
     result = {"agent": args.agent, "updates_per_s": round(ours, 3), "baseline_updates_per_s": round(base, 3),
@@ -268,6 +286,10 @@ def main(argv: list[str] | None = None) -> dict:
               "compile": args.compile, "cuda_graphs": graphs, "batch_size": args.batch_size, "iters": args.iters,
               "torch_threads": torch.get_num_threads(),
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+              **({"target_encoder": args.target_encoder} if args.agent == "sac" else {}),
+              **({"updates_per_s_no_target_encoder": round(rates["ours_no_target_encoder"], 3),
+                  "target_encoder_cost": round(rates["ours_no_target_encoder"] / ours - 1, 3)}
+                 if "ours_no_target_encoder" in rates else {}),
               "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE")}
     print(json.dumps(result))
     return result
