@@ -206,8 +206,9 @@ class SACAgent:
         return critic_step(self.critic_opt, self.encoder, self.critic, critic_loss, q1, q2, target_q, reward)
 
     def update_actor_and_alpha(self, features: torch.Tensor, train: bool = True) -> dict[str, torch.Tensor]:
-        """Actor step on features detached from the encoder (only the actor's parameters get gradient), then the
-        temperature step. ``train=False`` only evaluates the losses and metrics. ``features (B, repr_dim)``."""
+        """Actor step on features detached from the encoder (only the actor's parameters get gradient) and the
+        temperature step, from one backward pass of the two losses. ``train=False`` only evaluates the losses and
+        metrics. ``features (B, repr_dim)``."""
         features = features.detach()
         eps = draw(self.noise, "actor_eps", (features.shape[0], self.action_shape[0]), features.device) if train \
             else None
@@ -219,12 +220,13 @@ class SACAgent:
             alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
         actor_params = list(self.actor.parameters())
         if train:
+            # One backward for both losses: the detaches keep them apart (the temperature loss gives the actor no
+            # gradient, the actor loss gives log_alpha none), so this equals DrQ's two separate steps.
             self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward(inputs=actor_params)
+            self.alpha_opt.zero_grad(set_to_none=True)
+            (actor_loss + alpha_loss).backward(inputs=actor_params + [self.log_alpha])
             actor_grad_norm = grad_norm(actor_params)
             self.actor_opt.step()
-            self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward(inputs=[self.log_alpha])
             self.alpha_opt.step()
         else:
             actor_grad_norm = torch.zeros((), device=features.device)
