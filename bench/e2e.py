@@ -1,6 +1,6 @@
 """End-to-end training speed: frames/s of the real trainer after the seed phase.
 
-    python bench/e2e.py [--task cartpole_swingup] [--agent drqv2] [--precision bf16] [--frames 2000]
+    python bench/e2e.py [--task cartpole_swingup] [--agent drqv2] [--precision auto] [--frames 2000]
                         [--device auto] [--async-env true] [--num-threads auto] [--compile none]
                         [--cuda-graphs auto|on|off] [override ...]
 
@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 from drq.compiling import COMPILE_MODES  # noqa: E402
 from drq.cuda_graphs import GRAPH_CHOICES, cuda_graphs_wanted  # noqa: E402
+from drq.hardware import describe  # noqa: E402
 
 
 def compose(overrides: list[str]) -> dict:
@@ -81,7 +82,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="cartpole_swingup")
     p.add_argument("--agent", default="drqv2", choices=["drqv2", "sac"])
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--frames", type=int, default=2000, help="frames measured after the seed phase")
     p.add_argument("--device", default="auto")
     p.add_argument("--async-env", default="true", choices=["true", "false"])
@@ -115,6 +116,7 @@ def main() -> None:
 
     print(json.dumps({
         "task": cfg["task_name"], "agent": args.agent, "device": device, "precision": args.precision,
+        "precision_resolved": done.cfg["precision_resolved"], "machine": describe(done.device),
         "compile": args.compile, "cuda_graphs": graphs, "frames_per_s": round(fps, 2),
         "updates_per_s": round(ups, 3), "env_ms_per_step": round(env_ms, 2),
         "measured_frames": measured, "seed_frames": seed_frames, "wall_s": round(wall, 1),

@@ -90,6 +90,9 @@ def main() -> None:
         result.update(_overlap_ms(envs["default"], kwargs, actions[: args.overlap_steps]))
     for env in envs.values():
         env.close()
+    from drq.hardware import describe
+
+    result["machine"] = describe("cpu")
     print(json.dumps(result))
 
 

@@ -1,6 +1,6 @@
 """Wall time of one evaluation (the trainer's ``evaluate``: episodes with the mean action) with 1 and with K eval workers.
 
-    python bench/eval.py [--task cartpole_balance] [--agent drqv2] [--precision fp32] [--episodes 5]
+    python bench/eval.py [--task cartpole_balance] [--agent drqv2] [--precision auto] [--episodes 5]
                          [--workers 2] [--action-repeat 2] [--fast-render no_msaa] [--repeats 2]
 
 Plays ``--episodes`` episodes with a freshly initialised agent (the speed does not depend on the weights) through
@@ -28,7 +28,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="cartpole_balance")
     p.add_argument("--agent", default="drqv2", choices=["drqv2", "sac"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--episodes", type=int, default=5)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--action-repeat", type=int, default=2)
@@ -40,6 +40,7 @@ def main() -> None:
     from drq.env import make_env
     from drq.env_worker import AsyncEnv
     from drq.eval_episodes import run_episodes
+    from drq.hardware import describe
     from drq.trainer import EVAL_SEED_OFFSET
 
     fast_render = False if args.fast_render == "false" else args.fast_render
@@ -68,7 +69,8 @@ def main() -> None:
             env.close()
     best_one, best_workers = min(times["one"]), min(times["workers"])
     print(json.dumps({
-        "task": args.task, "agent": args.agent, "precision": args.precision, "episodes": args.episodes,
+        "task": args.task, "agent": args.agent, "precision": args.precision,
+        "precision_resolved": agent.precision, "machine": describe("cpu"), "episodes": args.episodes,
         "workers": args.workers, "fast_render": args.fast_render, "seconds_one_env": round(best_one, 2),
         "seconds_workers": round(best_workers, 2), "speedup": round(best_one / best_workers, 2),
         "frames_per_eval": frames,

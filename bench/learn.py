@@ -1,6 +1,6 @@
 """CPU learning check: does an agent learn a real DMC pixel task within a wall-clock budget on this machine?
 
-    python bench/learn.py [--agent drqv2|sac] [--precision bf16|fp32] [--task cartpole_balance]
+    python bench/learn.py [--agent drqv2|sac] [--precision auto|fp32|bf16] [--task cartpole_balance]
                           [--minutes 30] [--target 800] [--run-dir DIR] [override ...]
 
 Runs ``python train.py`` (the real trainer, 84x84 pixels, frame stack 3) with the settings below, reads its eval.csv
@@ -37,6 +37,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from drq.hardware import describe  # noqa: E402
+from drq.precision import resolve_precision  # noqa: E402
+from drq.trainer import resolve_device  # noqa: E402
 
 COMMON = ["action_repeat=8", "batch_size=64", "agent.update_every_steps=1", "num_seed_frames=1000",
           "num_eval_episodes=5", "eval_every_frames=4000", "fast_render=no_shadows", "num_train_frames=500000",
@@ -67,7 +72,7 @@ def interrupt(signum: int, frame: object) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agent", default="drqv2", choices=sorted(PER_AGENT))
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--task", default="cartpole_balance")
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--target", type=float, default=800.0)
@@ -113,8 +118,11 @@ def main() -> None:
         raise SystemExit(f"bench/learn.py: no evaluations in {run_dir / 'eval.csv'} "
                          f"(trainer exit code {proc.returncode})")
     within = [e for e in evals if e["total_time"] <= args.minutes * 60] or evals[:1]
+    device = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("device=")), "auto")
+    device = resolve_device(device)
     print(json.dumps({
-        "task": args.task, "agent": args.agent, "precision": args.precision, "seed": args.seed,
+        "task": args.task, "agent": args.agent, "precision": args.precision,
+        "precision_resolved": resolve_precision(args.precision, device)[0], "machine": describe(device), "seed": args.seed,
         "frames": int(within[-1]["frame"]), "minutes": round(within[-1]["total_time"] / 60, 2),
         "final_eval_return": round(within[-1]["episode_reward"], 1),
         "best_eval_return": round(max(e["episode_reward"] for e in within), 1),

@@ -73,6 +73,9 @@ def main() -> None:
         "sample_ms": round(float(np.median(times)), 3),
         "sample_ms_p90": round(float(np.percentile(times, 90)), 3),
     }
+    from drq.hardware import describe
+
+    result["machine"] = describe(buf.device)
     print(json.dumps(result))
 
 

@@ -1,11 +1,11 @@
 """Updates per second of our agent's update vs a plain eager fp32 update of the same networks, in one run.
 
-    python bench/update.py --agent drqv2|sac [--precision bf16|fp32] [--batch-size 256] [--device auto]
-                           [--compile none|default|max-autotune] [--cuda-graphs auto|on|off]
+    python bench/update.py --agent drqv2|sac [--precision auto|fp32|bf16] [--batch-size 256] [--device auto]
+                           [--compile none|default|max-autotune] [--cuda-graphs auto|on|off] [--no-peak]
                            [--target-encoder true|false|both]   (SAC; both: also ours without it, same run)
 
-Ours: ``drq.agents.make_agent(...).update(batch, step)`` (uint8 integer-crop augmentation, bf16 autocast +
-channels_last by default, batched augmentations, fused Adam, metrics left on the device; on CUDA also the whole update
+Ours: ``drq.agents.make_agent(...).update(batch, step)`` (uint8 integer-crop augmentation, ``precision=auto``: bf16
+autocast where the hardware has it natively, else fp32 (``drq.precision``); channels_last, batched augmentations, fused Adam, metrics left on the device; on CUDA also the whole update
 replayed as one CUDA graph, and optionally torch.compile'd networks).
 Baseline: the same networks (``drq.networks``) and the same algorithm written straightforwardly, the way DrQ-v2 / DrQ
 do it: float conversion, then pad + ``grid_sample`` augmentation on float frames, NCHW, fp32, no autocast, one encoder
@@ -13,8 +13,16 @@ pass per augmentation, default Adam, DrQ-v2's per-parameter soft-update loop and
 
 Frames are 84x84 with a 3-frame stack (9 channels); the batch is random uint8 frames already on the device (as the
 replay returns it). The last line printed is one JSON object: agent, updates_per_s, baseline_updates_per_s, ratio,
-device, precision (plus compile, cuda_graphs, batch_size, iters, torch_threads). Warm-up updates (untimed) include
-compilation and graph capture.
+device, precision (as asked) and precision_resolved / precision_reason, plus compile, cuda_graphs, batch_size, iters,
+torch_threads, machine (``drq.hardware.describe``: CPU model, cores, torch capability, native bf16, GPU). Warm-up
+updates (untimed) include compilation and graph capture.
+
+Ceiling: ``update_gflop`` is the update's FLOPs counted once from the shapes (``update_flops``: 2 FLOPs per
+multiply-add of every conv / linear layer; a backward pass that computes weight and input gradients counts 2x its
+forward, one that computes only one of them 1x; SAC's actor step, taken every other update, counts half). The bench
+then measures this machine's matmul and conv FLOP/s in the same process (``bench/peak.py``'s ``measure_peak``: fp32,
+and bf16 when ours runs bf16 on hardware that has it natively; emulated bf16 is measured against the fp32 peak) and
+prints ``achieved_gflops`` (ours and the baseline's) and their fractions of each peak.
 """
 
 from __future__ import annotations
@@ -38,7 +46,12 @@ import torch.nn.functional as F  # noqa: E402
 from drq.agents import make_agent  # noqa: E402
 from drq.compiling import COMPILE_MODES  # noqa: E402
 from drq.cuda_graphs import GRAPH_CHOICES, cuda_graphs_wanted  # noqa: E402
-from drq.networks import Critic, DrQV2Actor, Encoder, SACActor  # noqa: E402
+from drq.hardware import describe  # noqa: E402
+from drq.networks import Critic, DrQV2Actor, Encoder, SACActor, conv_output_hw  # noqa: E402
+from drq.precision import PRECISIONS, resolve_precision  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peak import measure_peak  # noqa: E402
 
 OBS_SHAPE = (9, 84, 84)
 
@@ -212,6 +225,46 @@ class BaselineSAC:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+def update_flops(agent: str, batch_size: int, action_dim: int, obs_shape: tuple[int, int, int] = OBS_SHAPE,
+                 feature_dim: int = 50, hidden_dim: int = 1024, num_augs: int = 2, target_encoder: bool = False) -> float:
+    """FLOPs of one update (2 per multiply-add), counted from the layer shapes of ``drq.networks``.
+
+    Per module: forward ``f``; forward + backward ``3 f`` when it computes weight and input gradients, ``2 f`` when
+    only one of them (conv1: no input gradient; the actor's trunk: detached features; the critic in the actor loss:
+    input gradients only). DrQ-v2: ``obs`` encoded with gradient, ``next_obs`` without; target actor + target critic
+    on ``next``; critic on ``obs`` with backward into the encoder; actor step. SAC (``num_augs`` = K = M = 2): the
+    encoder and critic at ``M B``, the targets at ``K B``, the actor step (every other update) counted half; with
+    ``target_encoder`` (DrQ's layout) also the target encoder's forward pass over the ``K B`` next observations and
+    the actor step's re-encoding of ``B`` observations (forward only, every other update). Element-
+    wise work (ReLU, LayerNorm, Adam, the crop) is not counted: it is < 1% of the multiply-adds."""
+    c, h, w = obs_shape
+    h1, w1 = (h - 3) // 2 + 1, (w - 3) // 2 + 1
+    conv1 = h1 * w1 * 32 * c * 9  # per sample
+    convs = sum((h1 - 2 * i) * (w1 - 2 * i) * 32 * 32 * 9 for i in (1, 2, 3))
+    oh, ow = conv_output_hw(h, w)
+    repr_dim = 32 * oh * ow
+    trunk = repr_dim * feature_dim
+    q = (feature_dim + action_dim) * hidden_dim + hidden_dim * hidden_dim + hidden_dim  # one Q head
+    out = action_dim if agent == "drqv2" else 2 * action_dim
+    pi = feature_dim * hidden_dim + hidden_dim * hidden_dim + hidden_dim * out
+    critic, actor = trunk + 2 * q, trunk + pi
+    actor_step = (2 * trunk + 3 * pi) + (critic + 2 * q)  # actor fwd+bwd; critic fwd + input-grad backward
+    if agent == "drqv2":
+        b_obs = b_next = batch_size
+        actor_share = 1.0
+    else:
+        b_obs = b_next = num_augs * batch_size
+        actor_share = 0.5
+    macs = (b_obs * (2 * conv1 + 3 * convs)  # encoder on obs, forward + backward (no input gradient for conv1)
+            + b_next * (conv1 + convs)  # encoder on next_obs, forward only
+            + b_next * (actor + critic)  # target: actor and target critic on next
+            + b_obs * 3 * critic  # critic forward + backward (into the features)
+            + actor_share * batch_size * actor_step)
+    if agent == "sac" and target_encoder:
+        macs += (b_next + actor_share * batch_size) * (conv1 + convs)
+    return 2.0 * macs
+
+
 def time_interleaved(updates: dict[str, Callable[[Batch, int], object]], batch: Batch, warmup: int, iters: int,
                      device: torch.device, rounds: int = 5) -> dict[str, float]:
     """Updates per second of each update function: ``warmup`` untimed updates each, then ``iters`` timed ones each,
@@ -242,8 +295,8 @@ def time_interleaved(updates: dict[str, Callable[[Batch, int], object]], batch: 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", choices=["drqv2", "sac"], default="drqv2")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
-                        help="our agent's precision (default bf16: the fastest setting that learns)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="our agent's precision (default auto: bf16 where the hardware has it natively, else fp32)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--action-dim", type=int, default=6, help="A (6 = walker)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -258,7 +311,12 @@ def main(argv: list[str] | None = None) -> dict:
                              "in the same run (updates_per_s_no_target_encoder)")
     parser.add_argument("--cuda-graphs", choices=GRAPH_CHOICES, default="auto",
                         help="replay our update as CUDA graphs (auto: on when the device is CUDA)")
+    parser.add_argument("--no-peak", action="store_true", help="skip measuring the peak FLOP/s (saves ~5-20 s)")
     args = parser.parse_args(argv)
+    for name in ("batch_size", "iters", "rounds", "action_dim"):
+        if getattr(args, name) < 1:
+            print(f"bench/update.py: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
+            sys.exit(2)
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     torch.set_num_threads(max(1, args.threads))
@@ -266,23 +324,43 @@ def main(argv: list[str] | None = None) -> dict:
     batch = random_batch(args.batch_size, args.action_dim, device)
 
     graphs = cuda_graphs_wanted(args.cuda_graphs, device)
+    precision, reason = resolve_precision(args.precision, device)
+    machine = describe(device)
+    print(f"precision: {precision} ({reason}); machine: {json.dumps(machine)}", file=sys.stderr)
     sac = {"target_encoder": args.target_encoder != "false"} if args.agent == "sac" else {}
-    agent = make_agent(args.agent, OBS_SHAPE, (args.action_dim,), device, args.precision, compile=args.compile,
+    agent = make_agent(args.agent, OBS_SHAPE, (args.action_dim,), device, precision, compile=args.compile,
                        cuda_graphs=graphs, **sac)
     baseline = BaselineDrQV2(args.action_dim, device) if args.agent == "drqv2" else BaselineSAC(args.action_dim,
                                                                                                    device, **sac)
     warmup = max(args.warmup, 10) if graphs else args.warmup  # each branch: 3 eager updates, then the capture
     updates = {"ours": agent.update, "baseline": baseline.update}
     if args.agent == "sac" and args.target_encoder == "both":
-        updates["ours_no_target_encoder"] = make_agent("sac", OBS_SHAPE, (args.action_dim,), device, args.precision,
+        updates["ours_no_target_encoder"] = make_agent("sac", OBS_SHAPE, (args.action_dim,), device, precision,
                                                        compile=args.compile, cuda_graphs=graphs,
                                                        target_encoder=False).update
     rates = time_interleaved(updates, batch, warmup, args.iters, device, args.rounds)
     ours, base = rates["ours"], rates["baseline"]
+    flops = update_flops(args.agent, args.batch_size, args.action_dim,
+                         target_encoder=args.agent == "sac" and args.target_encoder != "false")
+    achieved, base_achieved = ours * flops / 1e9, base * flops / 1e9
+    flop_report = {"update_gflop": round(flops / 1e9, 1), "achieved_gflops": round(achieved, 1),
+                   "baseline_achieved_gflops": round(base_achieved, 1)}
+    if not args.no_peak:
+        # The baseline runs fp32: its fractions are of the fp32 peak. Ours are of the peak of the precision it runs in
+        # where that is native; emulated bf16 is measured against the fp32 peak, the machine's real ceiling.
+        fp32_peak = measure_peak(device, torch.float32)
+        ours_peak = measure_peak(device, torch.bfloat16) if precision == "bf16" and machine["native_bf16"] \
+            else fp32_peak
+        flop_report["peak_precision"] = "bf16" if ours_peak is not fp32_peak else "fp32"
+        for kind in ("matmul", "conv"):
+            flop_report[f"peak_{kind}_gflops"] = round(ours_peak[kind], 1)
+            flop_report[f"fraction_of_{kind}_peak"] = round(achieved / ours_peak[kind], 3)
+            flop_report[f"baseline_fraction_of_fp32_{kind}_peak"] = round(base_achieved / fp32_peak[kind], 3)
 
     result = {"agent": args.agent, "updates_per_s": round(ours, 3), "baseline_updates_per_s": round(base, 3),
               "ratio": round(ours / base, 2), "device": str(device) if device.type != "cuda"
               else f"cuda ({torch.cuda.get_device_name(device)})", "precision": args.precision,
+              "precision_resolved": precision, "precision_reason": reason, **flop_report,
               "compile": args.compile, "cuda_graphs": graphs, "batch_size": args.batch_size, "iters": args.iters,
               "torch_threads": torch.get_num_threads(),
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
@@ -290,7 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
               **({"updates_per_s_no_target_encoder": round(rates["ours_no_target_encoder"], 3),
                   "target_encoder_cost": round(rates["ours_no_target_encoder"] / ours - 1, 3)}
                  if "ours_no_target_encoder" in rates else {}),
-              "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE")}
+              "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "malloc_tuned": drq.MALLOC_TUNED,
+              "load_avg": [round(v, 2) for v in os.getloadavg()], "machine": machine}
     print(json.dumps(result))
     return result
 

@@ -174,7 +174,7 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         if prefix or key in GROUPS or value is None or _is_sweep_or_function(value):
             continue
         _check_type(key, _lookup(base, key), _lookup(composed, key))
-    from drq.agents.drqv2 import PRECISIONS, check_precision
+    from drq.precision import PRECISIONS, check_precision
     from drq.compiling import COMPILE_MODES, check_compile_mode
 
     # the library's own validators decide (compile=true / false are accepted there); this only words the message

@@ -1,10 +1,13 @@
 """Evaluate a saved agent and export a video of its first episode.
 
     python -m drq.evaluate RUN_DIR_OR_SNAPSHOT [--episodes 10] [--size 256] [--camera ID] [--out PATH]
+                           [--precision auto|fp32|bf16]
 
 The snapshot carries the run's config, so the task, frame stack, action repeat and networks are rebuilt from it. The
-agent acts with its mean action (``eval_mode=True``). ``--camera`` changes only the video's camera, never what the
-agent sees. Prints one line per episode and a JSON object as the last line:
+agent acts with its mean action (``eval_mode=True``), in ``--precision`` (default ``auto``: bf16 only where the
+hardware has it natively, ``drq.precision``; the training run's precision does not matter for acting). ``--camera``
+changes only the video's camera, never what the agent sees. Prints the precision, one line per episode and a JSON
+object as the last line:
 ``{"snapshot", "frame", "task", "agent", "episodes", "mean_return", "returns", "video"}``.
 """
 
@@ -20,15 +23,18 @@ import numpy as np
 
 from drq import snapshot as snapshots
 from drq.eval_episodes import run_episodes
+from drq.precision import PRECISIONS, check_precision, resolve_precision
 from drq.trainer import env_kwargs, make_agent_from_config, resolve_device
 from drq.video import VideoRecorder
 
 
 def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: int | str | None = None,
-             out: str | Path | None = None, device: str = "auto", seed: int | None = None) -> dict[str, Any]:  # fmt: skip
+             out: str | Path | None = None, device: str = "auto", seed: int | None = None,
+             precision: str = "auto") -> dict[str, Any]:  # fmt: skip
     """Run ``episodes`` evaluation episodes of the agent in ``source``; write the first one's video to ``out``."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    check_precision(precision)
     if size < 16 or size % 2:
         raise ValueError(f"--size must be an even number >= 16 (H.264), got {size}")
     path = snapshots.resolve_path(source)
@@ -41,8 +47,12 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
     if seed is not None:
         kwargs["seed"] = seed
     env = make_env(**kwargs)
-    eager = {**cfg, "compile": "none", "cuda_graphs": False}  # evaluation runs act() only: nothing to speed up
-    agent = make_agent_from_config(eager, env.observation_shape, env.action_shape, resolve_device(device))
+    device = resolve_device(device)
+    precision, reason = resolve_precision(precision, device)
+    print(f"precision: {precision} ({reason})")
+    eager = {**cfg, "compile": "none", "cuda_graphs": False,  # evaluation runs act() only: nothing to speed up
+             "precision": precision, "precision_resolved": precision}
+    agent = make_agent_from_config(eager, env.observation_shape, env.action_shape, device)
     try:
         agent.load_state_dict(state["agent"])
     except Exception as error:  # noqa: BLE001
@@ -89,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="video path (default RUN_DIR/videos/evaluate_<frame>.mp4)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--seed", type=int, default=None, help="env seed (default: the run's)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto (default: bf16 where native, else fp32) | fp32 | bf16")
     args = parser.parse_args(argv)
     try:
-        result = evaluate(args.source, args.episodes, args.size, args.camera, args.out, args.device, args.seed)
+        result = evaluate(args.source, args.episodes, args.size, args.camera, args.out, args.device, args.seed,
+                          args.precision)
     except (snapshots.SnapshotError, ValueError) as error:
         print(f"drq.evaluate: {error}", file=sys.stderr)
         return 1

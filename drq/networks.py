@@ -74,7 +74,9 @@ class Encoder(nn.Module):
         # torch 2.13) intermittently took 0.5-2 s instead of ~40 ms, and the uint8 -> NHWC conversion costs 8x more.
         first_nhwc = self.channels_last and dtype == torch.float32
         memory_format = torch.channels_last if first_nhwc else torch.contiguous_format
-        x = obs.to(dtype=dtype, memory_format=memory_format)  # uint8 values are exact in bf16 (8 significant bits)
+        # uint8 values are exact in bf16 (8 significant bits). The layout change happens on the uint8 frames (a quarter
+        # of the bytes of float ones), then the conversion keeps it.
+        x = obs.contiguous(memory_format=memory_format).to(dtype=dtype)
         weight = (self.conv1.weight / 255.0).contiguous(memory_format=memory_format)
         bias = self.conv1.bias - 0.5 * self.conv1.weight.sum(dim=(1, 2, 3))
         h = nn.functional.conv2d(x, weight, bias, stride=2)

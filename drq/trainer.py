@@ -122,8 +122,8 @@ def make_agent_from_config(cfg: Mapping[str, Any], obs_shape: tuple[int, ...], a
     agent_cfg = dict(cfg["agent"])
     name = agent_cfg.pop("name")
     return make_agent(name, obs_shape=tuple(obs_shape), action_shape=tuple(action_shape), device=device,
-                      precision=cfg.get("precision", "fp32"), compile=cfg.get("compile", "none"),
-                      cuda_graphs=cfg.get("cuda_graphs", False), **agent_cfg)  # fmt: skip
+                      precision=cfg.get("precision_resolved", cfg.get("precision", "fp32")),
+                      compile=cfg.get("compile", "none"), cuda_graphs=cfg.get("cuda_graphs", False), **agent_cfg)  # fmt: skip
 
 
 def _make_health_monitor(agent_name: str, action_dim: int, cfg: Mapping[str, Any]) -> HealthMonitor:
@@ -151,6 +151,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
         torch.set_num_threads(resolve_num_threads(c.get("num_threads", "auto"), bool(c.get("async_env", True))))
+        self._resolve_precision()
         self._seed_everything(int(c["seed"]))
 
         # Resume source (read before anything is written, so that a bad snapshot changes nothing).
@@ -207,6 +208,19 @@ class Trainer:
     @property
     def total_time(self) -> float:
         return self.elapsed_before + time.time() - self._start_time
+
+    def _resolve_precision(self) -> None:
+        """``precision=auto`` -> fp32 | bf16 for this device (``drq.precision``); printed, and kept in the config as
+        ``precision_resolved`` / ``precision_reason`` (so the snapshot and wandb's config say what ran)."""
+        from drq.precision import emulated_bf16_warning, resolve_precision
+
+        asked = str(self.cfg.get("precision", "fp32"))
+        precision, reason = resolve_precision(asked, self.device)
+        self.cfg["precision_resolved"], self.cfg["precision_reason"] = precision, reason
+        self.say(f"precision: {precision} ({reason})")
+        warning = emulated_bf16_warning(asked, self.device)
+        if warning:
+            self.say(warning)
 
     @staticmethod
     def _seed_everything(seed: int) -> None:

@@ -90,7 +90,7 @@ def test_cli_overrides_and_debug_preset():
         ["eval_workers=1"], ["eval_workers=4", "num_eval_episodes=8"], ["eval_workers=auto"],
         ["--cfg", "job", "task=walker_run"],
         ["stddev_schedule='linear(1.0,0.1,50000)'", "agent.stddev_schedule=0.2"],
-        ["compile=default", "precision=bf16"], ["compile=true"], ["compile=max-autotune", "precision=fp32,bf16"],
+        ["compile=default", "precision=bf16"], ["precision=auto"], ["compile=true"], ["compile=max-autotune", "precision=fp32,bf16"],
     ],
 )
 def test_valid_overrides_pass(argv):
@@ -109,7 +109,7 @@ def test_valid_overrides_pass(argv):
         (["wandb.mod=offline"], "unknown config key 'wandb.mod'; closest: wandb.mode"),
         (["batch_size=big"], "batch_size expects an integer, got 'big'"),
         (["task_name=walkr_walk"], "walker_walk"),
-        (["precision=fp16"], "precision must be one of fp32, bf16; got 'fp16'"),
+        (["precision=fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
         (["compile=fast"], "compile must be one of none, default, max-autotune; got 'fast'"),
         (["stddev_schedule=linear(1.0,0.1,50000)"], "quote the schedule for hydra: stddev_schedule='linear(1.0,0.1,50000)'"),
         (["cuda_graphs=maybe"], "cuda_graphs expects true or false, got 'maybe'"),

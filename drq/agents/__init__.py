@@ -14,6 +14,7 @@ import torch
 from drq.agents.drqv2 import DrQV2Agent
 from drq.agents.sac import SACAgent
 from drq.compiling import check_compile_mode, compile_agent
+from drq.precision import resolve_precision
 
 __all__ = ["AGENTS", "make_agent", "DrQV2Agent", "SACAgent"]
 
@@ -38,6 +39,7 @@ def make_agent(name: str, obs_shape: Sequence[int], action_shape: Sequence[int],
     """Build agent ``name`` (``'drqv2'`` | ``'sac'``) for uint8 observations ``obs_shape = (3k, H, W)`` and actions
     ``action_shape = (A,)``; ``cfg`` overrides the constructor defaults (see each agent class).
 
+    ``precision``: ``'fp32'`` | ``'bf16'`` | ``'auto'`` (bf16 where the device computes it natively, ``drq.precision``).
     ``compile``: ``'none'`` | ``'default'`` | ``'max-autotune'`` (``torch.compile`` of the networks, ``drq.compiling``).
     ``cuda_graphs``: replay each update as one captured CUDA graph (CUDA only, ``drq.cuda_graphs``)."""
     cls = _agent_class(name)
@@ -48,6 +50,7 @@ def make_agent(name: str, obs_shape: Sequence[int], action_shape: Sequence[int],
     mode = check_compile_mode(compile)
     if not isinstance(cuda_graphs, bool):
         raise ValueError(f"cuda_graphs must be true or false, got {cuda_graphs!r}")
+    precision, _ = resolve_precision(precision, device)
     agent = cls(obs_shape, action_shape, device=device, precision=precision, **cfg)
     if cuda_graphs:
         agent.enable_cuda_graphs()
