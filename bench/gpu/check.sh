@@ -44,8 +44,7 @@ rm -f "$OUT_DIR/check.jsonl" "$OUT_DIR/check.log"
 if [ "$REHEARSE" = 1 ]; then
   # A fresh venv holding only what the GPU machine's image holds (bench/gpu/device_packages.txt), CPU torch instead of
   # the device's CUDA build; the kit goes in with --no-index, as there.
-  VENV="$ROOT/.devkit/rehearse-venv"
-  rm -rf "$VENV"
+  VENV="$(mktemp -d /tmp/drq-rehearse-venv.XXXXXX)"
   say "building the device-like venv at $VENV (registry: the device's preinstalled packages only)"
   python3.11 -m venv "$VENV" || exit 1
   mapfile -t DEVICE_PKGS < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$ROOT/bench/gpu/device_packages.txt" | grep -v '^$')
@@ -56,6 +55,7 @@ if [ "$REHEARSE" = 1 ]; then
 else
   PY=python3
   T_VENV=0
+  VENV=""
 fi
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -80,6 +80,6 @@ if [ "$REHEARSE" = 1 ]; then
   python3 "$ROOT/bench/gpu/kit_parity.py" "$KIT" "$ROOT/.devkit/py3.12" | tee -a "$OUT_DIR/check.jsonl"
   [ "${PIPESTATUS[0]}" = 0 ] || RC=1
 fi
-rm -rf "$SITE"
+rm -rf "$SITE" ${VENV:+"$VENV"}
 echo "{\"part\": \"check.sh\", \"rc\": $RC, \"wall_s\": $(( $(date +%s) - T0 )), \"venv_build_s\": $T_VENV}"
 exit $RC
