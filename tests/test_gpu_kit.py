@@ -60,7 +60,7 @@ def test_kit_parity_tags(filename, ok):
 
 
 @pytest.mark.parametrize("script,args,line", [
-    ("check.sh", ["--fast"], "check.sh: unknown argument '--fast'; valid: --rehearse, --out DIR, --kit DIR"),
+    ("check.sh", ["--fast"], "check.sh: unknown argument '--fast'; valid: --rehearse, --out DIR, --kit DIR, --only REGEX"),
     ("check.sh", ["--kit", "/nonexistent"], "check.sh: no kit at /nonexistent; build it first where pip works"),
     ("learn.sh", ["--minutes", "7"], "learn.sh: --minutes must be a number in (0, 6], got '7'"),
     ("build_kit.sh", ["3"], "build_kit.sh: python version must look like 3.12 or 3.11, got '3'"),

@@ -3,6 +3,7 @@
 #
 #   bash bench/gpu/check.sh [--out DIR] [--kit DIR]      # on the GPU machine (or your own GPU box): <= 5 min
 #   bash bench/gpu/check.sh --rehearse [--out DIR]       # here, on the CPU: the same script, tiny sizes
+#   bash bench/gpu/check.sh --only 'compile|both'         # a second call: only the parts whose name matches
 #
 # Results: DIR/check.jsonl (one JSON line per part) and DIR/check.log; DIR defaults to $OUT (the device's output
 # folder), else ./gpu-check-out. Nothing here touches the network, except --rehearse's first step (building the
@@ -13,12 +14,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 REHEARSE=0
 OUT_DIR="${OUT:-}"
 KIT=""
+ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rehearse) REHEARSE=1 ;;
     --out) OUT_DIR="${2:?--out needs a folder}"; shift ;;
     --kit) KIT="${2:?--kit needs a folder}"; shift ;;
-    *) echo "check.sh: unknown argument '$1'; valid: --rehearse, --out DIR, --kit DIR" >&2; exit 2 ;;
+    --only) ONLY="${2:?--only needs a regex}"; shift ;;
+    *) echo "check.sh: unknown argument '$1'; valid: --rehearse, --out DIR, --kit DIR, --only REGEX" >&2; exit 2 ;;
   esac
   shift
 done
@@ -48,7 +51,7 @@ if [ "$REHEARSE" = 1 ]; then
   say "building the device-like venv at $VENV (registry: the device's preinstalled packages only)"
   python3.11 -m venv "$VENV" || exit 1
   mapfile -t DEVICE_PKGS < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$ROOT/bench/gpu/device_packages.txt" | grep -v '^$')
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${DEVICE_PKGS[@]}" \
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile "${DEVICE_PKGS[@]}" \
     2> >(grep -v "is ignored: it is neither" >&2) || { say "venv build failed"; exit 1; }
   PY="$VENV/bin/python"
   T_VENV=$(( $(date +%s) - T0 ))
@@ -72,6 +75,7 @@ EOF
 
 ARGS=(--out "$OUT_DIR")
 [ "$REHEARSE" = 1 ] && ARGS+=(--rehearse)
+[ -n "$ONLY" ] && ARGS+=(--only "$ONLY")
 (cd "$ROOT" && "$PY" bench/gpu/check.py "${ARGS[@]}")
 RC=$?
 
