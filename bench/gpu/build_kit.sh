@@ -92,7 +92,7 @@ say "apt-get download of the GL loaders"
 LISTS="$WORK/apt-lists"
 mkdir -p "$LISTS/partial"
 APT=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$LISTS" -qq)
-apt-get "${APT[@]}" update >/dev/null
+apt-get "${APT[@]}" update >/dev/null 2> >(grep -v "unsandboxed" >&2)
 (cd "$KIT/debs" && apt-get "${APT[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 \
   2>&1 | grep -v "unsandboxed" >&2 || true)
 [ "$(ls "$KIT"/debs/*.deb | wc -l)" -eq 7 ] || { echo "build_kit.sh: expected 7 GL .debs in $KIT/debs" >&2; exit 1; }
