@@ -13,7 +13,12 @@ counted. ``--cuda-graphs auto`` turns them on when the device is CUDA. Extra arg
 (``batch_size=128``).
 
 Last line: one JSON object with frames_per_s, updates_per_s, env_ms_per_step (one synchronous step: physics over the
-action repeat + one 84x84 render, measured separately), task, agent, device, precision and the settings used.
+action repeat + one 84x84 render, measured separately), task, agent, device, precision and the settings used, and
+``breakdown``: where the training loop's wall time went after the seed phase, in ms per agent step -- ``env_wait``
+(``step_wait``: waiting for the env worker's physics + render), ``update`` (``agent.update``), ``sample``
+(``replay.sample``), ``act`` (``agent.act``), ``other`` (the rest: replay adds, logging) -- and ``bottleneck``, the
+largest of them. Evaluation is not counted. On CUDA each timed part ends with ``torch.cuda.synchronize()`` so that
+GPU work is charged to the part that queued it (``--breakdown false`` leaves the loop untouched).
 """
 
 from __future__ import annotations
@@ -78,6 +83,64 @@ def throughput(metrics_jsonl: Path, after_frame: int, update_every_steps: int) -
     return frames / seconds, updates / seconds, frames
 
 
+class LoopTimer:
+    """Wall time of the trainer loop's parts after the seed phase, by wrapping the trainer's own objects' methods."""
+
+    PARTS = ("env_wait", "update", "sample", "act")
+
+    def __init__(self, tr, seed_frames: int, sync_cuda: bool) -> None:
+        self.tr, self.seed_frames, self.sync_cuda = tr, seed_frames, sync_cuda
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+        self.start: float | None = None
+        self.end: float | None = None
+        self.steps = 0
+        self.paused = False
+        self._wrap(tr.train_env, "step_wait", "env_wait")
+        self._wrap(tr.agent, "update", "update")
+        self._wrap(tr.replay, "sample", "sample")
+        self._wrap(tr.agent, "act", "act")
+        evaluate = tr.evaluate
+
+        def untimed_evaluate(*a, **k):
+            self.paused = True
+            try:
+                return evaluate(*a, **k)
+            finally:
+                self.paused = False
+
+        tr.evaluate = untimed_evaluate
+
+    def _wrap(self, obj, attr: str, part: str) -> None:
+        fn = getattr(obj, attr)
+
+        def timed(*a, **k):
+            if self.paused or self.tr.frame < self.seed_frames:
+                return fn(*a, **k)
+            t0 = time.perf_counter()
+            if self.start is None:
+                self.start = t0
+            out = fn(*a, **k)
+            if self.sync_cuda:
+                torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            self.seconds[part] += t1 - t0
+            if part == "env_wait":  # the last call of an agent step
+                self.steps += 1
+                self.end = t1
+            return out
+
+        setattr(obj, attr, timed)
+
+    def report(self) -> dict:
+        if not self.steps or self.start is None or self.end is None:
+            return {}
+        ms = {k: round(v / self.steps * 1e3, 3) for k, v in self.seconds.items()}
+        loop_ms = (self.end - self.start) / self.steps * 1e3
+        ms["other"] = round(max(loop_ms - sum(self.seconds.values()) / self.steps * 1e3, 0.0), 3)
+        return {"breakdown_ms_per_step": ms, "loop_ms_per_step": round(loop_ms, 3), "timed_steps": self.steps,
+                "bottleneck": max(ms, key=ms.get)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="cartpole_swingup")
@@ -90,6 +153,8 @@ def main() -> None:
     p.add_argument("--log-every-frames", type=int, default=200)
     p.add_argument("--compile", default="none", choices=COMPILE_MODES)
     p.add_argument("--cuda-graphs", default="auto", choices=GRAPH_CHOICES)
+    p.add_argument("--breakdown", default="true", choices=["true", "false"],
+                   help="time the loop's parts (env wait, update, sample, act) after the seed phase")
     p.add_argument("overrides", nargs="*", help="extra hydra overrides, e.g. batch_size=128")
     args = p.parse_args()
     graphs = cuda_graphs_wanted(args.cuda_graphs, args.device)
@@ -109,7 +174,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="drq_e2e_") as run_dir:
         t0 = time.perf_counter()
-        done = trainer.run(cfg, run_dir, say=lambda s: print(s, file=sys.stderr))
+        done = trainer.Trainer(cfg, run_dir, say=lambda s: print(s, file=sys.stderr))
+        timer = None
+        if args.breakdown == "true":
+            timer = LoopTimer(done, seed_frames, sync_cuda=str(done.device).startswith("cuda"))
+        done.train()
         wall = time.perf_counter() - t0
         fps, ups, measured = throughput(Path(run_dir) / "metrics.jsonl", seed_frames, done.update_every_steps)
         device = str(done.device) if hasattr(done, "device") else args.device
@@ -123,6 +192,7 @@ def main() -> None:
         "action_repeat": cfg["action_repeat"], "batch_size": cfg["batch_size"], "nstep": cfg["nstep"],
         "update_every_steps": done.update_every_steps, "async_env": cfg["async_env"],
         "torch_threads": torch.get_num_threads(), "overrides": args.overrides,
+        **(timer.report() if timer is not None else {}),
     }))  # fmt: skip
 
 
