@@ -191,6 +191,12 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         resolve_eval_workers(_lookup(composed, "eval_workers"), 1)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    from drq import stop_signals
+
+    try:
+        stop_signals.parse(_lookup(composed, "stop_signals"))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if _lookup(composed, "cuda_graphs") is True:
         _check_cuda_graphs_device(str(_lookup(composed, "device")))
 
