@@ -249,6 +249,9 @@ def exit_on_bad_overrides(argv: list[str] | None = None, config_dir: Path = CONF
         return
     try:
         check_overrides(argv, config_dir)
+        from drq.launcher_checks import check_launcher
+
+        check_launcher(argv, config_dir)
     except ConfigError as error:
         print(f"drq: {error}", file=sys.stderr)
         sys.exit(EXIT_CODE)
