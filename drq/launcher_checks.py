@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -71,8 +72,33 @@ def check_launcher(argv: list[str], config_dir: Path = CONFIG_DIR,
     if engine == "submitit" and name != "submitit_local" and shutil.which("sbatch") is None:
         raise ConfigError(f"hydra/launcher={name} submits with SLURM's sbatch, which is not on PATH: run the sweep on "
                           "a SLURM login node (or start a one-node cluster here: bench/cluster/slurm_local.sh)")
+    if engine == "submitit" and name == "slurm":
+        _check_slurm_gpus(argv, config_dir)
     if engine == "ray":
         _check_ray_address(name, argv, reachable or _tcp_reachable)
+
+
+def _check_slurm_gpus(argv: list[str], config_dir: Path) -> None:
+    """GPUs asked for (``gpus_per_node``, 1 in cfgs/hydra/launcher/slurm.yaml) on a partition whose nodes have none
+    would make sbatch fail with "Invalid generic resource (gres) specification" and a traceback."""
+    import yaml
+
+    defaults = yaml.safe_load((config_dir / "hydra" / "launcher" / "slurm.yaml").read_text()) or {}
+    gpus = _override(argv, "hydra.launcher.gpus_per_node") or str(defaults.get("gpus_per_node") or 0)
+    partition = _override(argv, "hydra.launcher.partition") or defaults.get("partition") or None
+    if not gpus.isdigit() or int(gpus) == 0 or shutil.which("sinfo") is None:
+        return
+    try:
+        lines = subprocess.run(["sinfo", "-h", "-o", "%P|%G"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    rows = [line.split("|", 1) for line in lines.splitlines() if "|" in line]
+    chosen = [(p, g) for p, g in rows if (p.rstrip("*") == partition if partition else p.endswith("*"))]
+    if chosen and all("gpu" not in g for _, g in chosen):
+        where = f"partition {chosen[0][0].rstrip('*')}"
+        raise ConfigError(f"hydra.launcher.gpus_per_node={gpus} but {where} has no GPUs (sinfo %G: "
+                          f"{chosen[0][1]}): use hydra.launcher.gpus_per_node=0 for CPU runs, or "
+                          "hydra.launcher.partition=<a GPU partition>")  # fmt: skip
 
 
 def _check_ray_address(name: str, argv: list[str], reachable: Callable[[str, int, float], bool]) -> None:

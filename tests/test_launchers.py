@@ -133,3 +133,15 @@ def test_slurm_sweep_two_seeds_through_submitit(tmp_path):
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=_sweep_env())
     assert result.returncode == 0, result.stderr[-3000:]
     _report_rows(sweep)
+
+
+def test_gpus_asked_on_a_partition_without_gpus(monkeypatch):
+    monkeypatch.setattr(launcher_checks, "_installed", lambda module: True)
+    monkeypatch.setattr(launcher_checks.shutil, "which", lambda name: f"/usr/bin/{name}")
+    sinfo = "debug*|(null)\ngpu|gpu:a100:8\n"
+    monkeypatch.setattr(launcher_checks.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=sinfo, stderr=""))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"gpus_per_node=1 but partition debug has no GPUs \(sinfo %G: \(null\)\)"):
+        launcher_checks.check_launcher(["-m", "hydra/launcher=slurm"])  # slurm.yaml asks for 1 GPU
+    launcher_checks.check_launcher(["-m", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0"])
+    launcher_checks.check_launcher(["-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
