@@ -193,8 +193,9 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         raise ConfigError(str(error)) from None
     from drq import stop_signals
 
+    raw = [v for p, k, v in parsed if k == "stop_signals" and v is not None]  # a list has commas: not composed above
     try:
-        stop_signals.parse(_lookup(composed, "stop_signals"))
+        stop_signals.parse(raw[-1].strip("[]") if raw else _lookup(composed, "stop_signals"))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if _lookup(composed, "cuda_graphs") is True:

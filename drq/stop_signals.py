@@ -40,7 +40,7 @@ def parse(names: Any) -> tuple[signal.Signals, ...]:
     if names is None:
         names = DEFAULT
     if isinstance(names, str):
-        names = [n for n in names.replace(",", " ").split() if n]
+        names = [n.strip("'\"") for n in names.replace(",", " ").split() if n.strip("'\"")]
     out: list[signal.Signals] = []
     for name in names:
         try:

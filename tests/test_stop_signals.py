@@ -104,3 +104,11 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead
     except FileNotFoundError:
         return False
+
+
+def test_bad_stop_signal_override_is_one_line():
+    from drq.config_errors import ConfigError, check_overrides
+
+    with pytest.raises(ConfigError, match=r"stop_signals: 'SIGKILL' is not one of SIGINT, SIGTERM"):
+        check_overrides(["stop_signals=[SIGTERM,SIGKILL]"])
+    check_overrides(["stop_signals=[SIGTERM,SIGHUP]"])
