@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import sys
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from drq import stop_signals
 
-from drq.config_errors import exit_on_bad_overrides
+# A single run handles the stop signals from its first moment (a SIGTERM while torch and hydra import still gives a
+# snapshot and exit 143); main() narrows them to cfg.stop_signals. A sweep's launcher process keeps the defaults.
+EARLY_STOP: stop_signals.StopSignals | None = None
+if not {"-m", "--multirun"} & set(sys.argv[1:]):
+    EARLY_STOP = stop_signals.StopSignals(stop_signals.parse(stop_signals.DEFAULT)).install()
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from drq.config_errors import exit_on_bad_overrides  # noqa: E402
 
 
 @hydra.main(config_path="cfgs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from drq import rendering, snapshot, trainer
+    from drq import rendering, run_dir_lock, snapshot, trainer
     from drq.tasks import UnknownTaskError
 
     from drq.protocol import protocol_line
@@ -31,10 +39,14 @@ def main(cfg: DictConfig) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
     print(protocol_line(config, HydraConfig.get().runtime.choices.get("protocol")), flush=True)
     try:
-        trainer.run(config, run_dir)
+        trainer.run(config, run_dir, stop=EARLY_STOP)
     except trainer.TrainingInterrupted as stop:
         print(f"drq: {stop}", file=sys.stderr)
-        sys.exit(130)
+        stop.chain()  # a handler installed before ours (submitit's requeue on SLURM) gets the signal too
+        sys.exit(stop.exit_code)  # 128 + signal: 130 for SIGINT, 143 for SIGTERM
+    except run_dir_lock.RunDirLocked as error:
+        print(f"drq: {error}", file=sys.stderr)
+        sys.exit(2)
     except (snapshot.SnapshotError, trainer.NonFiniteMetricError, rendering.RenderingUnavailable,
             UnknownTaskError) as error:  # fmt: skip
         print(f"drq: {error}", file=sys.stderr)

@@ -191,6 +191,13 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         resolve_eval_workers(_lookup(composed, "eval_workers"), 1)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    from drq import stop_signals
+
+    raw = [v for p, k, v in parsed if k == "stop_signals" and v is not None]  # a list has commas: not composed above
+    try:
+        stop_signals.parse(raw[-1].strip("[]") if raw else _lookup(composed, "stop_signals"))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if _lookup(composed, "cuda_graphs") is True:
         _check_cuda_graphs_device(str(_lookup(composed, "device")))
 
@@ -243,6 +250,9 @@ def exit_on_bad_overrides(argv: list[str] | None = None, config_dir: Path = CONF
         return
     try:
         check_overrides(argv, config_dir)
+        from drq.launcher_checks import check_launcher
+
+        check_launcher(argv, config_dir)
     except ConfigError as error:
         print(f"drq: {error}", file=sys.stderr)
         sys.exit(EXIT_CODE)

@@ -4,7 +4,14 @@
 ``env.step_async(action)``, runs ``agent.update(...)``, then ``env.step_wait()``. Physics and rendering happen in the
 worker in between. The worker is started with the ``spawn`` method (a fresh interpreter: no forked GL or torch
 state), picks its GL backend itself, and exits when told, when the parent's end of the pipe closes, or at interpreter
-exit (``weakref.finalize``). Exceptions raised in the worker are re-raised in the parent with their type and message
+exit (``weakref.finalize``).
+
+Signals: the worker is started with the stop signals blocked and then ignores SIGINT, SIGTERM, SIGHUP, SIGUSR1 and
+SIGUSR2 (:func:`drq.stop_signals.ignore_in_child`), so a signal sent to the whole process group (SLURM, ``timeout``,
+Ctrl-C) reaches only the trainer, which snapshots and then closes its workers. It never outlives the trainer: on Linux
+the kernel sends it SIGKILL when the process that started it dies (``PR_SET_PDEATHSIG``; requested only when the
+``AsyncEnv`` is built in the main thread, since the kernel watches the creating thread), and anywhere it exits when
+its pipe reports the parent gone. Exceptions raised in the worker are re-raised in the parent with their type and message
 (the worker traceback is attached as a note).
 
 As with any ``spawn`` worker, a script that creates an ``AsyncEnv`` at import time must guard its entry point with
@@ -14,8 +21,9 @@ As with any ``spawn`` worker, a script that creates an ``AsyncEnv`` at import ti
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import pickle
-import signal
+import threading
 import traceback
 import weakref
 from multiprocessing.connection import Connection
@@ -23,14 +31,16 @@ from typing import Any
 
 import numpy as np
 
+from drq import stop_signals
 from drq.env import TimeStep
 
 _COMMANDS = ("reset", "step", "render")
 _START_TIMEOUT_S = 300.0  # importing dm_control and compiling a model can take a while on a busy machine
 
 
-def _worker_main(conn: Connection, make_env_kwargs: dict[str, Any]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes us
+def _worker_main(conn: Connection, make_env_kwargs: dict[str, Any], parent_pid: int | None = None,
+                 die_with_parent: bool = False) -> None:  # fmt: skip
+    stop_signals.ignore_in_child(parent_pid, die_with_parent)  # the trainer handles them and closes us
     env = None
     try:
         from drq.env import make_env  # sets up rendering (drq.rendering) before dm_control is imported
@@ -110,10 +120,11 @@ class AsyncEnv:
         _standard_default_start_method()
         context = mp.get_context("spawn")
         self._conn, worker_conn = context.Pipe()
-        self._process = context.Process(
-            target=_worker_main, args=(worker_conn, make_env_kwargs), daemon=True, name="drq-env-worker"
-        )
-        self._process.start()
+        main_thread = threading.current_thread() is threading.main_thread()
+        self._process = context.Process(target=_worker_main, daemon=True, name="drq-env-worker",
+                                        args=(worker_conn, make_env_kwargs, os.getpid(), main_thread))  # fmt: skip
+        with stop_signals.blocked():  # a group signal during the worker's start-up must not kill it
+            self._process.start()
         worker_conn.close()
         self._finalizer = weakref.finalize(self, _shutdown, self._process, self._conn)
         self._pending = False

@@ -19,7 +19,11 @@ import numpy as np
 
 from drq.env import episode_over
 
-__all__ = ["EpisodeResult", "run_episodes", "resets_per_env"]
+__all__ = ["EpisodeResult", "EpisodesStopped", "run_episodes", "resets_per_env"]
+
+
+class EpisodesStopped(Exception):
+    """``should_stop()`` returned True: the episodes were abandoned between two steps (no step left pending)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,8 @@ def resets_per_env(episodes: int, num_envs: int) -> list[int]:
 
 def run_episodes(envs: Sequence[Any], act: Callable[[np.ndarray], np.ndarray], episodes: int, action_repeat: int,
                  max_episode_frames: int | None = None,
-                 on_step: Callable[[int, Any, float, float, int], None] | None = None) -> list[EpisodeResult]:  # fmt: skip
+                 on_step: Callable[[int, Any, float, float, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[EpisodeResult]:  # fmt: skip
     """Play ``episodes`` episodes; returns their results in episode order.
 
     Args:
@@ -49,6 +54,8 @@ def run_episodes(envs: Sequence[Any], act: Callable[[np.ndarray], np.ndarray], e
         max_episode_frames: end episodes after this many frames (``None``: the task's own end).
         on_step: called as ``on_step(episode, env, reward, episode_return, frames)`` after each reset (``reward``,
             ``episode_return`` and ``frames`` 0) and after each step, e.g. to record a video of episode 0.
+        should_stop: polled before each lockstep step; when it returns True, :class:`EpisodesStopped` is raised (the
+            environments are left mid-episode; the trainer uses it to stop at a signal).
     """
     if episodes < 1:
         raise ValueError(f"run_episodes: episodes must be >= 1, got {episodes}")
@@ -67,6 +74,8 @@ def run_episodes(envs: Sequence[Any], act: Callable[[np.ndarray], np.ndarray], e
     for i in range(min(num_envs, episodes)):
         start(i, i)
     while running:
+        if should_stop is not None and should_stop():
+            raise EpisodesStopped(f"stopped with {len(running)} episode(s) running")
         actions = {i: act(run["ts"].observation) for i, run in running.items()}
         for i, action in actions.items():
             envs[i].step_async(action)

@@ -21,9 +21,16 @@ files' positions. The environments' own RNGs (the task's ``RandomState``, in the
 consumes it only when an episode starts, so on resume the trainer rebuilds each env with the run's seed and calls
 ``reset()`` as many times as the run had (one per train episode, one per eval episode), which puts it in exactly the
 state it had. Resuming from such a snapshot therefore gives the same frames, rows and parameters (on CPU) as a run that
-never stopped, with or without the async env worker. A snapshot taken mid-episode (Ctrl-C / SIGTERM, or training ending
-mid-episode) resumes by starting a new episode: the interrupted episode is dropped (its transitions stay in the
-replay), which is continuous but not bit-exact.
+never stopped, with or without the async env worker.
+
+Stop signals (``stop_signals``, default SIGINT, SIGTERM, SIGUSR1, SIGUSR2; :mod:`drq.stop_signals`) only set a flag; the
+loop stops at its next safe point: before the next agent step, or after the current step of an evaluation, which is
+then discarded (its rows are not written and it runs again after the resume). Such a snapshot is taken mid-episode;
+it also holds the episode's actions, return and frames, and the metric sums since the last ``health`` line, and the
+resume replays those actions on the freshly reset environment (physics is deterministic), checks that the last
+picture is the one saved, and goes on from there: the resumed run is bit-exact too. If the pictures differ (another
+MuJoCo build, say), or the snapshot predates this, the interrupted episode is dropped and a new one starts (its
+transitions stay in the replay): continuous, not bit-exact. A signal after the last frame lets the run finish.
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
 import time
 import warnings
 from pathlib import Path
@@ -40,9 +46,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from drq import run_dir_lock
 from drq import snapshot as snapshots
+from drq import stop_signals
 from drq.env import episode_over
-from drq.eval_episodes import resets_per_env, run_episodes
+from drq.eval_episodes import EpisodesStopped, resets_per_env, run_episodes
 from drq.health import HealthMonitor
 from drq.sinks import RunFiles, WandbSink, format_eval_line
 from drq.video import VideoRecorder
@@ -58,7 +66,20 @@ class NonFiniteMetricError(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """Ctrl-C or SIGTERM: a snapshot was written (when enabled) and training stopped."""
+    """A stop signal (Ctrl-C, SIGTERM, ...): a snapshot was written (when enabled) and training stopped.
+
+    ``exit_code`` is the shell's ``128 + signal number``; :meth:`chain` calls the handler that was installed before the
+    trainer's (submitit's requeue on SLURM), if any."""
+
+    def __init__(self, message: str, signum: int | None = None, stop: "stop_signals.StopSignals | None" = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = stop_signals.exit_code(signum) if signum is not None else 130
+        self._stop = stop
+
+    def chain(self) -> None:
+        if self._stop is not None:
+            self._stop.chain()
 
 
 def resolve_device(device: str) -> str:
@@ -134,12 +155,17 @@ def _make_health_monitor(agent_name: str, action_dim: int, cfg: Mapping[str, Any
 class Trainer:
     """Builds envs, replay, agent and sinks from a resolved config (plain dict) and runs the loop in ``run_dir``."""
 
-    def __init__(self, cfg: Mapping[str, Any], run_dir: str | Path, say: Callable[[str], None] | None = None) -> None:
+    def __init__(self, cfg: Mapping[str, Any], run_dir: str | Path, say: Callable[[str], None] | None = None,
+                 stop: stop_signals.StopSignals | None = None) -> None:  # fmt: skip
+        """``stop``: stop-signal handlers already installed by the caller (``run`` installs them before building, so
+        a signal during start-up is honoured too); by default :meth:`train` installs ``cfg.stop_signals``."""
         self.cfg = dict(cfg)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.say = say or _tqdm_write
         c = self.cfg
+        self._stop_signals = stop or stop_signals.StopSignals(stop_signals.parse(c.get("stop_signals")))
+        self._lock = run_dir_lock.acquire(self.run_dir)  # never two writers on one run dir
         self.action_repeat = int(c["action_repeat"])
         self.update_every_steps = int(c["agent"].get("update_every_steps", 1))
         self.max_episode_frames = c.get("max_episode_frames")
@@ -159,6 +185,7 @@ class Trainer:
         self._resume_state = self._load_resume_state()
 
         self.files = RunFiles(self.run_dir)
+        self._clean_up_after_a_lost_session()
         self.train_env = self._make_train_env()
         self._eval_envs: list[Any] | None = None
         self.num_eval_workers = resolve_eval_workers(c.get("eval_workers", 1), int(c["num_eval_episodes"]))
@@ -189,15 +216,15 @@ class Trainer:
         self.elapsed_before = 0.0  # seconds of earlier sessions of this run
         self.wandb_run_id: str | None = None
         self.in_episode_at_snapshot = False
-        if self._resume_state is not None:
-            self._restore(self._resume_state)
-        self.wandb = self._make_wandb()
-
         self._ts: Any = None  # None = the next iteration starts an episode
+        self._episode_reward, self._episode_frames = 0.0, 0  # the current training episode so far
+        self._episode_actions: list[np.ndarray] = []  # its actions, float32 (A,) each (mid-episode snapshots)
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_count = 0
         self._acc_count_since_hist = 0
-        self._stop_signal: int | None = None
+        if self._resume_state is not None:
+            self._restore(self._resume_state)
+        self.wandb = self._make_wandb()
         self._start_time = time.time()
 
     # ------------------------------------------------------------------------------------------------- building
@@ -260,7 +287,19 @@ class Trainer:
         name = w.get("name") or f"{self.cfg['task_name']}_{self.cfg['agent']['name']}_seed{self.cfg['seed']}"
         return WandbSink(self.run_dir, mode=w.get("mode", "auto"), project=w.get("project", "drq"),
                          config=self.cfg, entity=w.get("entity"), group=w.get("group"), tags=w.get("tags"),
-                         name=name, run_id=self.wandb_run_id, say=self.say)  # fmt: skip
+                         name=name, run_id=self.wandb_run_id or _wandb_id_of_earlier_session(self.run_dir),
+                         say=self.say)  # fmt: skip
+
+    def _clean_up_after_a_lost_session(self) -> None:
+        """After a kill -9: remove half-written temporary files, and, when there is no snapshot to resume from, the
+        rows of the session that left none (the run starts again from frame 0, so they would repeat)."""
+        for tmp in (*self.run_dir.glob(f".{snapshots.FILENAME}.tmp*"), *self.run_dir.glob("videos/.*.tmp*.mp4"),
+                    *self.run_dir.glob("*.tmp")):  # fmt: skip
+            tmp.unlink(missing_ok=True)
+        if self._resume_state is None and any(n for n in self.files.position().values()):
+            self.files.truncate({})
+            self.say(f"{self.run_dir} holds logs but no snapshot (an earlier session stopped before its first one): "
+                     "starting from frame 0 with empty train.csv / eval.csv / metrics.jsonl")  # fmt: skip
 
     # --------------------------------------------------------------------------------------------------- resume
     def _load_resume_state(self) -> dict[str, Any] | None:
@@ -306,9 +345,14 @@ class Trainer:
         self.wandb_run_id = state.get("wandb_run_id")
         self.files.truncate(state["logger"])
         snapshots.restore_rng(state["rng"])
+        acc = state.get("health_window") or {}
+        self._acc = {k: v.to(self.device) for k, v in (acc.get("sums") or {}).items()}
+        self._acc_count, self._acc_count_since_hist = int(acc.get("count", 0)), int(acc.get("count_since_hist", 0))
         # Fast-forward the environments' own RNGs (see the module docstring).
+        ts = None
         for _ in range(self.train_resets):
-            self.train_env.reset()
+            ts = self.train_env.reset()
+        replayed = self._replay_interrupted_episode(ts, state.get("episode")) if self.in_episode_at_snapshot else False
         saved_eval_resets = counters["eval_resets"]  # a list; an int in snapshots from before eval_workers
         saved_eval_resets = [int(saved_eval_resets)] if isinstance(saved_eval_resets, int) else saved_eval_resets
         for i, env in enumerate(self.eval_envs):
@@ -319,8 +363,26 @@ class Trainer:
         if state.get("replay") is None:
             notes.append("the snapshot holds no replay (save_replay_in_snapshot=false): the replay starts empty")
         if self.in_episode_at_snapshot:
-            notes.append("the snapshot was taken mid-episode: that episode is dropped and a new one starts")
+            notes.append(f"the interrupted episode goes on from frame {self._episode_frames} (its actions replayed)"
+                         if replayed else "the snapshot was taken mid-episode: that episode is dropped and a new one "
+                         "starts")  # fmt: skip
         self.say("; ".join(notes))
+
+    def _replay_interrupted_episode(self, ts: Any, episode: Mapping[str, Any] | None) -> bool:
+        """Step the freshly reset train env with the interrupted episode's actions; True if it ends on the saved
+        picture (then the loop goes on inside that episode), False if the episode has to be dropped."""
+        if ts is None or not episode:
+            return False
+        for action in episode["actions"].numpy():
+            ts = self.train_env.step(action)
+        if not np.array_equal(np.asarray(ts.frame), episode["last_frame"].numpy()):
+            warnings.warn("replaying the interrupted episode's actions did not reproduce its last picture (another "
+                          "MuJoCo or renderer?); that episode is dropped", RuntimeWarning, stacklevel=2)  # fmt: skip
+            return False
+        self._ts = ts
+        self._episode_reward, self._episode_frames = float(episode["reward"]), int(episode["frames"])
+        self._episode_actions = list(episode["actions"].numpy())
+        return True
 
     def snapshot_state(self) -> dict[str, Any]:
         """Everything a resume needs, as state dicts and plain values (``torch.load(weights_only=True)``-safe)."""
@@ -332,6 +394,11 @@ class Trainer:
             "next_histogram_frame": self.next_histogram_frame, "total_time": self.total_time,
             "in_episode": self._ts is not None,
         }  # fmt: skip
+        episode = None
+        if self._ts is not None:
+            actions = np.stack(self._episode_actions) if self._episode_actions else np.zeros((0, *self.action_shape))
+            episode = {"actions": torch.from_numpy(actions.astype(np.float32)), "reward": self._episode_reward,
+                       "frames": self._episode_frames, "last_frame": torch.from_numpy(np.array(self._ts.frame))}
         return {
             "config": self.cfg,
             "agent": self.agent.state_dict(),
@@ -340,6 +407,9 @@ class Trainer:
             "rng": snapshots.capture_rng(),
             "logger": self.files.position(),
             "wandb_run_id": self.wandb.run_id,
+            "episode": episode,  # the current training episode (mid-episode snapshots), else None
+            "health_window": {"sums": {k: v.detach().cpu() for k, v in self._acc.items()}, "count": self._acc_count,
+                              "count_since_hist": self._acc_count_since_hist},
         }
 
     def save_snapshot(self) -> bool:
@@ -348,33 +418,23 @@ class Trainer:
         return snapshots.save(self.snapshot_path, self.snapshot_state())
 
     # ----------------------------------------------------------------------------------------------------- loop
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        previous: dict[int, Any] = {}
-
-        def handler(signum: int, _frame: Any) -> None:
-            if self._stop_signal is not None:  # second Ctrl-C: stop now
-                raise KeyboardInterrupt
-            self._stop_signal = signum
-            self.say(f"{signal.Signals(signum).name}: saving a snapshot at the next step, then stopping "
-                     "(press Ctrl-C again to stop without one)")  # fmt: skip
-
-        try:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                previous[signum] = signal.signal(signum, handler)
-        except ValueError:  # not the main thread: no handlers
-            pass
-        return previous
+    @property
+    def _stop_signal(self) -> int | None:
+        """The stop signal received so far (None: keep going)."""
+        return self._stop_signals.requested
 
     def train(self) -> None:
         """Run until ``num_train_frames``; raises :class:`NonFiniteMetricError` / :class:`TrainingInterrupted`."""
-        previous_handlers = self._install_signal_handlers()
+        own_handlers = not self._stop_signals.installed
+        if own_handlers:
+            self._stop_signals.install()
         exit_code = 1
         try:
             self._loop()
             exit_code = 0
         finally:
-            for signum, handler in previous_handlers.items():
-                signal.signal(signum, handler)
+            if own_handlers:
+                self._stop_signals.restore()
             self.close(exit_code)
 
     def _loop(self) -> None:
@@ -383,7 +443,7 @@ class Trainer:
         num_seed_frames = int(c["num_seed_frames"])
         batch_size = int(c["batch_size"])
         bar = _progress_bar(num_train_frames, self.frame)
-        episode_reward, episode_frames, episode_start = 0.0, 0, time.time()
+        episode_start = time.time()
         try:
             while self.frame < num_train_frames:
                 if self._ts is None:
@@ -391,12 +451,13 @@ class Trainer:
                     self.train_resets += 1
                     self.replay.add(frame=self._ts.frame, action=self._ts.action, reward=self._ts.reward,
                                     discount=self._ts.discount, first=True, last=False)  # fmt: skip
-                    episode_reward, episode_frames, episode_start = 0.0, 0, time.time()
-                if self.frame >= self.next_eval_frame:
-                    self.evaluate()
-                    every = int(c["eval_every_frames"])
-                    self.next_eval_frame = (self.frame // every + 1) * every
-                    bar.set_postfix_str(f"eval return {self.last_eval_return:.1f}")
+                    self._episode_reward, self._episode_frames, episode_start = 0.0, 0, time.time()
+                    self._episode_actions = []
+                if self.frame >= self.next_eval_frame and self._stop_signal is None:
+                    if self.evaluate() is not None:  # None: stopped by a signal, evaluated again after the resume
+                        every = int(c["eval_every_frames"])
+                        self.next_eval_frame = (self.frame // every + 1) * every
+                        bar.set_postfix_str(f"eval return {self.last_eval_return:.1f}")
                 if self._stop_signal is not None:
                     self._stop(mid_episode=True)
 
@@ -409,9 +470,10 @@ class Trainer:
                     self._accumulate(self.agent.update(self.replay.sample(batch_size), self.step))
                 ts = self.train_env.step_wait()
                 self.step += 1
-                episode_reward += ts.reward
-                episode_frames += self.action_repeat
-                over = episode_over(ts, episode_frames, self.max_episode_frames)
+                self._episode_actions.append(action)
+                self._episode_reward += ts.reward
+                self._episode_frames += self.action_repeat
+                over = episode_over(ts, self._episode_frames, self.max_episode_frames)
                 self.replay.add(frame=ts.frame, action=ts.action, reward=ts.reward, discount=ts.discount,
                                 first=False, last=over)  # fmt: skip
                 self._ts = ts
@@ -429,7 +491,7 @@ class Trainer:
                     self._ts = None
                     self.episode += 1
                     seconds = max(time.time() - episode_start, 1e-9)
-                    self._log_train_episode(episode_reward, episode_frames, episode_frames / seconds)
+                    self._log_train_episode(self._episode_reward, self._episode_frames, self._episode_frames / seconds)
                     if self.frame >= self.next_snapshot_frame:
                         every = int(c["snapshot_every_frames"])
                         self.next_snapshot_frame = (self.frame // every + 1) * every
@@ -440,18 +502,18 @@ class Trainer:
             bar.close()
         if self._acc_count:
             self._log_health()
-        if self.frame > self.last_eval_frame:
+        if self.frame > self.last_eval_frame and self._stop_signal is None:
             self.evaluate()
+        if self.frame > self.last_eval_frame:  # the final evaluation was stopped by a signal (or never started)
+            self._stop(mid_episode=self._ts is not None)
         self.save_snapshot()
 
     def _stop(self, mid_episode: bool) -> None:
         saved = self.save_snapshot()
-        where = f"{self.snapshot_path}" if saved else "no snapshot (save_snapshot=false or write failed)"
-        name = signal.Signals(self._stop_signal).name if self._stop_signal else "stop"
+        where = f"snapshot {self.snapshot_path}" if saved else "no snapshot (save_snapshot=false or write failed)"
         raise TrainingInterrupted(
-            f"{name} at frame {self.frame:,}: {where}; resume with: python train.py hydra.run.dir={self.run_dir} "
-            f"(same overrides)" + (" — the interrupted episode will be dropped" if mid_episode else "")
-        )
+            f"{self._stop_signals.name} at frame {self.frame:,}: {where}; resume with: python train.py "
+            f"hydra.run.dir={self.run_dir} (same overrides)", self._stop_signal, self._stop_signals)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------ logging
     def _accumulate(self, metrics: Mapping[str, torch.Tensor]) -> None:
@@ -503,9 +565,10 @@ class Trainer:
         self.wandb.log("train", self.frame, values)
 
     # --------------------------------------------------------------------------------------------------- eval
-    def evaluate(self) -> float:
+    def evaluate(self) -> float | None:
         """``num_eval_episodes`` episodes with the mean action, on ``eval_workers`` environments side by side; the
-        first episode is recorded. Returns the mean return."""
+        first episode is recorded. Returns the mean return, or None if a stop signal cut it short (nothing logged;
+        the eval environments are then mid-episode, so the caller stops)."""
         envs, episodes = self.eval_envs, int(self.cfg["num_eval_episodes"])
         size = int(self.cfg.get("video_size", 256))
         self.video.reset()
@@ -514,8 +577,13 @@ class Trainer:
             if episode == 0 and self.video.enabled:
                 self.video.record(env.render(size), self.frame, reward, episode_return, frames)
 
-        results = run_episodes(envs, lambda obs: self.agent.act(obs, self.step, eval_mode=True), episodes,
-                               self.action_repeat, self.max_episode_frames, on_step=record)  # fmt: skip
+        try:
+            results = run_episodes(envs, lambda obs: self.agent.act(obs, self.step, eval_mode=True), episodes,
+                                   self.action_repeat, self.max_episode_frames, on_step=record,
+                                   should_stop=lambda: self._stop_signal is not None)  # fmt: skip
+        except EpisodesStopped:  # a stop signal: nothing of this evaluation is kept; it runs again after a resume
+            self.video.reset()
+            return None
         for i, n in enumerate(resets_per_env(episodes, len(envs))):
             self.eval_resets[i] += n
         if self.video.enabled:
@@ -547,6 +615,7 @@ class Trainer:
                 except Exception:  # noqa: BLE001 -- closing must not hide the real error
                     pass
         self.wandb.finish(exit_code)
+        self._lock.release()
 
 
 def _tqdm_write(message: str) -> None:
@@ -563,11 +632,29 @@ def _progress_bar(total: int, initial: int) -> Any:
                 smoothing=0.05, mininterval=1.0)  # fmt: skip
 
 
-def run(cfg: Mapping[str, Any], run_dir: str | Path, say: Callable[[str], None] | None = None) -> Trainer:
-    """Build a :class:`Trainer` and train; returns it (closed) for inspection."""
-    trainer = Trainer(cfg, run_dir, say=say)
-    trainer.train()
+def run(cfg: Mapping[str, Any], run_dir: str | Path, say: Callable[[str], None] | None = None,
+        stop: stop_signals.StopSignals | None = None) -> Trainer:  # fmt: skip
+    """Build a :class:`Trainer` and train; returns it (closed) for inspection. The stop signals are handled from
+    the start (a signal while the environments and the snapshot load stops the run before its first step).
+
+    ``stop``: handlers the caller installed even earlier (``train.py``: before hydra); they are switched to
+    ``cfg.stop_signals`` and left installed (the caller restores them). Otherwise ``run`` installs and restores."""
+    signals = stop_signals.parse(cfg.get("stop_signals"))
+    own = stop is None
+    stop = stop_signals.StopSignals(signals).install() if stop is None else stop.reconfigure(signals)
+    try:
+        trainer = Trainer(cfg, run_dir, say=say, stop=stop)
+        trainer.train()
+    finally:
+        if own:
+            stop.restore()
     return trainer
+
+
+def _wandb_id_of_earlier_session(run_dir: Path) -> str | None:
+    """The id in the newest ``run_dir/wandb/[offline-]run-<time>-<id>`` folder (a session that left no snapshot)."""
+    folders = sorted(run_dir.glob("wandb/*run-*-*"), key=lambda p: p.name.split("run-", 1)[1])
+    return folders[-1].name.rsplit("-", 1)[1] if folders else None
 
 
 warnings.filterwarnings("default", category=RuntimeWarning, module="drq")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from drq import stop_signals
+
 FPS = 30
 
 
@@ -74,9 +76,10 @@ def write_mp4(path: str | Path, frames: list[np.ndarray], fps: int = FPS) -> Pat
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # macro_block_size=1: keep the exact size (H.264 needs even sizes, which 84/256 are).
-        writer = imageio.get_writer(
-            tmp, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error"
-        )
+        with stop_signals.blocked():  # ffmpeg starts with the stop signals blocked: a group SIGTERM leaves it alone
+            writer = imageio.get_writer(
+                tmp, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error"
+            )
         try:
             for frame in frames:
                 writer.append_data(np.asarray(frame, dtype=np.uint8))
