@@ -4,8 +4,8 @@ One update (``update(batch, step)``, ``step`` in agent steps), with ``K = num_ta
   1. ``M`` independent random shifts of ``obs`` encoded with gradient in one pass (``(M B, repr_dim)``) and ``K`` of
      ``next_obs`` under ``torch.no_grad()`` (``(K B, repr_dim)``): by the online encoder ``f`` for the policy's next
      actions, and, with ``target_encoder=True``, also by the target encoder ``f'`` for the target critic;
-  2. critic + encoder: ``y = r + discount * mean_k [min(Q'_1, Q'_2)(f'(next_k), a'_k) - alpha log pi(a'_k | f(next_k))]``
-     with ``a'_k ~ pi(. | f(next_k))`` (``f' = f`` when ``target_encoder=False``);
+  2. critic + encoder: ``y = r + discount * mean_k [min(Q'_1, Q'_2)(f'(next_k), a'_k)
+     - alpha log pi(a'_k | f(next_k))]`` with ``a'_k ~ pi(. | f(next_k))`` (``f' = f`` when ``target_encoder=False``);
      ``loss = sum_m [mse(Q_1(obs_m, a), y) + mse(Q_2(obs_m, a), y)]`` (DrQ's sum over the ``M`` augmentations);
   3. every ``actor_update_every_steps``: actor on detached features of the first augmentation of ``obs``,
      ``loss = mean(alpha.detach() * log pi(a|s) - min(Q_1, Q_2)(s, a))`` (only the actor's parameters get gradient),
