@@ -122,7 +122,8 @@ def main() -> None:
     device = resolve_device(device)
     print(json.dumps({
         "task": args.task, "agent": args.agent, "precision": args.precision,
-        "precision_resolved": resolve_precision(args.precision, device)[0], "machine": describe(device), "seed": args.seed,
+        "precision_resolved": resolve_precision(args.precision, device)[0], "machine": describe(device),
+        "seed": args.seed,
         "frames": int(within[-1]["frame"]), "minutes": round(within[-1]["total_time"] / 60, 2),
         "final_eval_return": round(within[-1]["episode_reward"], 1),
         "best_eval_return": round(max(e["episode_reward"] for e in within), 1),

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
         if dtype == torch.bfloat16 and not machine["native_bf16"]:
             continue
         peak = measure_peak(device, dtype, args.repeats)
-        result.update({f"matmul_{name}_gflops": round(peak["matmul"], 1), f"conv_{name}_gflops": round(peak["conv"], 1)})
+        result[f"matmul_{name}_gflops"] = round(peak["matmul"], 1)
+        result[f"conv_{name}_gflops"] = round(peak["conv"], 1)
     result.update({"device": str(device), "torch_threads": torch.get_num_threads(), "machine": machine})
     print(json.dumps(result))
     return result

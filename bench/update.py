@@ -5,8 +5,9 @@
                            [--target-encoder true|false|both]   (SAC; both: also ours without it, same run)
 
 Ours: ``drq.agents.make_agent(...).update(batch, step)`` (uint8 integer-crop augmentation, ``precision=auto``: bf16
-autocast where the hardware has it natively, else fp32 (``drq.precision``); channels_last, batched augmentations, fused Adam, metrics left on the device; on CUDA also the whole update
-replayed as one CUDA graph, and optionally torch.compile'd networks).
+autocast where the hardware has it natively, else fp32 (``drq.precision``); channels_last, batched augmentations,
+fused Adam, metrics left on the device; on CUDA also the whole update replayed as one CUDA graph, and optionally
+torch.compile'd networks).
 Baseline: the same networks (``drq.networks``) and the same algorithm written straightforwardly, the way DrQ-v2 / DrQ
 do it: float conversion, then pad + ``grid_sample`` augmentation on float frames, NCHW, fp32, no autocast, one encoder
 pass per augmentation, default Adam, DrQ-v2's per-parameter soft-update loop and ``.item()`` on every metric.
@@ -315,7 +316,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     for name in ("batch_size", "iters", "rounds", "action_dim"):
         if getattr(args, name) < 1:
-            print(f"bench/update.py: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
+            flag = "--" + name.replace("_", "-")
+            print(f"bench/update.py: {flag} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
             sys.exit(2)
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)

@@ -144,7 +144,8 @@ def make_agent_from_config(cfg: Mapping[str, Any], obs_shape: tuple[int, ...], a
     name = agent_cfg.pop("name")
     return make_agent(name, obs_shape=tuple(obs_shape), action_shape=tuple(action_shape), device=device,
                       precision=cfg.get("precision_resolved", cfg.get("precision", "fp32")),
-                      compile=cfg.get("compile", "none"), cuda_graphs=cfg.get("cuda_graphs", False), **agent_cfg)  # fmt: skip
+                      compile=cfg.get("compile", "none"), cuda_graphs=cfg.get("cuda_graphs", False),
+                      **agent_cfg)  # fmt: skip
 
 
 def _make_health_monitor(agent_name: str, action_dim: int, cfg: Mapping[str, Any]) -> HealthMonitor:

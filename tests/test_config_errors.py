@@ -90,7 +90,8 @@ def test_cli_overrides_and_debug_preset():
         ["eval_workers=1"], ["eval_workers=4", "num_eval_episodes=8"], ["eval_workers=auto"],
         ["--cfg", "job", "task=walker_run"],
         ["stddev_schedule='linear(1.0,0.1,50000)'", "agent.stddev_schedule=0.2"],
-        ["compile=default", "precision=bf16"], ["precision=auto"], ["compile=true"], ["compile=max-autotune", "precision=fp32,bf16"],
+        ["compile=default", "precision=bf16"], ["precision=auto"], ["compile=true"],
+        ["compile=max-autotune", "precision=fp32,bf16"],
     ],
 )
 def test_valid_overrides_pass(argv):
