@@ -100,16 +100,19 @@ start_cluster() {
 }
 
 stop_cluster() {
+  local pids=()
   for pidfile in "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; do
-    if [ -s "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
+    if [ -s "$pidfile" ]; then pids+=("$(cat "$pidfile")"); fi
   done
   if [ -e "$STATE/munged.ours" ] && [ -s /run/munge/munged.pid ]; then
-    kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
+    pids+=("$(cat /run/munge/munged.pid)")
     rm -f "$STATE/munged.ours"
   fi
-  for _ in $(seq 50); do
-    { [ -s "$STATE/slurmd.pid" ] && kill -0 "$(cat "$STATE/slurmd.pid")" 2>/dev/null; } ||
-    { [ -s "$STATE/slurmctld.pid" ] && kill -0 "$(cat "$STATE/slurmctld.pid")" 2>/dev/null; } || break
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for _ in $(seq 300); do  # daemons on a busy machine take a few seconds to exit
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
     sleep 0.1
   done
   say "stopped"
