@@ -144,14 +144,30 @@ def flatten(state) -> dict:
     return flat
 
 
-def test_group_sigterm_at_ten_random_moments_resumes_exactly(tmp_path, reference):
-    """Ten seeded random moments of `kill -TERM -PGID`: each gives exit 143, one drq line, a snapshot, no process
-    left; the run then finishes with the rows, parameters and replay of the run that never stopped."""
+# Episodes logged before each SIGTERM. Each kill costs one train.py start (~17 s of CPU on 2 cores), so the default
+# suite signals at 4 of these moments (the first, the last and two between: starting, seeding, training, evaluating);
+# DRQ_PREEMPTION_MOMENTS=10 runs all ten, as for the issue's record (docs/clusters.md).
+SIGTERM_MOMENTS = (0, 1, 1, 2, 2, 3, 3, 4, 4, 5)
+
+
+def sigterm_schedule() -> list[int]:
+    n = int(os.environ.get("DRQ_PREEMPTION_MOMENTS", "4"))
+    if not 2 <= n <= len(SIGTERM_MOMENTS):
+        raise ValueError(f"DRQ_PREEMPTION_MOMENTS must be 2..{len(SIGTERM_MOMENTS)}, got {n}")
+    last = len(SIGTERM_MOMENTS) - 1
+    return [SIGTERM_MOMENTS[round(i * last / (n - 1))] for i in range(n)]
+
+
+def test_group_sigterm_at_random_moments_resumes_exactly(tmp_path, reference):
+    """Seeded random moments of `kill -TERM -PGID` (4 by default, DRQ_PREEMPTION_MOMENTS=10 for all): each gives exit
+    143, one drq line, a snapshot, no process left; the run then finishes with the rows, parameters and replay of the
+    run that never stopped."""
     rng = random.Random(15)
     run_dir, frames, kills = tmp_path / "run", [], 0
     # the k-th kill comes a random 0-2 s after the run has logged ROWS[k] episodes (0: while it starts), so that the
     # run makes progress whatever the machine's speed and the moments spread over all its phases
-    for rows in (0, 1, 1, 2, 2, 3, 3, 4, 4, 5):
+    schedule = sigterm_schedule()
+    for rows in schedule:
         proc = start(run_dir, "wandb.mode=disabled")
         wait_for_rows(proc, run_dir, rows)
         time.sleep(rng.uniform(0.0, 2.0))
@@ -168,8 +184,8 @@ def test_group_sigterm_at_ten_random_moments_resumes_exactly(tmp_path, reference
         assert frame >= (frames[-1] if frames else 0)
         frames.append(frame)
         kills += 1
-    print(f"\nSIGTERM to the group at 10 moments: snapshot frames {frames}")
-    assert kills == 10
+    print(f"\nSIGTERM to the group at {len(schedule)} moments: snapshot frames {frames}")
+    assert kills == len(schedule)
     proc = start(run_dir, "wandb.mode=disabled")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
