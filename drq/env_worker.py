@@ -118,6 +118,21 @@ class AsyncEnv:
 
     def __init__(self, **make_env_kwargs: Any) -> None:
         _standard_default_start_method()
+        # A worker killed by a stop signal while it starts is started once more: the signal was meant for the trainer,
+        # which has recorded it and stops at its next safe point. (Rare: the worker starts with the signals blocked;
+        # seen once in ~40 group SIGTERMs of tests/test_preemption.py, cause not yet pinned down.)
+        for attempt in (1, 2):
+            self._start(make_env_kwargs)
+            try:
+                self.observation_shape, self.action_shape = self._receive(_START_TIMEOUT_S)
+                return
+            except BaseException:
+                code = self._process.exitcode
+                self.close()
+                if attempt == 2 or code is None or -code not in stop_signals.CHILD_IGNORED:
+                    raise
+
+    def _start(self, make_env_kwargs: dict[str, Any]) -> None:
         context = mp.get_context("spawn")
         self._conn, worker_conn = context.Pipe()
         main_thread = threading.current_thread() is threading.main_thread()
@@ -128,11 +143,6 @@ class AsyncEnv:
         worker_conn.close()
         self._finalizer = weakref.finalize(self, _shutdown, self._process, self._conn)
         self._pending = False
-        try:
-            self.observation_shape, self.action_shape = self._receive(_START_TIMEOUT_S)
-        except BaseException:
-            self.close()
-            raise
 
     def _receive(self, timeout_s: float | None = None) -> Any:
         if timeout_s is not None and not self._conn.poll(timeout_s):

@@ -112,3 +112,31 @@ def test_bad_stop_signal_override_is_one_line():
     with pytest.raises(ConfigError, match=r"stop_signals: 'SIGKILL' is not one of SIGINT, SIGTERM"):
         check_overrides(["stop_signals=[SIGTERM,SIGKILL]"])
     check_overrides(["stop_signals=[SIGTERM,SIGHUP]"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, restarted", [(signal.SIGTERM, True), (signal.SIGKILL, False)])
+def test_env_worker_killed_by_a_stop_signal_while_starting_is_started_again(monkeypatch, signum, restarted):
+    """A group SIGTERM can reach a worker before it ignores the stop signals (seen in test_preemption: the run died
+    with 'environment worker died (exit code -15)'). Such a worker is started once more; any other death still
+    raises."""
+    from drq import env_worker
+
+    started = []
+    original = env_worker.AsyncEnv._start
+
+    def start_then_kill_the_first(self, kwargs):
+        original(self, kwargs)
+        started.append(self._process.pid)
+        if len(started) == 1:
+            os.kill(self._process.pid, signum)
+
+    monkeypatch.setattr(env_worker.AsyncEnv, "_start", start_then_kill_the_first)
+    if restarted:
+        env = env_worker.AsyncEnv(task="cartpole_swingup", size=48)
+        assert env.observation_shape == (9, 48, 48) and len(started) == 2
+        env.close()
+    else:
+        with pytest.raises(RuntimeError, match=r"exit code -9"):
+            env_worker.AsyncEnv(task="cartpole_swingup", size=48)
+        assert len(started) == 1
