@@ -129,7 +129,11 @@ def test_env_worker_killed_by_a_stop_signal_while_starting_is_started_again(monk
         original(self, kwargs)
         started.append(self._process.pid)
         if len(started) == 1:
-            os.kill(self._process.pid, signum)
+            # Whether a real signal lands before the worker ignores it is a race; make the outcome certain: kill it,
+            # then report the death as ``signum``'s (multiprocessing reads the exit code from its Popen).
+            self._process.kill()
+            self._process.join()
+            self._process._popen.returncode = -int(signum)
 
     monkeypatch.setattr(env_worker.AsyncEnv, "_start", start_then_kill_the_first)
     if restarted:
@@ -137,6 +141,6 @@ def test_env_worker_killed_by_a_stop_signal_while_starting_is_started_again(monk
         assert env.observation_shape == (9, 48, 48) and len(started) == 2
         env.close()
     else:
-        with pytest.raises(RuntimeError, match=r"exit code -9"):
+        with pytest.raises(RuntimeError, match=r"exit code -9"):  # not a stop signal: no second start
             env_worker.AsyncEnv(task="cartpole_swingup", size=48)
         assert len(started) == 1
