@@ -26,6 +26,7 @@ import pickle
 import threading
 import traceback
 import weakref
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -118,19 +119,12 @@ class AsyncEnv:
 
     def __init__(self, **make_env_kwargs: Any) -> None:
         _standard_default_start_method()
-        # A worker killed by a stop signal while it starts is started once more: the signal was meant for the trainer,
-        # which has recorded it and stops at its next safe point. (Rare: the worker starts with the signals blocked;
-        # seen once in ~40 group SIGTERMs of tests/test_preemption.py, cause not yet pinned down.)
-        for attempt in (1, 2):
-            self._start(make_env_kwargs)
-            try:
-                self.observation_shape, self.action_shape = self._receive(_START_TIMEOUT_S)
-                return
-            except BaseException:
-                code = self._process.exitcode
-                self.close()
-                if attempt == 2 or code is None or -code not in stop_signals.CHILD_IGNORED:
-                    raise
+        self._start(make_env_kwargs)
+        try:
+            self.observation_shape, self.action_shape = self._receive(_START_TIMEOUT_S)
+        except BaseException:
+            self.close()
+            raise
 
     def _start(self, make_env_kwargs: dict[str, Any]) -> None:
         context = mp.get_context("spawn")
@@ -138,7 +132,13 @@ class AsyncEnv:
         main_thread = threading.current_thread() is threading.main_thread()
         self._process = context.Process(target=_worker_main, daemon=True, name="drq-env-worker",
                                         args=(worker_conn, make_env_kwargs, os.getpid(), main_thread))  # fmt: skip
-        with stop_signals.blocked():  # a group signal during the worker's start-up must not kill it
+        # A group signal during the worker's start-up must not kill it: the worker inherits the blocked mask and
+        # ignores the signals before unblocking them. multiprocessing's resource tracker is started first: starting it
+        # inside the block would unblock SIGINT and SIGTERM in this thread (CPython's resource_tracker.ensure_running
+        # unblocks them after spawning the tracker, whatever the mask was before), and the worker would then start
+        # with them deliverable, dying of a SIGTERM that lands before it ignores it.
+        resource_tracker.ensure_running()
+        with stop_signals.blocked():
             self._process.start()
         worker_conn.close()
         self._finalizer = weakref.finalize(self, _shutdown, self._process, self._conn)
