@@ -180,19 +180,20 @@ class EvalProgress:
                 self.write(f"{self.label} | episode {count}/{progress.episodes} | return "
                            f"{result.episode_return:.1f} | {speed}")
             return
-        now = self.clock()
-        if self._bar is None:
+        now, postfix = self.clock(), speed.replace(" | ", ", ")
+        if self._bar is None:  # drawn once here
             from tqdm import tqdm
 
-            self._bar = tqdm(total=progress.episodes, desc=self.label, file=self.file, leave=False,
-                             dynamic_ncols=True, bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} episodes "
-                             "[{elapsed}{postfix}]")  # fmt: skip
-        elif not progress.finished and now - self._last_draw < self.min_interval:
+            self._bar = tqdm(total=progress.episodes, initial=progress.done, desc=self.label, file=self.file,
+                             leave=False, dynamic_ncols=True, postfix=postfix,
+                             bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} episodes [{elapsed}{postfix}]")  # fmt: skip
+        elif progress.finished or now - self._last_draw >= self.min_interval:
+            self._bar.n = progress.done
+            self._bar.set_postfix_str(postfix, refresh=False)
+            self._bar.refresh()
+        else:
             return
         self._last_draw = now
-        self._bar.n = progress.done
-        self._bar.set_postfix_str(speed.replace(" | ", ", "), refresh=False)
-        self._bar.refresh()
 
     def close(self) -> None:
         if self._bar is not None:
