@@ -106,7 +106,8 @@ def sibling_imports(graph: dict[str, set[str]]) -> list[str]:
 def analysis_on_training_path(graph: dict[str, set[str]]) -> list[str]:
     """``'module -> drq.analysis...'`` for every module reachable from train.py that imports the analysis wing."""
     path = reachable(graph, ["train", "drq.trainer"])
-    return sorted(f"{m} -> {t}" for m in path for t in graph.get(m, ()) if t == ANALYSIS or t.startswith(ANALYSIS + "."))
+    return sorted(f"{m} -> {t}" for m in path for t in graph.get(m, ())
+                  if t == ANALYSIS or t.startswith(ANALYSIS + "."))
 
 
 # ------------------------------------------------------------------------------------------------------------ tests

@@ -196,10 +196,12 @@ def actor_metrics(actor_loss: torch.Tensor, dist: torch.distributions.Distributi
     """The policy's metrics (0-dim) and histograms, with the names the health monitor reads (docs/health.md).
 
     ``dist``: the policy at the batch's states (its ``entropy()`` is ``(B,)``); ``log_prob (B, 1)`` of the ``executed``
-    actions ``(B, A)``; ``pre_tanh (B, A)``: the pre-tanh values whose Jacobian is reported; ``std``: 0-dim. Returns ``(metrics, histograms)``: ``actor_loss``, ``actor_logprob`` (batch
-    mean), ``actor_entropy``, ``actor_std``, ``actor_saturation`` (fraction of ``|a| > 0.99``),
-    ``actor_log_det_jacobian`` (mean of ``sum_i log(1 - tanh^2 u_i)``, <= 0), ``actor_grad_norm``; histograms
-    ``actor_logprob (B,)`` and ``abs_pre_tanh (B A,)``."""
+    actions ``(B, A)``; ``pre_tanh (B, A)``: the pre-tanh values ``u`` whose Jacobian is reported; ``std``: 0-dim.
+
+    Returns ``(metrics, histograms)``: ``actor_loss``, ``actor_logprob`` (batch mean), ``actor_entropy``,
+    ``actor_std``, ``actor_saturation`` (fraction of ``|a| > 0.99``), ``actor_log_det_jacobian`` (mean of
+    ``sum_i log(1 - tanh^2 u_i)``, <= 0), ``actor_grad_norm``; histograms ``actor_logprob (B,)`` and
+    ``abs_pre_tanh (B A,)``."""
     histograms = {"actor_logprob": log_prob.detach().squeeze(-1), "abs_pre_tanh": pre_tanh.detach().abs().flatten()}
     metrics = {
         "actor_loss": actor_loss.detach(), "actor_logprob": log_prob.detach().mean(),
@@ -218,8 +220,8 @@ class AgentCore:
     A subclass sets ``name``, builds its modules, optimisers and tensors in ``__init__`` after calling
     ``AgentCore.__init__``, and lists them in ``state_parts()`` (the snapshot layout: one key per part) and its
     optimisers in ``optimizers()`` (for CUDA graphs). It implements ``act(obs, step, eval_mode)``, ``update(batch,
-    step)`` and ``update_tensors(key, obs, action, reward, discount, next_obs, ...)`` (the pure-device update a CUDA graph
-    records).
+    step)`` and ``update_tensors(key, obs, action, reward, discount, next_obs, ...)`` (the pure-device update a CUDA
+    graph records).
 
     Args:
         obs_shape: ``(3 * frame_stack, H, W)``; action_shape: ``(A,)``; device: torch device.

@@ -3,7 +3,8 @@
 Networks: encoder ``f`` (conv, uint8 pixels -> ``repr_dim``), actor ``mu`` (``tanh`` mean), twin critic ``Q_1, Q_2``
 and its target copy ``Q'_1, Q'_2`` (trunk and heads; the encoder has no target copy). ``sigma(t)`` is the exploration
 std at agent step ``t`` (``stddev_schedule``), ``c = stddev_clip``, ``tau = critic_target_tau``. The replay batch
-holds n-step sums: ``r = sum_i gamma^i r_i`` and ``d = gamma^n prod_i discount_i``, both ``(B, 1)``.
+holds n-step sums over ``m <= nstep`` steps (fewer at an episode end): ``r = sum_i gamma^i r_i`` and
+``d = gamma^m prod_i discount_i``, both ``(B, 1)`` (``replay.FrameReplay``).
 
 One update (``update(batch, t)``):
   1. augment: ``s = f(aug(obs))`` with gradient, ``s' = f(aug(next_obs))`` without (``aug``: random shift by up to

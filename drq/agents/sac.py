@@ -1,11 +1,12 @@
 """SAC from pixels with DrQ's augmentation averaging (Kostrikov, Yarats & Fergus, 2020), on DrQ-v2's networks.
 
 Networks: encoder ``f``, its EMA target copy ``f'`` (``target_encoder=True``; else ``f' = f``), tanh-Gaussian policy
-``pi(. | s)`` (``drq.distributions.TanhNormal``: ``a = tanh(u)``, ``u ~ N(mu(s), sigma(s))``, ``log sigma`` squashed into
-``log_std_bounds``), twin critic ``Q_1, Q_2`` with target copy ``Q'_1, Q'_2``, temperature ``alpha = exp(log_alpha)``.
-``K = num_target_augs``, ``M = num_critic_augs``, ``tau = critic_target_tau``, ``H = target_entropy = -A``. The replay
-batch holds n-step sums ``r`` and ``d = gamma^n prod_i discount_i``, both ``(B, 1)``. ``log pi(a | s)`` is the
-tanh-corrected density ``log N(u | mu, sigma) - sum_i log(1 - tanh^2 u_i)``, ``(B, 1)``.
+``pi(. | s)`` (``drq.distributions.TanhNormal``: ``a = tanh(u)``, ``u ~ N(mu(s), sigma(s))``, ``log sigma`` squashed
+into ``log_std_bounds``), twin critic ``Q_1, Q_2`` with target copy ``Q'_1, Q'_2``, temperature
+``alpha = exp(log_alpha)``. ``K = num_target_augs``, ``M = num_critic_augs``, ``tau = critic_target_tau``,
+``H = target_entropy = -A``. The replay batch holds n-step sums ``r`` and ``d = gamma^m prod_i discount_i``
+(``m <= nstep`` steps), both ``(B, 1)``. ``log pi(a | s)`` is the tanh-corrected density
+``log N(u | mu, sigma) - sum_i log(1 - tanh^2 u_i)``, ``(B, 1)``.
 
 One update (``update(batch, t)``, ``t`` in agent steps):
   1. augment: ``M`` random shifts of ``obs`` encoded with gradient in one pass, ``s_m = f(aug_m(obs))``
