@@ -28,7 +28,7 @@ Random draws of one update (names for the ``noise`` test seam, ``drq.agents.core
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from drq.agents.core import (AUG_PAD, AgentCore, actor_metrics, backward_and_ste
 from drq.augment import random_shift
 from drq.networks import Critic, DrQV2Actor, Encoder
 from drq.schedules import parse_schedule
+
+if TYPE_CHECKING:
+    from drq.interfaces import TransitionBatch
 
 __all__ = ["DrQV2Agent"]
 
@@ -120,7 +123,7 @@ class DrQV2Agent(AgentCore):
         return action[0].float().cpu().numpy()
 
     # ----------------------------------------------------------------------------------------------------- update
-    def update(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
+    def update(self, batch: TransitionBatch, step: int) -> dict[str, torch.Tensor]:
         """One DrQ-v2 update on a replay batch (``replay.Batch``: uint8 obs/next_obs ``(B, C, H, W)``, action
         ``(B, A)``, n-step reward and discount ``(B, 1)``). Returns 0-dim metric tensors on the device (no host sync).
         """

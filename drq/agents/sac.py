@@ -44,7 +44,7 @@ Random draws of one update (names for the ``noise`` test seam, ``drq.agents.core
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +55,9 @@ from drq.agents.core import (AUG_PAD, AgentCore, actor_metrics, backward_and_ste
 from drq.augment import random_shift
 from drq.distributions import TanhNormal
 from drq.networks import Critic, Encoder, SACActor
+
+if TYPE_CHECKING:
+    from drq.interfaces import TransitionBatch
 
 __all__ = ["SACAgent"]
 
@@ -171,7 +174,7 @@ class SACAgent(AgentCore):
         return action[0].float().cpu().numpy()
 
     # ----------------------------------------------------------------------------------------------------- update
-    def update(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
+    def update(self, batch: TransitionBatch, step: int) -> dict[str, torch.Tensor]:
         """One SAC/DrQ update on a replay batch (``replay.Batch``: uint8 obs/next_obs ``(B, C, H, W)``, action
         ``(B, A)``, n-step reward and discount ``(B, 1)``) at agent step ``step``. Returns 0-dim metric tensors on the
         device (no host sync). Actor metrics come from the latest actor step (evaluated without a step on the very
