@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.distributions import Distribution, Normal, constraints
+from torch.distributions import Distribution, constraints
 
 __all__ = [
     "TanhNormal",
@@ -239,7 +239,7 @@ class ClippedNormal(Distribution):
         function of the std schedule only). Caveat of the mixed measure: an atom with mass P adds ``-P log P >= 0``
         while a narrow density has negative differential entropy, so with a small std a mean sitting on a bound
         *raises* this entropy; read it together with the saturation fraction.
-    ``gaussian_log_prob`` / ``gaussian_entropy`` give DrQ-v2's unclipped values for comparison.
+    ``gaussian_entropy`` gives DrQ-v2's unclipped value for comparison.
     """
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
@@ -323,10 +323,6 @@ class ClippedNormal(Distribution):
         inside = p_inside * (torch.log(self.scale) + _HALF_LOG_2PI + 0.5)
         inside = inside - 0.5 * (beta * phi(beta) - alpha * phi(alpha))
         return (inside - p_low * log_p_low - p_high * log_p_high).sum(-1)
-
-    def gaussian_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """DrQ-v2's reported value: the unclipped ``Normal(loc, scale).log_prob(value)`` summed over A."""
-        return Normal(self.loc, self.scale, validate_args=False).log_prob(value).sum(-1)
 
     def gaussian_entropy(self) -> torch.Tensor:
         """DrQ-v2's reported value: the unclipped Gaussian entropy summed over A (depends on ``scale`` only)."""

@@ -6,8 +6,10 @@
 The snapshot carries the run's config, so the task, frame stack, action repeat and networks are rebuilt from it. The
 agent acts with its mean action (``eval_mode=True``), in ``--precision`` (default ``auto``: bf16 only where the
 hardware has it natively, ``drq.precision``; the training run's precision does not matter for acting). ``--camera``
-changes only the video's camera, never what the agent sees. Prints the precision, one line per episode and a JSON
-object as the last line:
+changes only the video's camera, never what the agent sees. Shows the episodes' progress on stderr while they run (a
+bar with episodes done, frames/s and ETA on a terminal, else one line per finished episode:
+``drq.eval_episodes.EvalProgress``), then prints the precision, one line per episode and a JSON object as the last line
+on stdout:
 ``{"snapshot", "frame", "task", "agent", "episodes", "mean_return", "returns", "video"}``.
 """
 
@@ -17,15 +19,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from drq import snapshot as snapshots
-from drq.eval_episodes import run_episodes
+from drq.eval_episodes import EvalProgress, run_episodes
 from drq.precision import PRECISIONS, check_precision, resolve_precision
 from drq.trainer import env_kwargs, make_agent_from_config, resolve_device
 from drq.video import VideoRecorder
+
+if TYPE_CHECKING:
+    from drq.interfaces import Env
 
 
 def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: int | str | None = None,
@@ -67,14 +72,15 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
 
     recorder = VideoRecorder(enabled=True)
 
-    def record(episode: int, _env: Any, reward: float, episode_return: float, frames: int) -> None:
+    def record(episode: int, _env: Env, reward: float, episode_return: float, frames: int) -> None:
         if episode == 0:
             recorder.record(picture(), frame, reward, episode_return, frames)
 
     step = int(state["counters"]["step"])
     try:
-        results = run_episodes([env], lambda obs: agent.act(obs, step, eval_mode=True), episodes, action_repeat,
-                               cfg.get("max_episode_frames"), on_step=record)  # fmt: skip
+        with EvalProgress(f"evaluate | frame {frame:,}") as progress:
+            results = run_episodes([env], lambda obs: agent.act(obs, step, eval_mode=True), episodes, action_repeat,
+                                   cfg.get("max_episode_frames"), on_step=record, progress=progress)  # fmt: skip
         video = recorder.save(out)
     finally:
         env.close()

@@ -23,15 +23,26 @@ from typing import Any
 
 import torch
 
-__all__ = ["PRECISIONS", "check_precision", "native_bf16", "resolve_precision", "emulated_bf16_warning"]
+__all__ = ["PRECISIONS", "RESOLVED_PRECISIONS", "check_precision", "check_resolved_precision", "native_bf16",
+           "resolve_precision", "emulated_bf16_warning"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
+RESOLVED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # what the networks run in: fp32 | bf16
 
 
 def check_precision(precision: Any) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`, else ``ValueError`` naming the value and the choices."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return precision
+
+
+def check_resolved_precision(precision: Any) -> str:
+    """``precision`` if it is one of :data:`RESOLVED_PRECISIONS` (what an agent runs in), else ``ValueError``;
+    ``'auto'`` must be resolved first (:func:`resolve_precision`, which ``drq.agents.make_agent`` calls)."""
+    if precision not in RESOLVED_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(RESOLVED_PRECISIONS)} here ('auto' is resolved by "
+                         f"drq.precision.resolve_precision, as drq.agents.make_agent does); got {precision!r}")
     return precision
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Schedule", "parse_schedule", "schedule_value", "VALID_FORMS"]
+__all__ = ["Schedule", "parse_schedule", "VALID_FORMS"]
 
 VALID_FORMS = ("a number, e.g. '0.2'", "'linear(init,final,duration)'",
                "'step_linear(init,final1,duration1,final2,duration2)'")
@@ -53,10 +53,6 @@ class Schedule:
         """Smallest value the schedule ever takes (the minimum over its knots)."""
         return min(v for _, v in self.points)
 
-    @property
-    def max_value(self) -> float:
-        return max(v for _, v in self.points)
-
 
 def _invalid(spec: object, why: str = "") -> ValueError:
     extra = f" ({why})" if why else ""
@@ -90,8 +86,3 @@ def parse_schedule(spec: str | float | int | Schedule) -> Schedule:
             raise _invalid(spec, f"durations must be > 0, got {duration1!r} and {duration2!r}")
         return Schedule(spec, ((0.0, init), (duration1, final1), (duration1 + duration2, final2)))
     raise _invalid(spec)
-
-
-def schedule_value(spec: str | float | int | Schedule, step: int) -> float:
-    """``parse_schedule(spec)(step)``: the value at agent step ``step``."""
-    return parse_schedule(spec)(step)

@@ -41,7 +41,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -50,10 +50,13 @@ from drq import run_dir_lock
 from drq import snapshot as snapshots
 from drq import stop_signals
 from drq.env import episode_over
-from drq.eval_episodes import EpisodesStopped, resets_per_env, run_episodes
+from drq.eval_episodes import EpisodesStopped, EvalProgress, resets_per_env, run_episodes
 from drq.health import HealthMonitor
 from drq.sinks import RunFiles, WandbSink, format_eval_line
 from drq.video import VideoRecorder
+
+if TYPE_CHECKING:
+    from drq.interfaces import Agent, Env
 
 # Keys that must match between a snapshot and the run resuming it (anything else may change, e.g. num_train_frames).
 COMPATIBLE_KEYS = ("task_name", "agent.name", "frame_stack", "action_repeat", "image_size", "feature_dim",
@@ -136,7 +139,7 @@ def env_kwargs(cfg: Mapping[str, Any], seed_offset: int = 0) -> dict[str, Any]:
 
 
 def make_agent_from_config(cfg: Mapping[str, Any], obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
-                           device: str) -> Any:  # fmt: skip
+                           device: str) -> Agent:  # fmt: skip
     """``drq.agents.make_agent(cfg.agent.name, ...)`` with the rest of ``cfg.agent`` as keyword arguments."""
     from drq.agents import make_agent
 
@@ -187,8 +190,8 @@ class Trainer:
 
         self.files = RunFiles(self.run_dir)
         self._clean_up_after_a_lost_session()
-        self.train_env = self._make_train_env()
-        self._eval_envs: list[Any] | None = None
+        self.train_env: Env = self._make_train_env()
+        self._eval_envs: list[Env] | None = None
         self.num_eval_workers = resolve_eval_workers(c.get("eval_workers", 1), int(c["num_eval_episodes"]))
         obs_shape = self.train_env.observation_shape
         self.action_shape = tuple(self.train_env.action_shape)
@@ -199,7 +202,7 @@ class Trainer:
                                   action_shape=self.action_shape, frame_stack=int(c["frame_stack"]),
                                   nstep=int(c["nstep"]), discount=float(c["discount"]), device=storage,
                                   seed=int(c["seed"]))  # fmt: skip
-        self.agent = make_agent_from_config(c, obs_shape, self.action_shape, self.device)
+        self.agent: Agent = make_agent_from_config(c, obs_shape, self.action_shape, self.device)
         self.health = _make_health_monitor(c["agent"]["name"], int(np.prod(self.action_shape)), c)
         self.video = VideoRecorder(enabled=bool(c.get("save_video", True)))
 
@@ -258,7 +261,7 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-    def _make_train_env(self) -> Any:
+    def _make_train_env(self) -> Env:
         kwargs = env_kwargs(self.cfg)
         if self.cfg.get("async_env", True):
             from drq.env_worker import AsyncEnv
@@ -269,7 +272,7 @@ class Trainer:
         return make_env(**kwargs)
 
     @property
-    def eval_envs(self) -> list[Any]:
+    def eval_envs(self) -> list[Env]:
         """The evaluation environments (built on first use): one in-process env, or ``eval_workers`` workers."""
         if self._eval_envs is None:
             if self.num_eval_workers == 1:
@@ -543,10 +546,9 @@ class Trainer:
                 f"updates; also non-finite: {', '.join(bad[1:]) or 'none'}); training stopped, the last good "
                 f"snapshot is kept: {self.snapshot_path if self.snapshot_path.exists() else 'none yet'}"
             )
-        if self.health is not None:
-            for line in self.health.update(self.frame, values):
-                self.say(f"health warning (frame {self.frame:,}): {line}")
-                self.wandb.alert("drq health", f"{self.cfg['task_name']} {self.cfg['agent']['name']}: {line}")
+        for line in self.health.update(self.frame, values):
+            self.say(f"health warning (frame {self.frame:,}): {line}")
+            self.wandb.alert("drq health", f"{self.cfg['task_name']} {self.cfg['agent']['name']}: {line}")
 
     def _log_histograms(self) -> None:
         self._acc_count_since_hist = 0
@@ -574,14 +576,16 @@ class Trainer:
         size = int(self.cfg.get("video_size", 256))
         self.video.reset()
 
-        def record(episode: int, env: Any, reward: float, episode_return: float, frames: int) -> None:
+        def record(episode: int, env: Env, reward: float, episode_return: float, frames: int) -> None:
             if episode == 0 and self.video.enabled:
                 self.video.record(env.render(size), self.frame, reward, episode_return, frames)
 
         try:
-            results = run_episodes(envs, lambda obs: self.agent.act(obs, self.step, eval_mode=True), episodes,
-                                   self.action_repeat, self.max_episode_frames, on_step=record,
-                                   should_stop=lambda: self._stop_signal is not None)  # fmt: skip
+            with EvalProgress(f"eval | frame {self.frame:,}", write=self.say) as progress:
+                results = run_episodes(envs, lambda obs: self.agent.act(obs, self.step, eval_mode=True), episodes,
+                                       self.action_repeat, self.max_episode_frames, on_step=record,
+                                       should_stop=lambda: self._stop_signal is not None,
+                                       progress=progress)  # fmt: skip
         except EpisodesStopped:  # a stop signal: nothing of this evaluation is kept; it runs again after a resume
             self.video.reset()
             return None

@@ -201,11 +201,6 @@ class FrameReplay:
         return frame
 
     # ------------------------------------------------------------------ reading
-    @property
-    def num_added(self) -> int:
-        """Number of time steps ever added (agent steps, including episode first steps)."""
-        return self._total
-
     def _windows(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For start indices g (logical), return (m, valid): window length and whether the transition exists."""
         n, s, total = self.nstep, self.num_slots, self._total
@@ -236,10 +231,6 @@ class FrameReplay:
         """Recount sampleable transitions from scratch (O(num_slots))."""
         g = np.arange(max(0, self._total - self.num_slots), self._total)
         return int(self._windows(g)[1].sum()) if g.size else 0
-
-    def sample_indices(self, batch_size: int) -> np.ndarray:
-        """Logical start indices of ``batch_size`` transitions drawn uniformly (with replacement)."""
-        return self._sample(batch_size)[0]
 
     def _sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """``(g, m)``: start indices and their window lengths, drawn by rejection sampling."""

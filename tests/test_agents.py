@@ -11,7 +11,7 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 from drq.agents import AGENTS, make_agent
 from drq.distributions import TanhNormal
-from drq.schedules import parse_schedule, schedule_value
+from drq.schedules import parse_schedule
 
 OBS_SHAPE, A = (9, 84, 84), 3
 SMALL = dict(hidden_dim=64, feature_dim=16)
@@ -66,16 +66,20 @@ def test_one_update_returns_finite_metrics_on_device(name, precision):
 def test_log_prob_per_sample_has_shape_b_by_1(name):
     torch.manual_seed(0)
     agent = make_agent(name, OBS_SHAPE, (A,), **SMALL)
+    if name == "drqv2":  # the update's own log-prob of executed actions: one per sample, the metric is their mean
+        metrics = agent.update(random_batch(b=5), step=2)
+        log_prob = agent.histograms["actor_logprob"]
+        assert log_prob.shape == (5,) and torch.isfinite(log_prob).all()
+        assert metrics["actor_logprob"] == log_prob.mean()
+        return
     features = agent.encoder(random_batch(b=5).obs)
-    out = agent.sample_with_log_prob(features, 0) if name == "drqv2" else agent.sample_with_log_prob(features)
-    action, log_prob, dist = out[0], out[-2], out[-1]
+    action, pre_tanh, log_prob, dist = agent.sample_with_log_prob(features)
     assert action.shape == (5, A) and log_prob.shape == (5, 1)
-    if name == "sac":  # the tanh-corrected density, checked against torch's TransformedDistribution
-        pre_tanh = out[1].double()
-        ref_t = TanhTransform(cache_size=1)
-        ref = TransformedDistribution(Normal(dist.loc.double(), dist.scale.double()), [ref_t])
-        torch.testing.assert_close(log_prob.squeeze(-1).double(), ref.log_prob(ref_t(pre_tanh)).sum(-1), atol=1e-3,
-                                   rtol=1e-5)
+    # the tanh-corrected density, checked against torch's TransformedDistribution
+    ref_t = TanhTransform(cache_size=1)
+    ref = TransformedDistribution(Normal(dist.loc.double(), dist.scale.double()), [ref_t])
+    torch.testing.assert_close(log_prob.squeeze(-1).double(), ref.log_prob(ref_t(pre_tanh.double())).sum(-1),
+                               atol=1e-3, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name,target_encoder", [("drqv2", None), ("sac", True), ("sac", False)])
@@ -302,7 +306,7 @@ def test_bad_inputs_name_the_value():
 
 
 def test_schedules_parse():
-    assert schedule_value("0.2", 123) == 0.2 and schedule_value(0.3, 5) == 0.3
+    assert parse_schedule("0.2")(123) == 0.2 and parse_schedule(0.3)(5) == 0.3
     lin = parse_schedule("linear(1.0, 0.1, 500000)")
     assert lin(0) == 1.0 and abs(lin(250_000) - 0.55) < 1e-12 and lin(500_000) == 0.1 and lin(10**9) == 0.1
     step = parse_schedule("step_linear(1.0,0.5,100,0.1,1e3)")

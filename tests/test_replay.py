@@ -277,7 +277,7 @@ def test_incremental_len_matches_recount_at_every_step():
         for t in range(length + 1):
             buf.add(encode(ep % 256, t), np.zeros(2, np.float32), 1.0, 1.0, t == 0, t == length and rng.random() < 0.8)
             assert len(buf) == buf._count_valid()
-            if buf._last[(buf.num_added - 1) % buf.num_slots]:
+            if buf._last[(buf._total - 1) % buf.num_slots]:
                 break
         else:
             # an episode cut short without last=True: the next one starts anyway

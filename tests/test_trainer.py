@@ -10,6 +10,7 @@ import csv
 import errno
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -149,11 +150,17 @@ def test_train_py_drqv2_end_to_end_with_offline_wandb(tmp_path):
     assert any(k.startswith("video/eval") for k in keys)
 
 
-def test_sac_end_to_end_in_process(tmp_path):
+def test_sac_end_to_end_in_process(tmp_path, capsys):
     from drq.trainer import run
 
-    run(compose("agent=sac", "async_env=false"), tmp_path, say=lambda s: None)
+    said = []
+    run(compose("agent=sac", "async_env=false"), tmp_path, say=said.append)
     check_run_dir(tmp_path)
+    # not a terminal: every evaluation says each finished episode (drq.eval_episodes.EvalProgress), before its summary
+    for row in rows(tmp_path / "eval.csv"):
+        progress = [s for s in said if s.startswith(f"eval | frame {int(row['frame']):,} | episode ")]
+        assert [s.split(" | ")[2] for s in progress] == ["episode 1/1"], said
+        assert f"return {float(row['episode_reward']):.1f} |" in progress[0] and "frames/s | ETA 0:00:00" in progress[0]
     health = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {"alpha", "alpha_loss", "target_entropy"} <= set([h for h in health if h["section"] == "health"][0])
 
@@ -163,7 +170,10 @@ def test_sac_end_to_end_in_process(tmp_path):
     from drq import evaluate
 
     out = tmp_path / "eval_export.mp4"
+    capsys.readouterr()
     assert evaluate.main([str(tmp_path), "--episodes", "1", "--size", "96", "--camera", "1", "--out", str(out)]) == 0
+    assert re.search(r"^evaluate \| frame [\d,]+ \| episode 1/1 \| return \S+ \| \d+ frames/s \| ETA 0:00:00$",
+                     capsys.readouterr().err, re.M)  # progress on stderr, results on stdout
     frames = [f for f in imageio.get_reader(out)]
     assert len(frames) == 200 // 8 + 1 and frames[0].shape == (96, 96, 3)
     assert evaluate.main([str(tmp_path / "nope")]) == 1

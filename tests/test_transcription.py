@@ -8,7 +8,7 @@ average of ``K = 2`` targets and sum of ``M = 2`` losses, a per-parameter soft u
 
 Each test starts a reference from our agent's initial weights (the first Linear of each trunk permuted from our
 (H, W, C) flatten order to (C, H, W)), feeds both the same batches, the same augmentation shifts and the same policy
-noise (through the agents' ``noise`` seam, ``drq.agents.drqv2.NoiseFn``), runs 4 updates (SAC: agent steps 10..13,
+noise (through the agents' ``noise`` seam, ``drq.agents.core.NoiseFn``), runs 4 updates (SAC: agent steps 10..13,
 so the actor, the temperature and the targets step on two of them, DrQ's every-2-steps cadence) and requires, after
 every update, every parameter, every Adam moment (``exp_avg``, ``exp_avg_sq``) and every logged loss of ours to equal
 the reference's in fp32: ``|ours - ref| <= RTOL * |ref| + ATOL_SCALE * max|ref|`` per tensor (RTOL 1e-5, ATOL_SCALE

@@ -2,12 +2,15 @@
 
 ``cfg`` holds the hydra ``agent:`` group's keys (docs/architecture.md, "Agent constructor keys"); an unknown key is an
 error naming it and the valid keys, so a typo in a config cannot be silently ignored.
+
+One module per algorithm (``drqv2``, ``sac``: the update equations in each module's docstring); ``core`` holds what
+both share (checks, precision, optimiser steps, CUDA-graph switch, state dicts). An agent never imports its sibling.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -15,6 +18,9 @@ from drq.agents.drqv2 import DrQV2Agent
 from drq.agents.sac import SACAgent
 from drq.compiling import check_compile_mode, compile_agent
 from drq.precision import resolve_precision
+
+if TYPE_CHECKING:
+    from drq.interfaces import Agent
 
 __all__ = ["AGENTS", "make_agent", "DrQV2Agent", "SACAgent"]
 
@@ -35,7 +41,8 @@ def _agent_class(name: str) -> type:
 
 
 def make_agent(name: str, obs_shape: Sequence[int], action_shape: Sequence[int], device: str | torch.device = "cpu",
-               precision: str = "fp32", *, compile: str | bool = "none", cuda_graphs: bool = False, **cfg: Any):
+               precision: str = "fp32", *, compile: str | bool = "none", cuda_graphs: bool = False,
+               **cfg: Any) -> Agent:
     """Build agent ``name`` (``'drqv2'`` | ``'sac'``) for uint8 observations ``obs_shape = (3k, H, W)`` and actions
     ``action_shape = (A,)``; ``cfg`` overrides the constructor defaults (see each agent class).
 

@@ -1,55 +1,68 @@
 """SAC from pixels with DrQ's augmentation averaging (Kostrikov, Yarats & Fergus, 2020), on DrQ-v2's networks.
 
-One update (``update(batch, step)``, ``step`` in agent steps), with ``K = num_target_augs``, ``M = num_critic_augs``:
-  1. ``M`` independent random shifts of ``obs`` encoded with gradient in one pass (``(M B, repr_dim)``) and ``K`` of
-     ``next_obs`` under ``torch.no_grad()`` (``(K B, repr_dim)``): by the online encoder ``f`` for the policy's next
-     actions, and, with ``target_encoder=True``, also by the target encoder ``f'`` for the target critic;
-  2. critic + encoder: ``y = r + discount * mean_k [min(Q'_1, Q'_2)(f'(next_k), a'_k)
-     - alpha log pi(a'_k | f(next_k))]`` with ``a'_k ~ pi(. | f(next_k))`` (``f' = f`` when ``target_encoder=False``);
-     ``loss = sum_m [mse(Q_1(obs_m, a), y) + mse(Q_2(obs_m, a), y)]`` (DrQ's sum over the ``M`` augmentations);
-  3. every ``actor_update_every_steps``: actor on detached features of the first augmentation of ``obs``,
-     ``loss = mean(alpha.detach() * log pi(a|s) - min(Q_1, Q_2)(s, a))`` (only the actor's parameters get gradient),
-     then the temperature, ``loss = mean(alpha * (-log pi(a|s) - target_entropy).detach())``, ``target_entropy = -A``;
+Networks: encoder ``f``, its EMA target copy ``f'`` (``target_encoder=True``; else ``f' = f``), tanh-Gaussian policy
+``pi(. | s)`` (``drq.distributions.TanhNormal``: ``a = tanh(u)``, ``u ~ N(mu(s), sigma(s))``, ``log sigma`` squashed
+into ``log_std_bounds``), twin critic ``Q_1, Q_2`` with target copy ``Q'_1, Q'_2``, temperature
+``alpha = exp(log_alpha)``. ``K = num_target_augs``, ``M = num_critic_augs``, ``tau = critic_target_tau``,
+``H = target_entropy = -A``. The replay batch holds n-step sums ``r`` and ``d = gamma^m prod_i discount_i``
+(``m <= nstep`` steps), both ``(B, 1)``. ``log pi(a | s)`` is the tanh-corrected density
+``log N(u | mu, sigma) - sum_i log(1 - tanh^2 u_i)``, ``(B, 1)``.
+
+One update (``update(batch, t)``, ``t`` in agent steps):
+  1. augment: ``M`` random shifts of ``obs`` encoded with gradient in one pass, ``s_m = f(aug_m(obs))``
+     (``(M B, repr_dim)``), and ``K`` of ``next_obs`` without gradient, ``s'_k = f(aug_k(next_obs))`` for the
+     policy and ``s'~_k = f'(aug_k(next_obs))`` for the target critic (``(K B, repr_dim)`` each);
+  2. critic + encoder, one Adam step on (DrQ's averaged target, DrQ's sum over the ``M`` shifts)
+         ``a'_k ~ pi(. | s'_k)``
+         ``y = r + d * (1/K) sum_k [min(Q'_1, Q'_2)(s'~_k, a'_k) - alpha log pi(a'_k | s'_k)]``   (no gradient)
+         ``L_Q = sum_m [mse(Q_1(s_m, a), y) + mse(Q_2(s_m, a), y)]``;
+  3. every ``actor_update_every_steps``, on features ``s`` of the first shift, detached from the encoder (only the
+     actor's parameters and ``log_alpha`` get gradient), ``a~ ~ pi(. | s)`` reparameterised:
+         ``L_pi    = mean(alpha.detach() * log pi(a~ | s) - min(Q_1, Q_2)(s, a~))``
+         ``L_alpha = mean(alpha * (-log pi(a~ | s) - H).detach())``
+     one backward of ``L_pi + L_alpha`` (the detaches keep the two apart), one Adam step each;
   4. every ``critic_target_update_every_steps``: ``theta' <- theta' + tau (theta - theta')`` for the target critic
-     (trunk and Q heads) and, with ``target_encoder=True``, the target encoder.
-``log pi`` is the tanh-corrected log-density of the executed action (``drq.distributions.TanhNormal``), ``(B, 1)``.
+     (trunk and Q heads) and, with ``target_encoder=True``, for ``f'``.
 
 ``target_encoder=True`` (the default, ``agent=sac``) is DrQ's update as published (denisyarats/drq, ``drq.py``):
 its ``critic_target`` is a whole copy of the critic, conv encoder included, soft-updated with the same tau and cadence,
 and its actor step re-encodes the observations with the conv weights the critic step has just updated. Ours does both:
-the features the actor and temperature see in step 3 come from a second, gradient-free pass of the updated encoder
-over the same shifted ``obs``. ``target_encoder=False`` is DrQ-v2's layout: no target encoder (next observations go
-through the online encoder), and step 3 reuses the features encoded before the critic step (detached), saving that
-pass. Cost per update (``bench/update.py --agent sac``, docs/fidelity.md): the target encoder adds a forward pass over
-the ``K B`` next observations; the actor's re-encoding a forward pass over ``B`` observations every second update.
+the features ``s`` of step 3 come from a second, gradient-free pass of the updated encoder over the first shift of
+``obs``. ``target_encoder=False`` is DrQ-v2's layout: no target encoder (``s'~_k = s'_k``), and step 3 reuses the
+features encoded before the critic step (detached), saving that pass. Cost per update (``bench/update.py --agent
+sac``, docs/fidelity.md): the target encoder adds a forward pass over the ``K B`` next observations; the actor's
+re-encoding a forward pass over ``B`` observations every second update.
 
-Random draws of one update (names for the ``noise`` test seam, ``drq.agents.drqv2.NoiseFn``): ``obs_shift``
+Acting: ``tanh(mu(f(obs)))`` when evaluating, a sample of ``pi`` when training (no uniform seed phase of its own:
+the trainer's ``num_seed_frames`` covers it).
+
+Random draws of one update (names for the ``noise`` test seam, ``drq.agents.core.NoiseFn``): ``obs_shift``
 ``(M B, 2)``, ``next_obs_shift`` ``(K B, 2)``, ``next_action_eps`` ``(K B, A)`` (target actions), ``actor_eps``
 ``(B, A)`` (actor and temperature losses, actor steps only).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drq.agents.drqv2 import (AUG_PAD, NoiseFn, autocast_context, check_batch, check_positive, check_precision,
-                              check_shapes, critic_step, draw, grad_norm, make_adam, obs_to_tensor, soft_update_,
-                              to_device_batch)
+from drq.agents.core import (AUG_PAD, AgentCore, actor_metrics, backward_and_step, check_batch, check_positive,
+                             check_tau, critic_step, make_adam, obs_to_tensor, soft_update_, to_device_batch)
 from drq.augment import random_shift
-from drq.cuda_graphs import GraphedUpdate
-from drq.distributions import TanhNormal, tanh_log_det_jacobian
+from drq.distributions import TanhNormal
 from drq.networks import Critic, Encoder, SACActor
+
+if TYPE_CHECKING:
+    from drq.interfaces import TransitionBatch
 
 __all__ = ["SACAgent"]
 
 
-class SACAgent:
+class SACAgent(AgentCore):
     """SAC (DrQ) agent. Constructor keys and defaults as in docs/architecture.md; steps are agent steps.
 
     Args:
@@ -72,9 +85,7 @@ class SACAgent:
                  actor_update_every_steps: int = 2, critic_target_update_every_steps: int = 2,
                  num_target_augs: int = 2, num_critic_augs: int = 2, target_encoder: bool = True,
                  channels_last: bool = True):
-        self.obs_shape, self.action_shape = check_shapes(obs_shape, action_shape)
-        self.device = torch.device(device)
-        self.precision = check_precision(precision)
+        super().__init__(obs_shape, action_shape, device, precision)
         for key, value, integer in (
                 ("lr", lr, False), ("feature_dim", feature_dim, True), ("hidden_dim", hidden_dim, True),
                 ("init_temperature", init_temperature, False), ("update_every_steps", update_every_steps, True),
@@ -82,15 +93,14 @@ class SACAgent:
                 ("critic_target_update_every_steps", critic_target_update_every_steps, True),
                 ("num_target_augs", num_target_augs, True), ("num_critic_augs", num_critic_augs, True)):
             check_positive(key, value, integer)
-        if not (isinstance(critic_target_tau, (int, float)) and 0 < critic_target_tau <= 1):
-            raise ValueError(f"critic_target_tau must be in (0, 1], got {critic_target_tau!r}")
+        self.critic_target_tau = check_tau(critic_target_tau)
         try:
             bounds = tuple(float(v) for v in log_std_bounds)
         except (TypeError, ValueError):
             bounds = ()
         if len(bounds) != 2 or not bounds[0] < bounds[1]:
             raise ValueError(f"log_std_bounds must be [low, high] with low < high, got {log_std_bounds!r}")
-        self.lr, self.critic_target_tau = float(lr), float(critic_target_tau)
+        self.lr = float(lr)
         self.update_every_steps = int(update_every_steps)
         self.actor_update_every_steps = int(actor_update_every_steps)
         self.critic_target_update_every_steps = int(critic_target_update_every_steps)
@@ -118,27 +128,41 @@ class SACAgent:
                                     self.device)
         self.actor_opt = make_adam(self.actor.parameters(), self.lr, self.device)
         self.alpha_opt = make_adam([self.log_alpha], self.lr, self.device)
-        self.histograms: dict[str, torch.Tensor] = {}
         self._actor_metrics: dict[str, torch.Tensor] | None = None
-        self.graphed_update: GraphedUpdate | None = None
-        self.noise: NoiseFn | None = None  # test seam for the update's random draws (module docstring)
 
-    # ---------------------------------------------------------------------------------------------------------------
+    def state_parts(self) -> list[str]:
+        """Networks (``target_encoder`` only when there is one), ``log_alpha`` and the optimisers."""
+        parts = ["encoder", "actor", "critic", "critic_target", "log_alpha", "critic_opt", "actor_opt", "alpha_opt"]
+        return parts + (["target_encoder"] if self.target_encoder is not None else [])
+
+    def optimizers(self) -> tuple[torch.optim.Optimizer, ...]:
+        return self.critic_opt, self.actor_opt, self.alpha_opt
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """As ``AgentCore.load_state_dict``, with the fix named when only the target encoder differs."""
+        if set(state) ^ set(self.state_parts()) == {"target_encoder"}:
+            saved = "target_encoder" in state
+            raise ValueError(f"{self.name} state_dict: it was saved {'with' if saved else 'without'} a target encoder "
+                             f"and this agent has {'none' if saved else 'one'}: use "
+                             f"agent.target_encoder={str(saved).lower()}")
+        super().load_state_dict(state)
+
     @property
     def alpha(self) -> torch.Tensor:
         """The temperature ``exp(log_alpha)`` (0-dim, with gradient to ``log_alpha``)."""
         return self.log_alpha.exp()
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast_context(self.device, self.precision, cache_enabled=self.graphed_update is None)
+    def sample_with_log_prob(self, features: torch.Tensor, eps: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, TanhNormal]:
+        """Reparameterised sample of ``pi(. | features)``, ``features (N, repr_dim)``: ``(a (N, A), u (N, A),
+        log pi(a) (N, 1), dist)``, ``a = tanh(u)``, the log-density tanh-corrected and float32. ``eps``: the
+        standard-normal noise ``(N, A)``, drawn if omitted."""
+        with self.autocast():
+            dist = self.actor(features)
+        action, pre_tanh = dist.rsample_with_pre_tanh(eps=eps)
+        return action, pre_tanh, dist.log_prob(action, pre_tanh).unsqueeze(-1), dist
 
-    def enable_cuda_graphs(self, warmup: int = 3, capture: bool = True) -> None:
-        """Run every later ``update`` as a replayed CUDA graph (``drq.cuda_graphs``): one graph per branch (critic
-        only; critic + actor + temperature; with or without the target update), each captured after ``warmup`` eager
-        updates of that branch. ``capture=False`` keeps the static-buffer path without recording (tests, any device)."""
-        self.graphed_update = GraphedUpdate(self.update_tensors, (self.critic_opt, self.actor_opt, self.alpha_opt),
-                                            self.device, warmup=warmup, capture=capture)
-
+    # ------------------------------------------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
         """Action for one observation (uint8 ``(3k, H, W)``): float32 ``(A,)`` in (-1, 1); ``tanh(mu)`` when
@@ -149,102 +173,12 @@ class SACAgent:
         action = dist.mean if eval_mode else dist.sample()
         return action[0].float().cpu().numpy()
 
-    def sample_with_log_prob(self, features: torch.Tensor, eps: torch.Tensor | None = None
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, TanhNormal]:
-        """Reparameterised policy sample at ``features (B, repr_dim)``: ``(action (B, A), pre_tanh (B, A),
-        log_prob (B, 1), dist)`` with the tanh-corrected log-density of ``action`` (float32). ``eps``: the
-        standard-normal noise ``(B, A)``, drawn if omitted."""
-        with self.autocast():
-            dist = self.actor(features)
-        action, pre_tanh = dist.rsample_with_pre_tanh(eps=eps)
-        return action, pre_tanh, dist.log_prob(action, pre_tanh).unsqueeze(-1), dist
-
-    def encode(self, obs: torch.Tensor, next_obs: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Shift and encode: ``M`` shifted copies of ``obs`` (uint8 ``(B, C, H, W)``) encoded with gradient and ``K``
-        of ``next_obs`` under ``torch.no_grad()``, one encoder pass each (copy-major rows). Returns ``(obs_aug (M B, C,
-        H, W) uint8, features (M B, repr_dim), next_features (K B, repr_dim), target_next_features (K B, repr_dim) from
-        the target encoder, or None without one)``."""
-        m, k = self.num_critic_augs, self.num_target_augs
-        obs_aug = random_shift(obs.repeat(m, 1, 1, 1), AUG_PAD,
-                               draw(self.noise, "obs_shift", (m * obs.shape[0], 2), obs.device))
-        next_aug = random_shift(next_obs.repeat(k, 1, 1, 1), AUG_PAD,
-                                draw(self.noise, "next_obs_shift", (k * obs.shape[0], 2), obs.device))
-        target_next_features = None
-        with self.autocast():
-            features = self.encoder(obs_aug)
-            with torch.no_grad():
-                next_features = self.encoder(next_aug)
-                if self.target_encoder is not None:
-                    target_next_features = self.target_encoder(next_aug)
-        return obs_aug, features, next_features, target_next_features
-
-    def update_critic(self, features: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
-                      discount: torch.Tensor, next_features: torch.Tensor,
-                      target_next_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """One Adam step of encoder + critic. ``features (M B, repr)``, ``next_features (K B, repr)`` (the online
-        encoder's: the policy's next actions), ``target_next_features (K B, repr)`` (the target encoder's: the target
-        critic's input; ``next_features`` if None), ``action (B, A)``, ``reward``/``discount`` ``(B, 1)``."""
-        b = action.shape[0]
-        m, k = features.shape[0] // b, next_features.shape[0] // b
-        if target_next_features is None:
-            target_next_features = next_features
-        with torch.no_grad():
-            alpha = self.alpha
-            eps = draw(self.noise, "next_action_eps", (k * b, self.action_shape[0]), action.device)
-            next_action, _, next_log_prob, _ = self.sample_with_log_prob(next_features, eps)  # log_prob (K B, 1)
-            with self.autocast():
-                target_q1, target_q2 = self.critic_target(target_next_features, next_action)
-            target_v = torch.min(target_q1, target_q2).float() - alpha * next_log_prob
-            target_q = reward + discount * target_v.view(k, b, 1).mean(0)  # (B, 1)
-        with self.autocast():
-            q1, q2 = self.critic(features, action.repeat(m, 1))
-        q1, q2 = q1.float(), q2.float()
-        target_rep = target_q.repeat(m, 1)
-        critic_loss = m * (F.mse_loss(q1, target_rep) + F.mse_loss(q2, target_rep))
-
-        return critic_step(self.critic_opt, self.encoder, self.critic, critic_loss, q1, q2, target_q, reward)
-
-    def update_actor_and_alpha(self, features: torch.Tensor, train: bool = True) -> dict[str, torch.Tensor]:
-        """Actor step on features detached from the encoder (only the actor's parameters get gradient) and the
-        temperature step, from one backward pass of the two losses. ``train=False`` only evaluates the losses and
-        metrics. ``features (B, repr_dim)``."""
-        features = features.detach()
-        eps = draw(self.noise, "actor_eps", (features.shape[0], self.action_shape[0]), features.device) if train \
-            else None
-        with torch.set_grad_enabled(train):
-            action, pre_tanh, log_prob, dist = self.sample_with_log_prob(features, eps)  # log_prob (B, 1)
-            with self.autocast():
-                q1, q2 = self.critic(features, action)
-            actor_loss = (self.alpha.detach() * log_prob - torch.min(q1, q2).float()).mean()
-            alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
-        actor_params = list(self.actor.parameters())
-        if train:
-            # One backward for both losses: the detaches keep them apart (the temperature loss gives the actor no
-            # gradient, the actor loss gives log_alpha none), so this equals DrQ's two separate steps.
-            self.actor_opt.zero_grad(set_to_none=True)
-            self.alpha_opt.zero_grad(set_to_none=True)
-            (actor_loss + alpha_loss).backward(inputs=actor_params + [self.log_alpha])
-            actor_grad_norm = grad_norm(actor_params)
-            self.actor_opt.step()
-            self.alpha_opt.step()
-        else:
-            actor_grad_norm = torch.zeros((), device=features.device)
-        with torch.no_grad():
-            self.histograms = {"actor_logprob": log_prob.detach().squeeze(-1),
-                               "abs_pre_tanh": pre_tanh.detach().abs().flatten()}
-            return {
-                "actor_loss": actor_loss.detach(), "actor_logprob": log_prob.detach().mean(),
-                "actor_entropy": dist.entropy().mean(), "actor_std": dist.scale.mean(),
-                "actor_saturation": (action.detach().abs() > 0.99).float().mean(),
-                "actor_log_det_jacobian": tanh_log_det_jacobian(pre_tanh.detach()).mean(),
-                "actor_grad_norm": actor_grad_norm, "alpha_loss": alpha_loss.detach(),
-            }
-
-    def update(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
-        """One SAC/DrQ update on a replay batch (see ``DrQV2Agent.update`` for the fields). Returns 0-dim metric
-        tensors on the device (no host sync). Actor metrics come from the latest actor step (evaluated without a step
-        on the very first call if that is not an actor step)."""
+    # ----------------------------------------------------------------------------------------------------- update
+    def update(self, batch: TransitionBatch, step: int) -> dict[str, torch.Tensor]:
+        """One SAC/DrQ update on a replay batch (``replay.Batch``: uint8 obs/next_obs ``(B, C, H, W)``, action
+        ``(B, A)``, n-step reward and discount ``(B, 1)``) at agent step ``step``. Returns 0-dim metric tensors on the
+        device (no host sync). Actor metrics come from the latest actor step (evaluated without a step on the very
+        first call if that is not an actor step)."""
         check_batch(batch, self.obs_shape, self.action_shape[0])
         tensors = to_device_batch(batch, self.device)
         key = (step % self.actor_update_every_steps == 0, step % self.critic_target_update_every_steps == 0)
@@ -264,7 +198,7 @@ class SACAgent:
 
     def update_tensors(self, key: tuple[bool, bool], obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                        discount: torch.Tensor, next_obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The update on device tensors (what a CUDA graph records). ``key = (actor step?, target update?)``. Returns
+        """Steps 1-4 on device tensors (what a CUDA graph records). ``key = (actor step?, target update?)``. Returns
         the critic's metrics, ``alpha`` and ``target_entropy``, plus the actor's (``actor_*``, ``alpha_loss``) on actor
         steps."""
         b = obs.shape[0]
@@ -285,31 +219,71 @@ class SACAgent:
         metrics["target_entropy"] = self._target_entropy_metric
         return metrics
 
-    # ---------------------------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Networks (``target_encoder`` only when there is one), optimisers and ``log_alpha`` (tensors and plain
-        containers: weights_only-safe)."""
-        state = {"encoder": self.encoder.state_dict(), "actor": self.actor.state_dict(),
-                 "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
-                 "log_alpha": self.log_alpha.detach().clone(), "critic_opt": self.critic_opt.state_dict(),
-                 "actor_opt": self.actor_opt.state_dict(), "alpha_opt": self.alpha_opt.state_dict()}
-        if self.target_encoder is not None:
-            state["target_encoder"] = self.target_encoder.state_dict()
-        return state
+    def encode(self, obs: torch.Tensor, next_obs: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Step 1: ``M`` shifted copies of ``obs`` (uint8 ``(B, C, H, W)``) encoded with gradient and ``K`` of
+        ``next_obs`` under ``torch.no_grad()``, one encoder pass each (copy-major rows). Returns ``(obs_aug (M B, C,
+        H, W) uint8, s (M B, repr_dim), s' (K B, repr_dim), s'~ (K B, repr_dim) from the target encoder, or None
+        without one)``."""
+        m, k = self.num_critic_augs, self.num_target_augs
+        obs_aug = random_shift(obs.repeat(m, 1, 1, 1), AUG_PAD, self.draw("obs_shift", (m * obs.shape[0], 2),
+                                                                          obs.device))
+        next_aug = random_shift(next_obs.repeat(k, 1, 1, 1), AUG_PAD,
+                                self.draw("next_obs_shift", (k * obs.shape[0], 2), obs.device))
+        target_next_features = None
+        with self.autocast():
+            features = self.encoder(obs_aug)
+            with torch.no_grad():
+                next_features = self.encoder(next_aug)
+                if self.target_encoder is not None:
+                    target_next_features = self.target_encoder(next_aug)
+        return obs_aug, features, next_features, target_next_features
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        expected = set(self.state_dict())
-        if set(state) != expected and set(state) ^ expected == {"target_encoder"}:  # only the target encoder differs
-            saved = "target_encoder" in state
-            raise ValueError(f"{self.name} state_dict: it was saved {'with' if saved else 'without'} a target encoder "
-                             f"and this agent has {'none' if saved else 'one'}: use "
-                             f"agent.target_encoder={str(saved).lower()}")
-        if set(state) != expected:
-            raise ValueError(f"{self.name} state_dict: expected keys {sorted(expected)}, got {sorted(state)}")
-        keys = ["encoder", "actor", "critic", "critic_target", "critic_opt", "actor_opt", "alpha_opt"]
-        for key in keys + (["target_encoder"] if self.target_encoder is not None else []):
-            getattr(self, key).load_state_dict(state[key])
-        if self.graphed_update is not None:  # the graphs point at the replaced optimiser state: capture anew
-            self.graphed_update.reset()
+    def update_critic(self, features: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+                      discount: torch.Tensor, next_features: torch.Tensor,
+                      target_next_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Step 2: one Adam step of encoder + critic on ``L_Q``. ``features`` = ``s`` ``(M B, repr)``,
+        ``next_features`` = ``s'`` ``(K B, repr)`` (the policy's next actions), ``target_next_features`` = ``s'~``
+        ``(K B, repr)`` (the target critic's input; ``s'`` if None), ``action (B, A)``, ``reward``/``discount``
+        ``(B, 1)``."""
+        b = action.shape[0]
+        m, k = features.shape[0] // b, next_features.shape[0] // b
+        if target_next_features is None:
+            target_next_features = next_features
         with torch.no_grad():
-            self.log_alpha.copy_(torch.as_tensor(state["log_alpha"], dtype=self.log_alpha.dtype))
+            alpha = self.alpha
+            eps = self.draw("next_action_eps", (k * b, self.action_shape[0]), action.device)
+            next_action, _, next_log_prob, _ = self.sample_with_log_prob(next_features, eps)  # log_prob (K B, 1)
+            with self.autocast():
+                target_q1, target_q2 = self.critic_target(target_next_features, next_action)
+            target_v = torch.min(target_q1, target_q2).float() - alpha * next_log_prob
+            target_q = reward + discount * target_v.view(k, b, 1).mean(0)  # (B, 1)
+        with self.autocast():
+            q1, q2 = self.critic(features, action.repeat(m, 1))
+        q1, q2 = q1.float(), q2.float()
+        target_rep = target_q.repeat(m, 1)
+        critic_loss = m * (F.mse_loss(q1, target_rep) + F.mse_loss(q2, target_rep))
+        return critic_step(self.critic_opt, self.encoder, self.critic, critic_loss, q1, q2, target_q, reward)
+
+    def update_actor_and_alpha(self, features: torch.Tensor, train: bool = True) -> dict[str, torch.Tensor]:
+        """Step 3: the actor and temperature steps from one backward pass of ``L_pi + L_alpha``, on ``features
+        (B, repr_dim)`` detached from the encoder. ``train=False`` only evaluates the losses and metrics."""
+        features = features.detach()
+        eps = self.draw("actor_eps", (features.shape[0], self.action_shape[0]), features.device) if train else None
+        with torch.set_grad_enabled(train):
+            action, pre_tanh, log_prob, dist = self.sample_with_log_prob(features, eps)  # log_prob (B, 1)
+            with self.autocast():
+                q1, q2 = self.critic(features, action)
+            actor_loss = (self.alpha.detach() * log_prob - torch.min(q1, q2).float()).mean()
+            alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
+        actor_params = list(self.actor.parameters())
+        if train:
+            norm = backward_and_step([self.actor_opt, self.alpha_opt], actor_loss + alpha_loss,
+                                     {"actor": actor_params}, inputs=actor_params + [self.log_alpha])["actor"]
+        else:
+            norm = torch.zeros((), device=features.device)
+        with torch.no_grad():
+            std = dist.scale.mean()
+        metrics, self.histograms = actor_metrics(actor_loss, dist, log_prob, action, pre_tanh, std, norm)
+        metrics["alpha_loss"] = alpha_loss.detach()
+        return metrics
