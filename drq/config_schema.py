@@ -193,7 +193,7 @@ def _flag(value: Any) -> bool:
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def test(value: Any) -> str:
         if not isinstance(value, str) or value not in choices:
-            raise _Bad(_closest(value, choices) if isinstance(value, str) and len(choices) > 3 else "")
+            raise _Bad(_closest(value, choices) if isinstance(value, str) else "")
         return value
 
     return test
@@ -531,6 +531,11 @@ def _fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
 def keys(agent: str | None = None) -> dict[str, Key]:
     """Every key, dotted (``'wandb.mode'``, ``'agent.lr'``) -> its :class:`Key`, in cfgs/config.yaml's order;
     ``agent``: only that agent's ``agent.*`` keys (default: both agents')."""
+    return dict(_keys(agent))
+
+
+@lru_cache(maxsize=None)
+def _keys(agent: str | None) -> dict[str, Key]:
     out: dict[str, Key] = {}
 
     def walk(cls: type, prefix: str) -> None:
@@ -644,7 +649,7 @@ def _check(cfg: Mapping[str, Any], machine: bool) -> tuple[list[str], dict[str, 
     values: dict[str, Any] = {}
     found, name = _lookup(cfg, "agent.name")
     agent = name if found and name in AGENT_CONFIGS else None
-    table = keys(agent or "drqv2")
+    table = _keys(agent or "drqv2")
     if agent is None:  # an unknown agent: its keys cannot be checked, only its name
         table = {k: v for k, v in table.items() if not k.startswith("agent.") or k == "agent.name"}
     for dotted, key in table.items():
