@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["ConfigError", "Key", "Rule", "RunConfig", "WandbConfig", "AgentConfig", "DrQV2AgentConfig",
-           "SACAgentConfig", "AGENT_CONFIGS", "RULES", "keys", "check", "load", "as_config", "from_saved",
+           "SACAgentConfig", "AGENT_CONFIGS", "RULES", "keys", "check", "load", "as_config", "from_saved", "fill_saved",
            "defaults", "markdown", "show"]  # fmt: skip
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "cfgs"
@@ -643,7 +643,7 @@ def _lookup(cfg: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
     return True, node
 
 
-def _check(cfg: Mapping[str, Any], machine: bool) -> tuple[list[str], dict[str, Any]]:
+def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[list[str], dict[str, Any]]:
     """(violations, the normalised values of the keys that passed)."""
     lines: list[str] = []
     values: dict[str, Any] = {}
@@ -678,7 +678,7 @@ def _check(cfg: Mapping[str, Any], machine: bool) -> tuple[list[str], dict[str, 
                 hint = _closest(f"{section}.{k}", valid)
                 lines.append(f"{section}.{k}={show(node[k])}: not a key of {where}{'; ' + hint if hint else ''} "
                              "(docs/configuration.md lists every key)")
-    for rule in RULES + (MACHINE_RULES if machine else ()):
+    for rule in (RULES if rules else ()) + (MACHINE_RULES if machine else ()):
         if all(k in values for k in rule.keys):
             for key_name, value, allowed, why in rule.test(values):
                 lines.append(f"{key_name}={show(value)}: {allowed} ({why})")
@@ -692,10 +692,11 @@ def check(cfg: Mapping[str, Any], machine: bool = False) -> list[str]:
     return _check(cfg, machine)[0]
 
 
-def load(cfg: Mapping[str, Any], machine: bool = False) -> RunConfig:
+def load(cfg: Mapping[str, Any], machine: bool = False, rules: bool = True) -> RunConfig:
     """The typed :class:`RunConfig` of a composed, resolved config; :class:`ConfigError` (one line per violation)
-    if any key is bad. Keys the schema does not know (``+key=value`` on the command line) are kept in ``extra``."""
-    lines, values = _check(cfg, machine)
+    if any key is bad. Keys the schema does not know (``+key=value`` on the command line) are kept in ``extra``.
+    ``rules=False`` skips the rules between keys (each key's own check still runs)."""
+    lines, values = _check(cfg, machine, rules)
     if lines:
         raise ConfigError("\n".join(lines))
     known = {f.name for f in dataclasses.fields(RunConfig)}
@@ -739,10 +740,16 @@ def defaults(agent: str = "drqv2", resolve: bool = True) -> dict[str, Any]:
 
 
 def from_saved(saved: Mapping[str, Any]) -> RunConfig:
-    """The :class:`RunConfig` of a snapshot's saved config. A key it lacks (the snapshot predates the key) takes the
-    key's ``legacy`` value where the schema states one, else its default (:func:`defaults` for the saved agent);
-    interpolated defaults (``agent.lr: ${lr}``) follow the saved top-level keys. Keys the schema no longer knows
-    (``precision_resolved``, ...) are kept in ``extra``."""
+    """The :class:`RunConfig` of a snapshot's saved config, missing keys filled by :func:`fill_saved`. Each key is
+    checked, the rules between keys are not (a run made before a rule still evaluates). Keys the schema no longer
+    knows (``precision_resolved``, ...) are kept in ``extra``."""
+    return load(fill_saved(saved), rules=False)
+
+
+def fill_saved(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A snapshot's saved config with every key: a key it lacks (the snapshot predates the key) takes the key's
+    ``legacy`` value where the schema states one, else its default (:func:`defaults` for the saved agent);
+    interpolated defaults (``agent.lr: ${lr}``) follow the saved top-level keys. Nothing is checked."""
     from omegaconf import OmegaConf
 
     found, name = _lookup(saved, "agent.name")
@@ -755,7 +762,7 @@ def from_saved(saved: Mapping[str, Any]) -> RunConfig:
                 node = node.setdefault(part, {})
             node[dotted.rsplit(".", 1)[-1]] = key.legacy
     merged = OmegaConf.merge(OmegaConf.create(defaults(agent, resolve=False)), OmegaConf.create(saved))
-    return load(OmegaConf.to_container(merged, resolve=True))
+    return OmegaConf.to_container(merged, resolve=True)
 
 
 # ---------------------------------------------------------------------------------------------------- the docs

@@ -321,11 +321,7 @@ class Trainer:
         state = snapshots.load(source)
         saved = state.get("config")
         if isinstance(saved, dict) and saved:  # a key the saved config predates: the schema's legacy value or default
-            try:
-                saved = config_schema.from_saved(saved).to_dict()
-            except config_schema.ConfigError as error:
-                raise snapshots.SnapshotError(f"snapshot {source} holds a config this drq cannot read: "
-                                              f"{str(error).splitlines()[0]}") from None
+            saved = config_schema.fill_saved(saved)
         snapshots.check_compatible({**state, "config": saved}, self.cfg.to_dict(), COMPATIBLE_KEYS, source)
         if source.resolve().parent != self.run_dir.resolve():  # resume=PATH from another run dir: bring its logs
             for name in RunFiles.FILES:
