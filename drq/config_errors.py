@@ -160,8 +160,13 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
             continue
         if key.startswith("agent.") and not {a for a in agents if a in schema.AGENT_CONFIGS}.issuperset(agents):
             continue  # an unknown agent is reported above
-        hint = closest(key, sorted(known))
         value = o.input_line.partition("=")[2]
+        owners = [a for a in schema.AGENT_CONFIGS if key in schema.keys(a)]
+        if owners:  # a key of the other agent
+            lines.append(f"{key}={value}: not a key of agent={'/'.join(sorted(agents)) or 'drqv2'} (a key of "
+                         f"agent={'/'.join(owners)}; every key: docs/configuration.md)")
+            continue
+        hint = closest(key, sorted(known))
         lines.append(f"{key}={value}: unknown config key{'; ' + hint if hint else ''} (every key: "
                      "docs/configuration.md)")
     if not lines:

@@ -336,10 +336,6 @@ def _log_std_bounds(value: Any) -> tuple[float, float]:
     return (low, high)
 
 
-def _seed_words() -> str:
-    return "an integer in [0, 2**31)"
-
-
 # ------------------------------------------------------------------------------------------------- the tables
 def count(unit: str, why: str, low: int = 1, high: int | None = None, allowed: str | None = None,
           **kw: Any) -> Any:  # fmt: skip
@@ -602,8 +598,8 @@ def _nstep(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     if v["nstep"] <= steps:
         return []
     source = f"max_episode_frames={v['max_episode_frames']}" if v["max_episode_frames"] else "the task's 1000 frames"
-    return [("nstep", v["nstep"], f"at most the episode's {steps} agent steps ({source} / "
-             f"action_repeat={v['action_repeat']})", "agent steps; every longer window is cut at the episode's end")]
+    return [("nstep", v["nstep"], f"at most the episode's {steps} agent steps = {source} / "
+             f"action_repeat={v['action_repeat']}", "agent steps; every longer window is cut at the episode's end")]
 
 
 def _cuda_graphs(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:

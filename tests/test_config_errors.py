@@ -108,7 +108,7 @@ def test_valid_overrides_pass(argv):
         (["agent=sacc"], "agent=sacc: one of drqv2, sac"),
         (["preset=eazy"], "preset=eazy: one of debug, easy, hard, medium"),
         (["batchsize=64"], "batchsize=64: unknown config key; closest: batch_size"),
-        (["agent=sac", "agent.stddev_clip=0.2"], "agent.stddev_clip=0.2: unknown config key"),
+        (["agent=sac", "agent.stddev_clip=0.2"], "agent.stddev_clip=0.2: not a key of agent=sac (a key of agent=drqv2"),
         (["wandb.mod=offline"], "wandb.mod=offline: unknown config key; closest: wandb.mode"),
         (["batch_size=big"], "batch_size=big: an integer >= 1"),
         (["task_name=walkr_walk"], "walker_walk"),
