@@ -30,13 +30,18 @@ from drq.config_errors import exit_on_bad_overrides  # noqa: E402
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from drq import rendering, run_dir_lock, snapshot, trainer
+    from drq import config_schema, rendering, run_dir_lock, snapshot, trainer
     from drq.tasks import UnknownTaskError
 
     from drq.protocol import protocol_line
 
     run_dir = HydraConfig.get().runtime.output_dir
-    config = OmegaConf.to_container(cfg, resolve=True)
+    try:  # checked before hydra ran (exit_on_bad_overrides); again here for sweep jobs, now into the typed config
+        config = config_schema.load(OmegaConf.to_container(cfg, resolve=True), machine=True)
+    except config_schema.ConfigError as error:
+        for line in str(error).splitlines():
+            print(f"drq: {line}", file=sys.stderr)
+        sys.exit(2)
     print(protocol_line(config, HydraConfig.get().runtime.choices.get("protocol")), flush=True)
     try:
         trainer.run(config, run_dir, stop=EARLY_STOP)

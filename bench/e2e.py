@@ -185,7 +185,7 @@ def main() -> None:
 
     print(json.dumps({
         "task": cfg["task_name"], "agent": args.agent, "device": device, "precision": args.precision,
-        "precision_resolved": done.cfg["precision_resolved"], "machine": describe(done.device),
+        "precision_resolved": done.precision_resolved, "machine": describe(done.device),
         "compile": args.compile, "cuda_graphs": graphs, "frames_per_s": round(fps, 2),
         "updates_per_s": round(ups, 3), "env_ms_per_step": round(env_ms, 2),
         "measured_frames": measured, "seed_frames": seed_frames, "wall_s": round(wall, 1),

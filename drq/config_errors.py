@@ -1,48 +1,49 @@
-"""Check command-line overrides against ``cfgs/`` before hydra runs, so a typo gives one line, not a traceback.
+"""Check the command line against the config schema before hydra runs: a bad value is one line, not a traceback.
 
-``python train.py task=walker_wlak`` prints::
+``python train.py task=walker_wlak eval_every_frames=-100`` prints::
 
-    drq: unknown task 'walker_wlak'; closest: walker_walk, walker_run, walker_stand (24 task configs in cfgs/task/)
+    drq: task=walker_wlak: one of the 24 task configs in cfgs/task/; closest: walker_walk, walker_run, walker_stand
 
-and exits with status 2. Checked: the config groups ``task=``, ``agent=``, ``preset=`` (each value of a
-comma-separated sweep), ``task_name=`` (against :mod:`drq.tasks`), and every plain ``key=value`` against the keys of
-the composed config (``+key=`` adds a key on purpose and is not checked; ``hydra.*`` is hydra's own business), the
-values of the keys with fixed choices (``precision``, ``compile``, ``eval_workers``), and ``cuda_graphs=true`` without a
-CUDA device.
-Anything else that makes composition fail is reported with the first line of hydra's message.
+and exits with status 2, before hydra writes anything into the run dir and before any environment, renderer, worker
+or wandb run starts. The overrides are parsed by hydra's own parser; the groups ``task=``, ``agent=``, ``preset=`` and
+every ``key=value`` are checked by name first (``+key=`` adds a key on purpose; ``hydra.*`` is hydra's business and
+:mod:`drq.launcher_checks`'), then the composed config goes through :func:`drq.config_schema.check` (types, ranges,
+rules between keys, and ``machine=True``: CUDA for ``device`` / ``cuda_graphs``, ``resume=PATH``). Every value of a
+sweep is checked (every combination when there are at most ``MAX_COMBINATIONS``). Anything else that makes
+composition fail is reported with the first line of hydra's message.
+
+The config is composed here once per combination, and once more by ``hydra.main`` for the run itself: hydra writes
+``.hydra/`` into the run dir before it calls the task function, so a check that must come before anything is
+written cannot use hydra's own composition.
 """
 
 from __future__ import annotations
 
-import difflib
+import itertools
+import math
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "cfgs"
+from drq import config_schema as schema
+from drq.config_schema import ConfigError, _closest as closest
+
+__all__ = ["ConfigError", "check_overrides", "exit_on_bad_overrides", "group_choices", "CONFIG_DIR", "EXIT_CODE"]
+
+CONFIG_DIR = schema.CONFIG_DIR
 GROUPS = ("task", "agent", "preset")
+_HYDRA_GROUPS = ("protocol",)  # selected by cfgs/config.yaml's defaults; a bad value fails composition (one line)
+MAX_COMBINATIONS = 16  # ~0.2 s per composition
 EXIT_CODE = 2
 # hydra flags that take a value in the next argument
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}  # fmt: skip
 
 
-class ConfigError(ValueError):
-    """A bad override; ``str(error)`` is the one line shown to the user."""
-
-
 def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     """Names of the configs in ``cfgs/<group>/`` (without ``.yaml``), sorted."""
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
-
-
-def _closest(value: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    choices = list(choices)
-    close = difflib.get_close_matches(value, choices, n=n, cutoff=0.5)
-    if not close:
-        close = [c for c in choices if value.lower() in c.lower() or c.lower() in value.lower()][:n]
-    return close
 
 
 def _overrides(argv: list[str]) -> list[str]:
@@ -59,183 +60,140 @@ def _overrides(argv: list[str]) -> list[str]:
     return out
 
 
-def _split(override: str) -> tuple[str, str, str | None]:
-    """``'+a.b=1'`` -> ``('+', 'a.b', '1')``; ``'~a'`` -> ``('~', 'a', None)``."""
-    prefix = ""
-    for p in ("++", "+", "~"):
-        if override.startswith(p):
-            prefix, override = p, override[len(p) :]
-            break
-    key, sep, value = override.partition("=")
-    return prefix, key.strip(), (value.strip() if sep else None)
+def _parse(tokens: list[str]) -> list[Any]:
+    """hydra's own parse of the overrides (so sweeps, ``range()``, ``choice()``, lists and quoting mean what they
+    mean to hydra); a syntax error is one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for token in tokens:
+        key, _, value = token.partition("=")
+        if key.rsplit(".", 1)[-1] == "stddev_schedule" and re.match(r"^\s*(step_)?linear\(", value):
+            # hydra would read linear(...) as one of its own grammar functions and fail with a multi-line message
+            raise ConfigError(f"{token}: quote the schedule for hydra: {key}='{value}' (single quotes inside the "
+                              f"argument; in a shell: \"{key}='{value}'\")")
+    parser = OverridesParser.create()
+    out = []
+    for token in tokens:
+        try:
+            out.extend(parser.parse_overrides([token]))
+        except Exception as error:  # noqa: BLE001 -- hydra's grammar errors span several lines
+            raise ConfigError(f"{token}: not a valid override ({_first_line(error)})") from None
+    return out
 
 
-def _is_sweep_or_function(value: str) -> bool:
-    return "," in value or "(" in value or "${" in value
+def _is_hydra(override: Any) -> bool:
+    key = override.key_or_group
+    return key == "hydra" or key.startswith("hydra.") or key.startswith("hydra/")
 
 
-def _check_group(group: str, value: str, config_dir: Path) -> None:
+def _values(override: Any) -> list[str]:
+    """The values an override sets: one, or each value of a discrete sweep (``a,b``, ``range(1,4)``, ``choice()``)."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator()) if override.is_discrete_sweep() else []
+    return [] if override.value() is None else [override.get_value_element_as_str()]
+
+
+def _group_line(group: str, value: str, config_dir: Path) -> str | None:
     choices = group_choices(group, config_dir)
-    for v in value.split(",") if "(" not in value else []:
-        v = v.strip()
-        if v in choices:
-            continue
-        if group == "task":
-            raise ConfigError(_unknown_task(v, choices))
-        hint = _closest(v, choices)
-        closest = f"; closest: {', '.join(hint)}" if hint and len(choices) > 4 else ""
-        raise ConfigError(f"unknown {group} '{v}'{closest}; choices: {', '.join(choices)}")
-
-
-def _unknown_task(value: str, choices: list[str]) -> str:
-    msg = f"unknown task '{value}'"
-    hint = _closest(value, choices)
-    if hint:
-        msg += f"; closest: {', '.join(hint)}"
-    msg += f" ({len(choices)} task configs in cfgs/task/)"
+    if value in choices:
+        return None
+    if group != "task":
+        return f"{group}={value}: one of {', '.join(choices)} (cfgs/{group}/)"
+    hint = closest(value, choices)
+    msg = f"task={value}: one of the {len(choices)} task configs in cfgs/task/{'; ' + hint if hint else ''}"
     try:
         from drq import tasks
 
         tasks.resolve_task(value)
         msg += f"; '{value}' is a dm_control task: run it with task_name={value} (and a preset=...)"
-    except Exception:  # noqa: BLE001 -- not a suite name either (or drq.tasks unavailable): nothing to add
+    except ValueError:  # not a suite name either: nothing to add
         pass
     return msg
 
 
-def _check_task_name(value: str) -> None:
-    try:
-        from drq import tasks
-    except ImportError:  # pragma: no cover -- the env module is part of the package
-        return
-    for v in value.split(",") if "(" not in value else []:
-        try:
-            tasks.resolve_task(v.strip())
-        except ValueError as error:
-            raise ConfigError(str(error).splitlines()[0]) from None
-
-
-def _flat_keys(node: Any, prefix: str = "") -> set[str]:
-    keys: set[str] = set()
-    if isinstance(node, dict):
-        for k, v in node.items():
-            path = f"{prefix}.{k}" if prefix else str(k)
-            keys.add(path)
-            keys |= _flat_keys(v, path)
-    return keys
-
-
-def _compose(overrides: list[str], config_dir: Path) -> Any:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=False)
+def _combinations(overrides: list[Any]) -> list[list[str]]:
+    """The override lists to compose: every combination of the sweeps when there are at most MAX_COMBINATIONS,
+    else each value of each sweep once (with the other sweeps at their first value)."""
+    fixed: list[str] = []
+    sweeps: list[list[str]] = []
+    for o in overrides:
+        if o.is_sweep_override():
+            if o.is_discrete_sweep():
+                key = o.get_key_element()
+                sweeps.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+            # an interval sweep (optuna) has no values to list: its key keeps its composed default here
+        else:
+            fixed.append(o.input_line)
+    sweeps = [s for s in sweeps if s]
+    if math.prod(len(s) for s in sweeps) <= MAX_COMBINATIONS:
+        return [fixed + list(combo) for combo in itertools.product(*sweeps)]
+    out = []
+    for i, sweep in enumerate(sweeps):
+        for value in sweep:
+            out.append(fixed + [s[0] for s in sweeps[:i]] + [value] + [s[0] for s in sweeps[i + 1 :]])
+    return out
 
 
 def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Raise :class:`ConfigError` (one line) for the first bad override in ``argv`` (``sys.argv[1:]``)."""
-    parsed = [_split(o) for o in _overrides(argv)]
-    parsed = [(p, k, v) for p, k, v in parsed if not (k == "hydra" or k.startswith("hydra.") or k.startswith("hydra/"))]
-    group_overrides = []
-    for prefix, key, value in parsed:
-        if key in GROUPS and value is not None:
-            _check_group(key, value, config_dir)
-            group_overrides.append(f"{key}={value.split(',')[0].strip()}" if "(" not in value else None)
-        elif key == "task_name" and value is not None:
-            _check_task_name(value)
-    try:
-        base = _compose([g for g in group_overrides if g], config_dir)
-        known = _flat_keys(base)
-    except Exception as error:  # noqa: BLE001 -- turn any composition failure into one line
-        raise ConfigError(f"invalid configuration: {_first_line(error)}") from None
-    for prefix, key, value in parsed:
-        if value and key.rsplit(".", 1)[-1] == "stddev_schedule" and re.match(r"^\s*(step_)?linear\(", value):
-            # hydra would read linear(...) as one of its own grammar functions and fail with a multi-line message
-            raise ConfigError(f"quote the schedule for hydra: {key}='{value}' (single quotes inside the argument; "
-                              f"in a shell: \"{key}='{value}'\")")
-        if key in GROUPS or prefix in ("+", "++"):
+    """Raise :class:`ConfigError` (one line per violation) if the overrides in ``argv`` (``sys.argv[1:]``) give a
+    config that :mod:`drq.config_schema` rejects: unknown groups and keys (with the closest names), wrong types,
+    out-of-range values, rules between keys, and what this machine lacks (CUDA). A sweep (``-m key=a,b``) is checked
+    value by value (every combination when there are at most MAX_COMBINATIONS)."""
+    from hydra.core.override_parser.types import OverrideType
+
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = [o for o in _parse(_overrides(argv)) if not _is_hydra(o)]
+    lines: list[str] = []
+    agents = set()
+    for o in overrides:
+        if o.key_or_group in GROUPS and o.type == OverrideType.CHANGE:
+            for value in _values(o):
+                line = _group_line(o.key_or_group, value, config_dir)
+                lines.append(line) if line else agents.add(value) if o.key_or_group == "agent" else None
+    known = set()
+    for agent in agents or {schema.defaults()["agent"]["name"]}:
+        if agent in schema.AGENT_CONFIGS:
+            known |= set(schema.keys(agent))
+    for o in overrides:
+        key = o.key_or_group
+        if o.type != OverrideType.CHANGE or key in GROUPS or key in _HYDRA_GROUPS or key in known:
             continue
-        if key not in known:
-            hint = _closest(key, sorted(known))
-            closest = f"; closest: {', '.join(hint)}" if hint else ""
-            raise ConfigError(f"unknown config key '{key}'{closest} (all keys: cfgs/config.yaml and cfgs/agent/)")
-    plain = [
-        (f"{p}{k}={v}" if v is not None else f"{p}{k}")
-        for p, k, v in parsed
-        if v is None or not _is_sweep_or_function(v)
-    ]
-    try:
-        composed = _compose(plain, config_dir)
-    except Exception as error:  # noqa: BLE001
-        raise ConfigError(f"invalid override: {_first_line(error)}") from None
-    for prefix, key, value in parsed:
-        if prefix or key in GROUPS or value is None or _is_sweep_or_function(value):
+        if key.startswith("agent.") and not {a for a in agents if a in schema.AGENT_CONFIGS}.issuperset(agents):
+            continue  # an unknown agent is reported above
+        value = o.input_line.partition("=")[2]
+        owners = [a for a in schema.AGENT_CONFIGS if key in schema.keys(a)]
+        if owners:  # a key of the other agent
+            lines.append(f"{key}={value}: not a key of agent={'/'.join(sorted(agents)) or 'drqv2'} (a key of "
+                         f"agent={'/'.join(owners)}; every key: docs/configuration.md)")
             continue
-        _check_type(key, _lookup(base, key), _lookup(composed, key))
-    from drq.precision import PRECISIONS, check_precision
-    from drq.compiling import COMPILE_MODES, check_compile_mode
-
-    # the library's own validators decide (compile=true / false are accepted there); this only words the message
-    for key, choices, check in (("precision", PRECISIONS, check_precision),
-                                ("compile", COMPILE_MODES, check_compile_mode)):
-        value = _lookup(composed, key)
-        try:
-            check(value)
-        except ValueError:
-            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}") from None
-    from drq.trainer import resolve_eval_workers
-
-    try:
-        resolve_eval_workers(_lookup(composed, "eval_workers"), 1)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    from drq import stop_signals
-
-    raw = [v for p, k, v in parsed if k == "stop_signals" and v is not None]  # a list has commas: not composed above
-    try:
-        stop_signals.parse(raw[-1].strip("[]") if raw else _lookup(composed, "stop_signals"))
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    if _lookup(composed, "cuda_graphs") is True:
-        _check_cuda_graphs_device(str(_lookup(composed, "device")))
+        hint = closest(key, sorted(known))
+        lines.append(f"{key}={value}: unknown config key{'; ' + hint if hint else ''} (every key: "
+                     "docs/configuration.md)")
+    if not lines:
+        lines = _check_combinations(_combinations(overrides), config_dir)
+    if not lines and not multirun:
+        sweep = next((o for o in overrides if o.is_sweep_override()), None)
+        if sweep is not None:
+            lines.append(f"{sweep.input_line}: a sweep runs with -m (python train.py -m {sweep.input_line} ...); "
+                         f"a list is {sweep.key_or_group}=[...], a string with commas '...'")
+    if lines:
+        raise ConfigError("\n".join(dict.fromkeys(lines)))  # each violation once, in order
 
 
-def _check_cuda_graphs_device(device: str) -> None:
-    import torch
+def _check_combinations(combinations: list[list[str]], config_dir: Path) -> list[str]:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
-    from drq.trainer import resolve_device
-
-    available = torch.cuda.is_available()
-    if available and resolve_device(device).startswith("cuda"):
-        return
-    why = f"device={device}" if available else "no CUDA device is available"
-    raise ConfigError(f"cuda_graphs=true needs a CUDA device ({why}); use cuda_graphs=false, or device=auto / "
-                      "device=cuda on a machine with a GPU")
-
-
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number"}
-_MIXED_TYPE_KEYS = {"fast_render"}  # false | no_msaa | no_shadows: checked by drq.env with the valid choices
-
-
-def _lookup(node: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _check_type(key: str, default: Any, new: Any) -> None:
-    """A number-valued key given a string (``batch_size=abc``) -> ConfigError; ``null`` is always allowed."""
-    if new is None or default is None or type(default) not in _TYPE_NAMES or key in _MIXED_TYPE_KEYS:
-        return
-    ok = isinstance(new, type(default)) and not (type(default) is int and isinstance(new, bool))
-    if type(default) is float and isinstance(new, int) and not isinstance(new, bool):
-        ok = True
-    if not ok:
-        raise ConfigError(f"{key} expects {_TYPE_NAMES[type(default)]}, got {new!r}")
+    lines: list[str] = []
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        for combo in combinations:
+            try:
+                cfg = OmegaConf.to_container(compose("config", overrides=combo), resolve=True)
+            except Exception as error:  # noqa: BLE001 -- turn any composition failure into one line
+                lines.append(f"invalid configuration: {_first_line(error)}")
+                continue
+            lines.extend(schema.check(cfg, machine=True))
+    return lines
 
 
 def _first_line(error: BaseException) -> str:
@@ -244,7 +202,8 @@ def _first_line(error: BaseException) -> str:
 
 
 def exit_on_bad_overrides(argv: list[str] | None = None, config_dir: Path = CONFIG_DIR) -> None:
-    """Print ``drq: <message>`` to stderr and exit with status 2 if :func:`check_overrides` rejects ``argv``."""
+    """Print ``drq: <violation>`` lines to stderr and exit with status 2 if :func:`check_overrides` (or the launcher
+    check) rejects ``argv``."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("--help", "-h", "--hydra-help") for a in argv):
         return
@@ -254,5 +213,6 @@ def exit_on_bad_overrides(argv: list[str] | None = None, config_dir: Path = CONF
 
         check_launcher(argv, config_dir)
     except ConfigError as error:
-        print(f"drq: {error}", file=sys.stderr)
+        for line in str(error).splitlines():
+            print(f"drq: {line}", file=sys.stderr)
         sys.exit(EXIT_CODE)

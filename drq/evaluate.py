@@ -16,6 +16,7 @@ on stdout:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from drq import config_schema
 from drq import snapshot as snapshots
 from drq.eval_episodes import EvalProgress, run_episodes
 from drq.precision import PRECISIONS, check_precision, resolve_precision
@@ -44,7 +46,13 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
         raise ValueError(f"--size must be an even number >= 16 (H.264), got {size}")
     path = snapshots.resolve_path(source)
     state = snapshots.load(path)
-    cfg = state["config"]
+    if not isinstance(state.get("config"), dict) or not state["config"]:
+        raise snapshots.SnapshotError(f"snapshot {path} holds no run config")
+    try:  # a key the saved config predates takes the schema's legacy value or default (drq.config_schema)
+        cfg = config_schema.from_saved(state["config"])
+    except config_schema.ConfigError as error:
+        raise snapshots.SnapshotError(f"snapshot {path} holds a config this drq cannot read: "
+                                      f"{str(error).splitlines()[0]}") from None
     frame = int(state["counters"]["frame"])
     from drq.env import make_env
 
@@ -55,15 +63,14 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
     device = resolve_device(device)
     precision, reason = resolve_precision(precision, device)
     print(f"precision: {precision} ({reason})")
-    eager = {**cfg, "compile": "none", "cuda_graphs": False,  # evaluation runs act() only: nothing to speed up
-             "precision": precision, "precision_resolved": precision}
-    agent = make_agent_from_config(eager, env.observation_shape, env.action_shape, device)
+    eager = dataclasses.replace(cfg, compile="none", cuda_graphs=False)  # act() only: nothing to speed up
+    agent = make_agent_from_config(eager, env.observation_shape, env.action_shape, device, precision)
     try:
         agent.load_state_dict(state["agent"])
     except Exception as error:  # noqa: BLE001
         raise snapshots.SnapshotError(f"snapshot {path} does not fit its own agent config: {error}") from None
     out = Path(out) if out else path.parent / "videos" / f"evaluate_{frame}.mp4"
-    action_repeat = int(cfg["action_repeat"])
+    action_repeat = cfg.action_repeat
 
     def picture() -> np.ndarray:
         if camera is None:
@@ -80,14 +87,14 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
     try:
         with EvalProgress(f"evaluate | frame {frame:,}") as progress:
             results = run_episodes([env], lambda obs: agent.act(obs, step, eval_mode=True), episodes, action_repeat,
-                                   cfg.get("max_episode_frames"), on_step=record, progress=progress)  # fmt: skip
+                                   cfg.max_episode_frames, on_step=record, progress=progress)  # fmt: skip
         video = recorder.save(out)
     finally:
         env.close()
     returns = [r.episode_return for r in results]
     for i, r in enumerate(results):
         print(f"episode {i + 1}/{episodes}: return {r.episode_return:.2f} ({r.frames} frames)")
-    return {"snapshot": str(path), "frame": frame, "task": cfg["task_name"], "agent": cfg["agent"]["name"],
+    return {"snapshot": str(path), "frame": frame, "task": cfg.task_name, "agent": cfg.agent.name,
             "episodes": episodes, "mean_return": float(np.mean(returns)), "returns": returns,
             "video": str(video) if video else None}  # fmt: skip
 

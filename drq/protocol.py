@@ -10,19 +10,22 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from drq import config_schema
+from drq.config_schema import RunConfig
+
 __all__ = ["protocol_line"]
 
 
-def protocol_line(cfg: Mapping[str, Any], source: str | None = None) -> str:
+def protocol_line(cfg: RunConfig | Mapping[str, Any], source: str | None = None) -> str:
     """One line describing ``cfg``'s protocol; ``source`` names the protocol config hydra picked (e.g.
     ``'sac/cartpole_swingup'``), or None when the agent has none for this task."""
-    repeat = int(cfg["action_repeat"])
-    seed, every = int(cfg["num_seed_frames"]), int(cfg["eval_every_frames"])
-    name = cfg["agent"]["name"]
+    cfg = config_schema.as_config(cfg)
+    repeat, seed, every = cfg.action_repeat, cfg.num_seed_frames, cfg.eval_every_frames
+    name = cfg.agent.name
     origin = f"cfgs/agent/{name}.yaml" + (f", cfgs/protocol/{source}.yaml" if source else "")
-    return (f"protocol ({origin}, the preset, the task file, overrides): agent={name} task={cfg['task_name']} "
-            f"action_repeat={repeat} replay_buffer_size={int(cfg['replay_buffer_size']):,} "
-            f"num_seed_frames={seed:,} ({seed // repeat:,} agent steps) batch_size={cfg['batch_size']} "
-            f"lr={cfg['agent'].get('lr', cfg.get('lr'))} nstep={cfg['nstep']} "
-            f"eval every {every:,} frames ({every // repeat:,} agent steps) x {cfg['num_eval_episodes']} episodes, "
-            f"num_train_frames={int(cfg['num_train_frames']):,}")
+    return (f"protocol ({origin}, the preset, the task file, overrides): agent={name} task={cfg.task_name} "
+            f"action_repeat={repeat} replay_buffer_size={cfg.replay_buffer_size:,} "
+            f"num_seed_frames={seed:,} ({seed // repeat:,} agent steps) batch_size={cfg.batch_size} "
+            f"lr={cfg.agent.lr} nstep={cfg.nstep} "
+            f"eval every {every:,} frames ({every // repeat:,} agent steps) x {cfg.num_eval_episodes} episodes, "
+            f"num_train_frames={cfg.num_train_frames:,}")

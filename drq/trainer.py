@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 import torch
 
-from drq import run_dir_lock
+from drq import config_schema, run_dir_lock
 from drq import snapshot as snapshots
 from drq import stop_signals
+from drq.config_schema import RunConfig
 from drq.env import episode_over
 from drq.eval_episodes import EpisodesStopped, EvalProgress, resets_per_env, run_episodes
 from drq.health import HealthMonitor
@@ -125,64 +126,61 @@ def resolve_eval_workers(eval_workers: Any, num_eval_episodes: int) -> int:
 EVAL_SEED_OFFSET = 10_000  # eval environment i > 0 is seeded with seed + i * EVAL_SEED_OFFSET
 
 
-def env_kwargs(cfg: Mapping[str, Any], seed_offset: int = 0) -> dict[str, Any]:
-    """``drq.env.make_env`` keyword arguments from a run config."""
-    return dict(
-        task=cfg["task_name"],
-        frame_stack=int(cfg["frame_stack"]),
-        action_repeat=int(cfg["action_repeat"]),
-        seed=int(cfg["seed"]) + seed_offset,
-        size=int(cfg["image_size"]),
-        camera_id=cfg.get("camera_id"),
-        fast_render=cfg.get("fast_render", False),
-    )
+def env_kwargs(cfg: RunConfig | Mapping[str, Any], seed_offset: int = 0) -> dict[str, Any]:
+    """``drq.env.make_env`` keyword arguments from a run config (a :class:`RunConfig`, or a composed dict)."""
+    cfg = config_schema.as_config(cfg)
+    return dict(task=cfg.task_name, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
+                seed=cfg.seed + seed_offset, size=cfg.image_size, camera_id=cfg.camera_id,
+                fast_render=cfg.fast_render)  # fmt: skip
 
 
-def make_agent_from_config(cfg: Mapping[str, Any], obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
-                           device: str) -> Agent:  # fmt: skip
-    """``drq.agents.make_agent(cfg.agent.name, ...)`` with the rest of ``cfg.agent`` as keyword arguments."""
+def make_agent_from_config(cfg: RunConfig | Mapping[str, Any], obs_shape: tuple[int, ...],
+                           action_shape: tuple[int, ...], device: str, precision: str | None = None) -> Agent:  # fmt: skip
+    """``drq.agents.make_agent(cfg.agent.name, ...)`` with the rest of ``cfg.agent`` as keyword arguments;
+    ``precision``: the resolved one (default ``cfg.precision``, which make_agent resolves)."""
     from drq.agents import make_agent
 
-    agent_cfg = dict(cfg["agent"])
-    name = agent_cfg.pop("name")
-    return make_agent(name, obs_shape=tuple(obs_shape), action_shape=tuple(action_shape), device=device,
-                      precision=cfg.get("precision_resolved", cfg.get("precision", "fp32")),
-                      compile=cfg.get("compile", "none"), cuda_graphs=cfg.get("cuda_graphs", False),
-                      **agent_cfg)  # fmt: skip
+    cfg = config_schema.as_config(cfg)
+    return make_agent(cfg.agent.name, obs_shape=tuple(obs_shape), action_shape=tuple(action_shape), device=device,
+                      precision=precision or cfg.precision, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
+                      **cfg.agent.kwargs())  # fmt: skip
 
 
-def _make_health_monitor(agent_name: str, action_dim: int, cfg: Mapping[str, Any]) -> HealthMonitor:
-    return HealthMonitor(agent_name, action_dim=action_dim, action_repeat=int(cfg["action_repeat"]),
-                         discount=float(cfg["discount"]))  # fmt: skip
+def _make_health_monitor(agent_name: str, action_dim: int, cfg: RunConfig) -> HealthMonitor:
+    return HealthMonitor(agent_name, action_dim=action_dim, action_repeat=cfg.action_repeat, discount=cfg.discount)
 
 
 class Trainer:
-    """Builds envs, replay, agent and sinks from a resolved config (plain dict) and runs the loop in ``run_dir``."""
+    """Builds envs, replay, agent and sinks from a checked config and runs the loop in ``run_dir``.
 
-    def __init__(self, cfg: Mapping[str, Any], run_dir: str | Path, say: Callable[[str], None] | None = None,
-                 stop: stop_signals.StopSignals | None = None) -> None:  # fmt: skip
+    ``cfg``: a :class:`drq.config_schema.RunConfig`, or a composed config (nested dict) that is checked into one
+    first (:class:`drq.config_schema.ConfigError` before anything is built). Every value comes from it: the trainer
+    has no defaults of its own."""
+
+    def __init__(self, cfg: RunConfig | Mapping[str, Any], run_dir: str | Path,
+                 say: Callable[[str], None] | None = None, stop: stop_signals.StopSignals | None = None) -> None:  # fmt: skip
         """``stop``: stop-signal handlers already installed by the caller (``run`` installs them before building, so
         a signal during start-up is honoured too); by default :meth:`train` installs ``cfg.stop_signals``."""
-        self.cfg = dict(cfg)
+        self.cfg = config_schema.as_config(cfg)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.say = say or _tqdm_write
         c = self.cfg
-        self._stop_signals = stop or stop_signals.StopSignals(stop_signals.parse(c.get("stop_signals")))
+        self._stop_signals = stop or stop_signals.StopSignals(stop_signals.parse(c.stop_signals))
         self._lock = run_dir_lock.acquire(self.run_dir)  # never two writers on one run dir
-        self.action_repeat = int(c["action_repeat"])
-        self.update_every_steps = int(c["agent"].get("update_every_steps", 1))
-        self.max_episode_frames = c.get("max_episode_frames")
-        self.device = resolve_device(str(c["device"]))
+        self.action_repeat = c.action_repeat
+        self.update_every_steps = c.agent.update_every_steps
+        self.max_episode_frames = c.max_episode_frames
+        self.device = resolve_device(c.device)
         if self.device.startswith("cuda"):
             # TF32 matmuls/convs (fp32 runs) and cuDNN autotuning for the fixed 84x84 shapes. Not measured here (no
             # GPU was available to this project yet): see README "Performance".
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
-        torch.set_num_threads(resolve_num_threads(c.get("num_threads", "auto"), bool(c.get("async_env", True))))
+        torch.set_num_threads(resolve_num_threads(c.num_threads, c.async_env))
         self._resolve_precision()
-        self._seed_everything(int(c["seed"]))
+        self._seed_everything(c.seed)
 
         # Resume source (read before anything is written, so that a bad snapshot changes nothing).
         self.snapshot_path = self.run_dir / snapshots.FILENAME
@@ -192,19 +190,19 @@ class Trainer:
         self._clean_up_after_a_lost_session()
         self.train_env: Env = self._make_train_env()
         self._eval_envs: list[Env] | None = None
-        self.num_eval_workers = resolve_eval_workers(c.get("eval_workers", 1), int(c["num_eval_episodes"]))
+        self.num_eval_workers = resolve_eval_workers(c.eval_workers, c.num_eval_episodes)
         obs_shape = self.train_env.observation_shape
         self.action_shape = tuple(self.train_env.action_shape)
         from replay import FrameReplay
 
         storage = self.device  # frames stay where the agent learns (uint8 on the GPU when device is cuda)
-        self.replay = FrameReplay(capacity=int(c["replay_buffer_size"]), frame_shape=(3, *obs_shape[1:]),
-                                  action_shape=self.action_shape, frame_stack=int(c["frame_stack"]),
-                                  nstep=int(c["nstep"]), discount=float(c["discount"]), device=storage,
-                                  seed=int(c["seed"]))  # fmt: skip
-        self.agent: Agent = make_agent_from_config(c, obs_shape, self.action_shape, self.device)
-        self.health = _make_health_monitor(c["agent"]["name"], int(np.prod(self.action_shape)), c)
-        self.video = VideoRecorder(enabled=bool(c.get("save_video", True)))
+        self.replay = FrameReplay(capacity=c.replay_buffer_size, frame_shape=(3, *obs_shape[1:]),
+                                  action_shape=self.action_shape, frame_stack=c.frame_stack, nstep=c.nstep,
+                                  discount=c.discount, device=storage, seed=c.seed)  # fmt: skip
+        self.agent: Agent = make_agent_from_config(c, obs_shape, self.action_shape, self.device,
+                                                   self.precision_resolved)
+        self.health = _make_health_monitor(c.agent.name, int(np.prod(self.action_shape)), c)
+        self.video = VideoRecorder(enabled=c.save_video)
 
         # Counters (agent steps are the loop's own; frames = step * action_repeat).
         self.step = 0
@@ -214,9 +212,9 @@ class Trainer:
         self.next_eval_frame = 0
         self.last_eval_frame = -1
         self.last_eval_return = float("nan")
-        self.next_snapshot_frame = int(c["snapshot_every_frames"])
-        self.next_log_frame = int(c["log_every_frames"])
-        self.next_histogram_frame = int(c["histogram_every_frames"])
+        self.next_snapshot_frame = c.snapshot_every_frames
+        self.next_log_frame = c.log_every_frames
+        self.next_histogram_frame = c.histogram_every_frames
         self.elapsed_before = 0.0  # seconds of earlier sessions of this run
         self.wandb_run_id: str | None = None
         self.in_episode_at_snapshot = False
@@ -240,14 +238,20 @@ class Trainer:
     def total_time(self) -> float:
         return self.elapsed_before + time.time() - self._start_time
 
+    def config_dict(self) -> dict[str, Any]:
+        """The run's config as plain python, plus what ``precision=auto`` resolved to: the snapshot's ``config`` and
+        wandb's run config."""
+        return {**self.cfg.to_dict(), "precision_resolved": self.precision_resolved,
+                "precision_reason": self.precision_reason}  # fmt: skip
+
     def _resolve_precision(self) -> None:
         """``precision=auto`` -> fp32 | bf16 for this device (``drq.precision``); printed, and kept in the config as
-        ``precision_resolved`` / ``precision_reason`` (so the snapshot and wandb's config say what ran)."""
+        ``precision_resolved`` / ``precision_reason`` beside it (so the snapshot and wandb's config say what ran)."""
         from drq.precision import emulated_bf16_warning, resolve_precision
 
-        asked = str(self.cfg.get("precision", "fp32"))
+        asked = self.cfg.precision
         precision, reason = resolve_precision(asked, self.device)
-        self.cfg["precision_resolved"], self.cfg["precision_reason"] = precision, reason
+        self.precision_resolved, self.precision_reason = precision, reason
         self.say(f"precision: {precision} ({reason})")
         warning = emulated_bf16_warning(asked, self.device)
         if warning:
@@ -263,7 +267,7 @@ class Trainer:
 
     def _make_train_env(self) -> Env:
         kwargs = env_kwargs(self.cfg)
-        if self.cfg.get("async_env", True):
+        if self.cfg.async_env:
             from drq.env_worker import AsyncEnv
 
             return AsyncEnv(**kwargs)
@@ -287,10 +291,10 @@ class Trainer:
         return self._eval_envs
 
     def _make_wandb(self) -> WandbSink:
-        w = self.cfg.get("wandb") or {}
-        name = w.get("name") or f"{self.cfg['task_name']}_{self.cfg['agent']['name']}_seed{self.cfg['seed']}"
-        return WandbSink(self.run_dir, mode=w.get("mode", "auto"), project=w.get("project", "drq"),
-                         config=self.cfg, entity=w.get("entity"), group=w.get("group"), tags=w.get("tags"),
+        c, w = self.cfg, self.cfg.wandb
+        name = w.name or f"{c.task_name}_{c.agent.name}_seed{c.seed}"
+        return WandbSink(self.run_dir, mode=w.mode, project=w.project, config=self.config_dict(), entity=w.entity,
+                         group=w.group, tags=list(w.tags),
                          name=name, run_id=self.wandb_run_id or _wandb_id_of_earlier_session(self.run_dir),
                          say=self.say)  # fmt: skip
 
@@ -307,8 +311,7 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------------------- resume
     def _load_resume_state(self) -> dict[str, Any] | None:
-        resume = self.cfg.get("resume", "auto")
-        resume = "auto" if resume in (None, True, "true") else ("never" if resume is False else str(resume))
+        resume = self.cfg.resume  # auto | never | a path (the schema maps true / false / null onto these)
         if resume == "never":
             if self.snapshot_path.exists():
                 raise snapshots.SnapshotError(
@@ -320,7 +323,10 @@ class Trainer:
         if resume == "auto" and not source.exists():
             return None
         state = snapshots.load(source)
-        snapshots.check_compatible(state, self.cfg, COMPATIBLE_KEYS, source)
+        saved = state.get("config")
+        if isinstance(saved, dict) and saved:  # a key the saved config predates: the schema's legacy value or default
+            saved = config_schema.fill_saved(saved)
+        snapshots.check_compatible({**state, "config": saved}, self.cfg.to_dict(), COMPATIBLE_KEYS, source)
         if source.resolve().parent != self.run_dir.resolve():  # resume=PATH from another run dir: bring its logs
             for name in RunFiles.FILES:
                 if (source.parent / name).exists() and not (self.run_dir / name).exists():
@@ -404,9 +410,9 @@ class Trainer:
             episode = {"actions": torch.from_numpy(actions.astype(np.float32)), "reward": self._episode_reward,
                        "frames": self._episode_frames, "last_frame": torch.from_numpy(np.array(self._ts.frame))}
         return {
-            "config": self.cfg,
+            "config": self.config_dict(),
             "agent": self.agent.state_dict(),
-            "replay": self.replay.state_dict() if self.cfg.get("save_replay_in_snapshot", True) else None,
+            "replay": self.replay.state_dict() if self.cfg.save_replay_in_snapshot else None,
             "counters": counters,
             "rng": snapshots.capture_rng(),
             "logger": self.files.position(),
@@ -417,7 +423,7 @@ class Trainer:
         }
 
     def save_snapshot(self) -> bool:
-        if not self.cfg.get("save_snapshot", True):
+        if not self.cfg.save_snapshot:
             return False
         return snapshots.save(self.snapshot_path, self.snapshot_state())
 
@@ -443,9 +449,7 @@ class Trainer:
 
     def _loop(self) -> None:
         c = self.cfg
-        num_train_frames = int(c["num_train_frames"])
-        num_seed_frames = int(c["num_seed_frames"])
-        batch_size = int(c["batch_size"])
+        num_train_frames, num_seed_frames, batch_size = c.num_train_frames, c.num_seed_frames, c.batch_size
         bar = _progress_bar(num_train_frames, self.frame)
         episode_start = time.time()
         try:
@@ -459,7 +463,7 @@ class Trainer:
                     self._episode_actions = []
                 if self.frame >= self.next_eval_frame and self._stop_signal is None:
                     if self.evaluate() is not None:  # None: stopped by a signal, evaluated again after the resume
-                        every = int(c["eval_every_frames"])
+                        every = c.eval_every_frames
                         self.next_eval_frame = (self.frame // every + 1) * every
                         bar.set_postfix_str(f"eval return {self.last_eval_return:.1f}")
                 if self._stop_signal is not None:
@@ -485,10 +489,10 @@ class Trainer:
 
                 if self.frame >= self.next_log_frame:
                     self._log_health()
-                    self.next_log_frame = (self.frame // int(c["log_every_frames"]) + 1) * int(c["log_every_frames"])
+                    self.next_log_frame = (self.frame // c.log_every_frames + 1) * c.log_every_frames
                 if self.frame >= self.next_histogram_frame and self._acc_count_since_hist:
                     self._log_histograms()
-                    every = int(c["histogram_every_frames"])
+                    every = c.histogram_every_frames
                     self.next_histogram_frame = (self.frame // every + 1) * every
 
                 if over:
@@ -497,7 +501,7 @@ class Trainer:
                     seconds = max(time.time() - episode_start, 1e-9)
                     self._log_train_episode(self._episode_reward, self._episode_frames, self._episode_frames / seconds)
                     if self.frame >= self.next_snapshot_frame:
-                        every = int(c["snapshot_every_frames"])
+                        every = c.snapshot_every_frames
                         self.next_snapshot_frame = (self.frame // every + 1) * every
                         self.save_snapshot()
                     if self._stop_signal is not None:
@@ -548,7 +552,7 @@ class Trainer:
             )
         for line in self.health.update(self.frame, values):
             self.say(f"health warning (frame {self.frame:,}): {line}")
-            self.wandb.alert("drq health", f"{self.cfg['task_name']} {self.cfg['agent']['name']}: {line}")
+            self.wandb.alert("drq health", f"{self.cfg.task_name} {self.cfg.agent.name}: {line}")
 
     def _log_histograms(self) -> None:
         self._acc_count_since_hist = 0
@@ -572,8 +576,8 @@ class Trainer:
         """``num_eval_episodes`` episodes with the mean action, on ``eval_workers`` environments side by side; the
         first episode is recorded. Returns the mean return, or None if a stop signal cut it short (nothing logged;
         the eval environments are then mid-episode, so the caller stops)."""
-        envs, episodes = self.eval_envs, int(self.cfg["num_eval_episodes"])
-        size = int(self.cfg.get("video_size", 256))
+        envs, episodes = self.eval_envs, self.cfg.num_eval_episodes
+        size = self.cfg.video_size
         self.video.reset()
 
         def record(episode: int, env: Env, reward: float, episode_return: float, frames: int) -> None:
@@ -637,14 +641,15 @@ def _progress_bar(total: int, initial: int) -> Any:
                 smoothing=0.05, mininterval=1.0)  # fmt: skip
 
 
-def run(cfg: Mapping[str, Any], run_dir: str | Path, say: Callable[[str], None] | None = None,
+def run(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, say: Callable[[str], None] | None = None,
         stop: stop_signals.StopSignals | None = None) -> Trainer:  # fmt: skip
     """Build a :class:`Trainer` and train; returns it (closed) for inspection. The stop signals are handled from
     the start (a signal while the environments and the snapshot load stops the run before its first step).
 
     ``stop``: handlers the caller installed even earlier (``train.py``: before hydra); they are switched to
     ``cfg.stop_signals`` and left installed (the caller restores them). Otherwise ``run`` installs and restores."""
-    signals = stop_signals.parse(cfg.get("stop_signals"))
+    cfg = config_schema.as_config(cfg)
+    signals = stop_signals.parse(cfg.stop_signals)
     own = stop is None
     stop = stop_signals.StopSignals(signals).install() if stop is None else stop.reconfigure(signals)
     try:

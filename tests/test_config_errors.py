@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from drq import tasks
+from drq import config_schema, tasks
 from drq.config_errors import ConfigError, check_overrides, group_choices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,7 @@ def test_task_configs_carry_the_published_settings(task):
     assert cfg["replay_buffer_size"] == (100_000 if task == "quadruped_run" else 1_000_000)
     assert (cfg["action_repeat"], cfg["frame_stack"], cfg["discount"]) == (2, 3, 0.99)
     assert (cfg["num_seed_frames"], cfg["eval_every_frames"], cfg["num_eval_episodes"]) == (4000, 10000, 10)
+    assert config_schema.check(cfg) == []  # every published setting passes the schema and its rules
 
 
 def test_sac_defaults_are_drqs():
@@ -91,7 +93,7 @@ def test_cli_overrides_and_debug_preset():
         ["--cfg", "job", "task=walker_run"],
         ["stddev_schedule='linear(1.0,0.1,50000)'", "agent.stddev_schedule=0.2"],
         ["compile=default", "precision=bf16"], ["precision=auto"], ["compile=true"],
-        ["compile=max-autotune", "precision=fp32,bf16"],
+        ["compile=max-autotune", "precision=fp32,bf16", "-m"],
     ],
 )
 def test_valid_overrides_pass(argv):
@@ -101,21 +103,21 @@ def test_valid_overrides_pass(argv):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["task=walker_wlak"], "unknown task 'walker_wlak'; closest: walker_walk"),
-        (["task=walker_walk,cheetah_rnu"], "unknown task 'cheetah_rnu'; closest: cheetah_run"),
-        (["agent=sacc"], "unknown agent 'sacc'; choices: drqv2, sac"),
-        (["preset=eazy"], "unknown preset 'eazy'; choices: debug, easy, hard, medium"),
-        (["batchsize=64"], "unknown config key 'batchsize'; closest: batch_size"),
-        (["agent=sac", "agent.stddev_clip=0.2"], "unknown config key 'agent.stddev_clip'"),
-        (["wandb.mod=offline"], "unknown config key 'wandb.mod'; closest: wandb.mode"),
-        (["batch_size=big"], "batch_size expects an integer, got 'big'"),
+        (["task=walker_wlak"], "task=walker_wlak: one of the 24 task configs in cfgs/task/; closest: walker_walk"),
+        (["task=walker_walk,cheetah_rnu"], "task=cheetah_rnu: one of the 24 task configs in cfgs/task/; closest: cheetah_run"),
+        (["agent=sacc"], "agent=sacc: one of drqv2, sac"),
+        (["preset=eazy"], "preset=eazy: one of debug, easy, hard, medium"),
+        (["batchsize=64"], "batchsize=64: unknown config key; closest: batch_size"),
+        (["agent=sac", "agent.stddev_clip=0.2"], "agent.stddev_clip=0.2: not a key of agent=sac (a key of agent=drqv2"),
+        (["wandb.mod=offline"], "wandb.mod=offline: unknown config key; closest: wandb.mode"),
+        (["batch_size=big"], "batch_size=big: an integer >= 1"),
         (["task_name=walkr_walk"], "walker_walk"),
-        (["precision=fp16"], "precision must be one of auto, fp32, bf16; got 'fp16'"),
-        (["compile=fast"], "compile must be one of none, default, max-autotune; got 'fast'"),
+        (["precision=fp16"], "precision=fp16: one of auto, fp32, bf16"),
+        (["compile=fast"], "compile=fast: one of none, default, max-autotune"),
         (["stddev_schedule=linear(1.0,0.1,50000)"], "quote the schedule for hydra: stddev_schedule='linear(1.0,0.1,50000)'"),
-        (["cuda_graphs=maybe"], "cuda_graphs expects true or false, got 'maybe'"),
-        (["eval_workers=0"], "eval_workers must be 'auto' or an integer >= 1, got 0"),
-        (["eval_workers=many"], "eval_workers must be 'auto' or an integer >= 1, got 'many'"),
+        (["cuda_graphs=maybe"], "cuda_graphs=maybe: true or false"),
+        (["eval_workers=0"], "eval_workers=0: 'auto' or an integer >= 1"),
+        (["eval_workers=many"], "eval_workers=many: 'auto' or an integer >= 1"),
     ],
 )
 def test_bad_overrides_name_the_value_and_the_closest_choices(argv, expected):
@@ -124,26 +126,59 @@ def test_bad_overrides_name_the_value_and_the_closest_choices(argv, expected):
     assert expected in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        # every violation, one line each, in the schema's order
+        (["batch_size=0", "discount=2", "precision=fp61"],
+         ["discount=2: a number in [0, 1]", "batch_size=0: an integer >= 1", "precision=fp61: one of auto, fp32, bf16"]),
+        # each value of a sweep is checked, every combination while there are few
+        (["-m", "eval_every_frames=1000,-100", "seed=1,2"], ["eval_every_frames=-100: an integer >= 1"]),
+        (["-m", "seed=range(1,3)", "batch_size=range(-1,2)"], ["batch_size=-1: an integer >= 1",
+                                                               "batch_size=0: an integer >= 1"]),
+        (["-m", "action_repeat=2,3", "eval_every_frames=1000,3000"],
+         ["num_train_frames=1100000: a multiple of action_repeat=3", "num_seed_frames=4000: a multiple",
+          "eval_every_frames=1000: a multiple", "log_every_frames=1000: a multiple",
+          "histogram_every_frames=10000: a multiple", "snapshot_every_frames=50000: a multiple"]),
+        (["seed=1,2"], ["seed=1,2: a sweep runs with -m"]),
+        (["+agent.stddev_clp=0.1"], ["agent.stddev_clp=0.1: not a key of agent=drqv2; closest: agent.stddev_clip"]),
+        (["~nstep"], ["nstep: missing"]),
+        (["seed=[1"], ["seed=[1: not a valid override"]),
+    ],
+)
+def test_every_violation_is_one_line(argv, expected):
+    with pytest.raises(ConfigError) as info:
+        check_overrides(argv)
+    lines = str(info.value).splitlines()
+    assert len(lines) == len(expected) and all(line.startswith(e) for line, e in zip(lines, expected)), lines
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_graphs_without_a_gpu_is_one_clear_error():
     with pytest.raises(ConfigError) as info:
         check_overrides(["cuda_graphs=true"])
-    assert str(info.value).startswith("cuda_graphs=true needs a CUDA device (no CUDA device is available)")
+    assert str(info.value).startswith("cuda_graphs=true: false on this machine, which has no CUDA device")
     assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("task=walker_wlak", "drq: unknown task 'walker_wlak'; closest: walker_walk"),
-        ("agent=ppo", "drq: unknown agent 'ppo'; choices: drqv2, sac"),
-        ("num_train_frame=10", "drq: unknown config key 'num_train_frame'; closest: num_train_frames"),
-        ("compile=fast", "drq: compile must be one of none, default, max-autotune; got 'fast'"),
+        ("task=walker_wlak", "drq: task=walker_wlak: one of the 24 task configs in cfgs/task/; closest: walker_walk"),
+        ("agent=ppo", "drq: agent=ppo: one of drqv2, sac"),
+        ("num_train_frame=10", "drq: num_train_frame=10: unknown config key; closest: num_train_frames"),
+        ("compile=fast", "drq: compile=fast: one of none, default, max-autotune"),
+        ("eval_every_frames=-100", "drq: eval_every_frames=-100: an integer >= 1, a multiple of action_repeat "
+                                   "(frames; evaluate at frames 0, E, 2E, ... and at the end)"),  # it used to hang
+        ("discount=1.5", "drq: discount=1.5: a number in [0, 1] (per agent step; gamma per agent step)"),
+        ("eval_every_frames=1001", "drq: eval_every_frames=1001: a multiple of action_repeat=2, e.g. 1000 or 1002"),
     ],
 )
 def test_train_py_prints_one_line_and_exits_nonzero(tmp_path, override, expected):
+    start = time.perf_counter()
     result = subprocess.run([sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert time.perf_counter() - start < 60  # seconds (about 2 on a quiet 2-core CPU): no evaluation ran
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected)
     assert "Traceback" not in result.stderr + result.stdout and result.stdout == ""

@@ -122,9 +122,11 @@ def test_compiled_networks_compute_the_eager_update(name):
 
 
 def test_run_config_keys_reach_the_agent():
+    from drq.config_schema import defaults
     from drq.trainer import make_agent_from_config
 
-    cfg = {"agent": dict(name="sac", **SMALL), "precision": "fp32", "compile": "default", "cuda_graphs": False}
+    base = defaults("sac")  # a whole run config (cfgs/config.yaml + cfgs/agent/sac.yaml)
+    cfg = {**base, "agent": {**base["agent"], **SMALL}, "precision": "fp32", "compile": "default", "cuda_graphs": False}
     agent = make_agent_from_config(cfg, OBS_SHAPE, (A,), "cpu")
     assert all(m._compiled_call_impl is not None for m in compiled_modules(agent)) and agent.graphed_update is None
     agent = make_agent_from_config(dict(cfg, compile="none"), OBS_SHAPE, (A,), "cpu")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from drq import tasks
+from drq import config_schema, tasks
 from drq.protocol import protocol_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,7 @@ def test_sac_runs_drqs_protocol_per_domain(task):
     assert cfg["agent"]["lr"] == (8e-5 if task.startswith("humanoid") else 1e-3)  # the hard preset still applies
     assert cfg["agent"]["target_encoder"] is True
     assert source == f"sac/{task}"
+    assert config_schema.check(cfg) == []  # DrQ's protocol passes the schema and its rules
 
 
 def test_drqv2_keeps_its_presets_and_has_no_protocol_file():

@@ -110,7 +110,7 @@ def _alive(pid: int) -> bool:
 def test_bad_stop_signal_override_is_one_line():
     from drq.config_errors import ConfigError, check_overrides
 
-    with pytest.raises(ConfigError, match=r"stop_signals: 'SIGKILL' is not one of SIGINT, SIGTERM"):
+    with pytest.raises(ConfigError, match=r"stop_signals=\[SIGTERM,SIGKILL\]: a list of SIGINT, SIGTERM, .*; 'SIGKILL' is not one"):
         check_overrides(["stop_signals=[SIGTERM,SIGKILL]"])
     check_overrides(["stop_signals=[SIGTERM,SIGHUP]"])
 
