@@ -429,3 +429,29 @@ def test_detector_on_a_real_healthy_sac_run():
     assert {k: v.status for k, v in verdicts.items()} == {
         "finite": "healthy", "entropy": "healthy", "log_prob": "healthy", "saturation": "healthy",
         "q_values": "healthy"}
+
+
+# ------------------------------------------------------------------------------------------- the analysis wing
+
+
+@pytest.mark.slow
+def test_training_path_does_not_import_the_analysis_wing():
+    """train.py and every module of the training path load without drq.analysis (nor matplotlib, rliable,
+    wandb-workspaces): the report, the sweep report and the dashboard only read a run's files. A fresh interpreter,
+    because this test session has imported the wing already."""
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('train_entry', 'train.py')\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "import drq.trainer, drq.agents, drq.env, drq.env_worker, drq.sinks, drq.snapshot, drq.health, replay\n"
+        "print(sorted(m for m in sys.modules if m.startswith('drq.analysis')\n"
+        "             or m.split('.')[0] in ('matplotlib', 'rliable', 'wandb_workspaces')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+    # the check can fail: importing the wing brings it in
+    planted = code.replace("import drq.trainer,", "import drq.analysis.health, drq.trainer,")
+    result = subprocess.run([sys.executable, "-c", planted], cwd=root, capture_output=True, text=True, timeout=300)
+    assert "drq.analysis.health" in result.stdout
