@@ -440,3 +440,10 @@ class HealthMonitor:
                 self._armed[signal] = False
                 warnings.append(f"{verdict.status} ({signal} signal): {verdict.detail}")
         return warnings
+
+
+if __name__ == "__main__":  # the old command line: say where the report went instead of exiting silently
+    import sys
+
+    print("drq.health is the detector only; the report is: python -m drq.analysis.health RUN_DIR", file=sys.stderr)
+    sys.exit(2)

@@ -409,6 +409,14 @@ def test_cli_missing_run_dir_exits_nonzero_without_traceback(tmp_path):
     assert str(missing) in result.stderr and "Traceback" not in result.stderr + result.stdout
 
 
+def test_old_command_line_names_the_new_one(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "drq.health", str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("drq.health is the detector only; the report is: "
+                                     "python -m drq.analysis.health RUN_DIR")
+
+
 def test_detector_on_a_real_saturated_drqv2_run():
     """tests/data/health_drqv2_cartpole_balance_saturated.jsonl: a real run on this machine (cartpole_balance, DrQ-v2,
     lr 3e-4, batch 64, action repeat 8, bf16) whose actor's tanh saturated (pre-tanh mean ~15, actor gradient gone)
