@@ -17,7 +17,7 @@ frames run out. Settings chosen for a 2-core CPU (everything else is the task's 
          decays over the first 10k agent steps, linear(1.0,0.1,10000), instead of the published 100k: a 30-minute
          budget buys about 40k frames (20k agent steps), and with the published schedule the std is still 0.82 then.
          (At action repeat 8 DrQ-v2's actor saturated in 3 runs out of 3; lr 2e-4 saturated it too; batch 32 learned
-         slower per frame. See README "Learning on this CPU".)
+         slower per frame. See docs/benchmarks.md, "Learning on a 2-core CPU".)
 
 Extra arguments are hydra overrides and win over these. Last line: one JSON object with task, agent, precision,
 frames, minutes, final_eval_return, best_eval_return, minutes_to_target (null if never), frames_to_target, target,
@@ -49,7 +49,7 @@ COMMON = ["action_repeat=8", "batch_size=64", "agent.update_every_steps=1", "num
           "wandb.mode=disabled"]  # fmt: skip
 PER_AGENT = {
     # DrQ-v2 at action repeat 8 saturated its actor's tanh in 3 of 3 runs (lr 3e-4; lr 1e-4 with 1000 and 8000 seed
-    # frames): eval stuck at 136 (see README "Performance"). So it runs DrQ-v2's own published cartpole protocol:
+    # frames): eval stuck at 136 (docs/benchmarks.md, "Learning"). So it runs DrQ-v2's own published cartpole protocol:
     # action repeat 2, an update every 2 agent steps, 4000 seed frames, 2000 exploration steps, nstep 3, lr 1e-4.
     # The std schedule is in agent steps: 10k agent steps = 20k frames, half of what 30 minutes buy here.
     "drqv2": ["action_repeat=2", "agent.update_every_steps=2", "num_seed_frames=4000", "agent.num_expl_steps=2000",

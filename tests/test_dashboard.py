@@ -1,4 +1,4 @@
-"""drq.dashboard: the panel spec is complete and offline; saving fails with one clear message."""
+"""drq.analysis.dashboard: the panel spec is complete and offline; saving fails with one clear message."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from drq import dashboard, health
+from drq.analysis import dashboard
+from drq.analysis import health as health_report
 
 # The agents' metric names, copied from docs/architecture.md (the contract), not from the code under test.
 AGENT_METRICS = ("actor_logprob", "actor_entropy", "actor_loss", "critic_loss", "critic_q1", "critic_q2",
@@ -53,7 +54,7 @@ def test_every_agent_metric_has_a_panel_and_no_key_is_invented():
 
 def test_offline_png_panels_are_on_the_dashboard_too():
     all_keys = set().union(*keys_by_section(dashboard.build_spec()).values())
-    for title, names, _ in health.PANELS:
+    for title, names, _ in health_report.PANELS:
         prefix = "eval/" if title == "eval return" else "health/"
         assert {prefix + n for n in names} <= all_keys, title
 
@@ -85,7 +86,7 @@ def test_network_error_is_one_message(monkeypatch, capsys):
     monkeypatch.setattr(dashboard, "save_workspace", unreachable)
     assert dashboard.main(["--entity", "me", "--project", "drq"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.splitlines() == ["drq.dashboard: could not create the workspace in me/drq: ConnectionError: "
+    assert err.splitlines() == ["drq.analysis.dashboard: could not create the workspace in me/drq: ConnectionError: "
                                 "api.wandb.ai unreachable"]
 
 
@@ -107,7 +108,7 @@ def test_workspace_model_matches_the_spec():
 
 
 def test_cli_dry_run_subprocess():
-    result = subprocess.run([sys.executable, "-m", "drq.dashboard", "--entity", "e", "--project", "p", "--dry-run"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "drq.analysis.dashboard", "--entity", "e", "--project", "p",
+                             "--dry-run"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["sections"]) == len(SECTIONS)

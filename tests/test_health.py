@@ -1,4 +1,4 @@
-"""drq.health: the detector on synthetic metric streams, the monitor's once-per-episode warnings, the PNG report.
+"""drq.health (the detector, the monitor's once-per-episode warnings) and drq.analysis.health (the PNG report, CLI).
 
 The synthetic streams are written here from what healthy and broken SAC / DrQ-v2 runs look like (numbers in the shapes
 of the agents' metrics, docs/architecture.md), independently of the detector. Each problem is also checked on the
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from drq import health
+from drq.analysis import health as health_report
 from drq.health import THRESHOLDS, HealthMonitor, diagnose
 
 FRAMES_PER_LOG = 2000
@@ -347,7 +348,7 @@ def assert_is_report_png(path: Path) -> None:
 def test_report_png_and_verdicts_for_a_sac_run(tmp_path, capsys):
     stream = set_from(sac_stream(), 120, actor_entropy=-20.0, actor_logprob=20.0)
     run_dir = write_run_dir(tmp_path / "run", stream, config="action_repeat: 4\ndiscount: 0.99\n")
-    assert health.main([str(run_dir)]) == 0
+    assert health_report.main([str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert_is_report_png(run_dir / "health.png")
     assert "agent sac" in out and "action repeat 4" in out
@@ -360,7 +361,7 @@ def test_report_for_a_drqv2_run_with_out_and_strict(tmp_path, capsys):
     stream = set_from(drqv2_stream(), 150, critic_q1=5000.0, critic_q2=5000.0)
     run_dir = write_run_dir(tmp_path / "run", stream)
     out_png = tmp_path / "elsewhere.png"
-    code = health.main([str(run_dir), "--out", str(out_png), "--action-dim", "6", "--action-repeat", "2",
+    code = health_report.main([str(run_dir), "--out", str(out_png), "--action-dim", "6", "--action-repeat", "2",
                         "--strict"])
     assert code == 1
     assert_is_report_png(out_png)
@@ -373,7 +374,7 @@ def test_report_from_recorded_run(tmp_path, recorded, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_bytes(recorded.read_bytes())
-    assert health.main([str(run_dir)]) == 0
+    assert health_report.main([str(run_dir)]) == 0
     assert_is_report_png(run_dir / "health.png")
     assert "wrote" in capsys.readouterr().out
 
@@ -384,7 +385,7 @@ def test_cli_unusable_input_is_one_message(tmp_path, capsys, content):
     run_dir.mkdir()
     if content is not None:
         (run_dir / "metrics.jsonl").write_text(content)
-    assert health.main([str(run_dir)]) == 2
+    assert health_report.main([str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert str(run_dir / "metrics.jsonl") in err and len(err.strip().splitlines()) == 1
 
@@ -393,19 +394,27 @@ def test_cli_torn_last_line_is_skipped_but_a_broken_middle_line_is_not(tmp_path,
     run_dir = write_run_dir(tmp_path / "run", sac_stream(n=30))
     path = run_dir / "metrics.jsonl"
     path.write_text(path.read_text() + '{"section": "health", "fra')
-    assert health.main([str(run_dir)]) == 0
+    assert health_report.main([str(run_dir)]) == 0
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:3] + ["{broken"] + lines[3:]) + "\n")
-    assert health.main([str(run_dir)]) == 2
+    assert health_report.main([str(run_dir)]) == 2
     assert "line 4" in capsys.readouterr().err
 
 
 def test_cli_missing_run_dir_exits_nonzero_without_traceback(tmp_path):
     missing = tmp_path / "no_such_run"
-    result = subprocess.run([sys.executable, "-m", "drq.health", str(missing)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "drq.analysis.health", str(missing)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2
     assert str(missing) in result.stderr and "Traceback" not in result.stderr + result.stdout
+
+
+def test_old_command_line_names_the_new_one(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "drq.health", str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("drq.health is the detector only; the report is: "
+                                     "python -m drq.analysis.health RUN_DIR")
 
 
 def test_detector_on_a_real_saturated_drqv2_run():
@@ -413,7 +422,7 @@ def test_detector_on_a_real_saturated_drqv2_run():
     lr 3e-4, batch 64, action repeat 8, bf16) whose actor's tanh saturated (pre-tanh mean ~15, actor gradient gone)
     and whose eval return fell from 348 to 136 and stayed there. The detector must name saturation, and only that."""
     path = Path(__file__).parent / "data" / "health_drqv2_cartpole_balance_saturated.jsonl"
-    verdicts = diagnose(health.load_metrics(path), "drqv2", action_dim=1, action_repeat=8, discount=0.99)
+    verdicts = diagnose(health_report.load_metrics(path), "drqv2", action_dim=1, action_repeat=8, discount=0.99)
     assert verdicts["saturation"].status == "saturation"
     assert verdicts["saturation"].frame == 10_000
     assert {k: v.status for k, v in verdicts.items() if k != "saturation"} == {
@@ -424,7 +433,35 @@ def test_detector_on_a_real_healthy_sac_run():
     """tests/data/health_sac_cartpole_balance_healthy.jsonl: a real SAC run on this machine (cartpole_balance, batch 64,
     action repeat 8, bf16) that went from 389 to 965 eval return in 24k frames. Every signal must read healthy."""
     path = Path(__file__).parent / "data" / "health_sac_cartpole_balance_healthy.jsonl"
-    verdicts = diagnose(health.load_metrics(path), "sac", action_repeat=8, discount=0.99)
+    verdicts = diagnose(health_report.load_metrics(path), "sac", action_repeat=8, discount=0.99)
     assert {k: v.status for k, v in verdicts.items()} == {
         "finite": "healthy", "entropy": "healthy", "log_prob": "healthy", "saturation": "healthy",
         "q_values": "healthy"}
+
+
+# ------------------------------------------------------------------------------------------- the analysis wing
+
+
+@pytest.mark.slow
+def test_training_path_does_not_import_the_analysis_wing():
+    """train.py and every module of the training path load without drq.analysis (nor matplotlib, rliable,
+    wandb-workspaces): the report, the sweep report and the dashboard only read a run's files. A fresh interpreter,
+    because this test session has imported the wing already."""
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import importlib.util, sys\n"
+        "def wing():\n"
+        "    return sorted(m for m in sys.modules if m.startswith('drq.analysis')\n"
+        "                  or m.split('.')[0] in ('matplotlib', 'rliable', 'wandb_workspaces'))\n"
+        "spec = importlib.util.spec_from_file_location('train_entry', 'train.py')\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "import drq.trainer, drq.agents, drq.env, drq.env_worker, drq.sinks, drq.snapshot, drq.health, replay\n"
+        "print(wing())\n"
+        "import drq.analysis.health\n"  # the check can fail: importing the wing shows up
+        "print(wing())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    training, planted = result.stdout.strip().splitlines()
+    assert training == "[]"
+    assert "drq.analysis.health" in planted

@@ -87,7 +87,7 @@ def _report_rows(sweep: Path) -> None:
     for run in ("0_cartpole_balance", "1_cartpole_balance"):
         with open(sweep / run / "eval.csv", newline="") as f:
             assert [int(r["frame"]) for r in csv.DictReader(f)] == [0, 400, 800]
-    result = subprocess.run([sys.executable, "-m", "drq.report", str(sweep)], cwd=ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "drq.analysis.report", str(sweep)], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     report = (sweep / "report" / "report.md").read_text()

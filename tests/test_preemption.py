@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_state
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -116,32 +117,10 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
     theirs = torch.load(reference / "snapshot.pt", weights_only=True)
     assert ours["counters"]["frame"] == theirs["counters"]["frame"] == FINAL
     for part in ("agent", "replay"):
-        a, b = flatten(ours[part]), flatten(theirs[part])
-        assert a.keys() == b.keys() and len(a) > 5, part
-        for k in a:
-            assert torch.equal(a[k], b[k]), f"{part}: {k}"
+        assert assert_same_state(ours[part], theirs[part], part) > 5, part
     assert sorted(p.name for p in (run_dir / "videos").iterdir()) == sorted(
         p.name for p in (reference / "videos").iterdir())  # fmt: skip
     assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
-
-
-def flatten(state) -> dict:
-    flat = {}
-
-    def walk(prefix, node):
-        if isinstance(node, torch.Tensor):
-            flat[prefix] = node
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(node, (list, tuple)):
-            for i, v in enumerate(node):
-                walk(f"{prefix}.{i}", v)
-        elif isinstance(node, (int, float, str)):
-            flat[prefix] = torch.tensor(float(hash(node) if isinstance(node, str) else node), dtype=torch.float64)
-
-    walk("", state)
-    return flat
 
 
 # Episodes logged before each SIGTERM. Each kill costs one train.py start (~17 s of CPU on 2 cores), so the default

@@ -1,5 +1,5 @@
-"""drq.report: aggregate estimators and bootstrap CIs against hand / brute-force / rliable references, the report end
-to end on synthetic run dirs, its error messages, and (slow) a real joblib sweep followed by the report."""
+"""drq.analysis.report: aggregate estimators and bootstrap CIs against hand / brute-force / rliable references, the
+report end to end on synthetic run dirs, its error messages, and (slow) a real joblib sweep followed by the report."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drq import report
-from drq.report import Run, iqm, mean, median, optimality_gap, performance_profile, stratified_bootstrap
+from drq.analysis import report
+from drq.analysis.report import Run, iqm, mean, median, optimality_gap, performance_profile, stratified_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_HEADER = "frame,step,episode,episode_reward,episode_length,total_time\n"
@@ -210,7 +210,7 @@ def test_report_skips_runs_without_evaluations_yet(tmp_path, capsys):
 def _error(capsys, argv: list[str]) -> str:
     assert report.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("drq.report: error: ") and "Traceback" not in err
+    assert err.startswith("drq.analysis.report: error: ") and "Traceback" not in err
     return err
 
 
@@ -260,7 +260,7 @@ def test_tasks_without_overlap_in_frames(tmp_path, capsys):
 
 def test_cli_prints_no_traceback(tmp_path):
     (tmp_path / "empty").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "drq.report", str(tmp_path / "empty")], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "drq.analysis.report", str(tmp_path / "empty")], capture_output=True,
                           text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2
     assert "no eval.csv found" in proc.stderr and "Traceback" not in proc.stderr
@@ -278,8 +278,6 @@ SWEEP_OVERRIDES = [
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_joblib_sweep_then_report(tmp_path):
-    if not (REPO / "train.py").is_file():
-        pytest.skip("train.py does not exist yet (issue 4); this test runs `python train.py -m ...`")
     sweep = tmp_path / "sweep"
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "WANDB_MODE": "disabled"}
     proc = subprocess.run([sys.executable, "train.py", "-m", *SWEEP_OVERRIDES, f"hydra.sweep.dir={sweep}"],
@@ -287,8 +285,8 @@ def test_joblib_sweep_then_report(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     evals = sorted(sweep.rglob("eval.csv"))
     assert len(evals) == 2, f"expected one eval.csv per job under {sweep}: {evals}"
-    proc = subprocess.run([sys.executable, "-m", "drq.report", str(sweep), "--reps", "500", "--curve-reps", "100"],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "drq.analysis.report", str(sweep), "--reps", "500",
+                           "--curve-reps", "100"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     text = (sweep / "report" / "report.md").read_text()
     runs = text.split("## Runs")[1]

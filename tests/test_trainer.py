@@ -1,7 +1,9 @@
 """End-to-end runs of the trainer on a real DMC task (debug preset: 2000 frames, 64x64, tiny networks).
 
 Each run takes ~10 s on a 2-core CPU. Checked against independent readers: the CSV / JSONL files with csv/json, the
-video with imageio (ffmpeg), the offline wandb run by decoding its record log (leveldb framing + wandb's protobuf).
+video with imageio (ffmpeg). What wandb receives is read through wandb's public API: ``wandb.init`` replaced by a
+recorder of the ``Run.log`` calls (wandb's files are a private record format, and ``wandb.Api`` needs its server);
+a real offline run is checked for its folder and its ``wandb sync`` line.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_state, flat_state
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -43,54 +45,22 @@ def rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def wandb_history(run_dir: Path) -> list[dict]:
-    """History rows of every offline wandb run under run_dir, decoded from the .wandb record log."""
-    from wandb.proto import wandb_internal_pb2 as pb
+class RecordedRun:
+    """What ``wandb.init`` returns, as far as the trainer uses it (``Run.log``, ``define_metric``, ``id``, ``dir``,
+    ``finish``), recording every call. The media objects it receives are wandb's own ``Histogram`` and ``Video``."""
 
-    out = []
-    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
-        data = path.read_bytes()
-        assert data[:4] == b":W&B"
-        pos, block, pending = 7, 32768, b""
-        while pos + 7 <= len(data):
-            left = block - pos % block
-            if left < 7:
-                pos += left
-                continue
-            _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-            if length == 0 and kind == 0:
-                pos += left
-                continue
-            chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-            if kind in (2, 3):
-                pending = (pending if kind == 3 else b"") + chunk
-                continue
-            record = pb.Record()
-            record.ParseFromString(pending + chunk if kind == 4 else chunk)
-            if record.WhichOneof("record_type") == "history":
-                out.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
-    return out
+    def __init__(self, **init_kwargs):
+        self.init_kwargs, self.rows, self.step_metric, self.exit_code = init_kwargs, [], {}, None
+        self.id, self.dir = "recorded", None
 
+    def define_metric(self, name, step_metric=None, **kwargs):
+        self.step_metric[name] = step_metric
 
-def agent_tensors(trainer) -> dict[str, torch.Tensor]:
-    return flatten(trainer.agent.state_dict())
+    def log(self, data):
+        self.rows.append(dict(data))
 
-
-def flatten(state) -> dict[str, torch.Tensor]:
-    flat = {}
-
-    def walk(prefix, node):
-        if isinstance(node, torch.Tensor):
-            flat[prefix] = node.detach().cpu()
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(node, (list, tuple)):
-            for i, v in enumerate(node):
-                walk(f"{prefix}.{i}", v)
-
-    walk("agent", state)
-    return flat
+    def finish(self, exit_code=0):
+        self.exit_code = exit_code
 
 
 def run_train_py(run_dir: Path, *overrides: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -138,31 +108,62 @@ def test_train_py_drqv2_end_to_end_with_offline_wandb(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").exists()
     assert "wandb sync" in result.stdout + result.stderr
     assert result.stdout.count("eval | frame") == 3
-    history = wandb_history(run_dir)
-    evals = [h for h in history if "eval/episode_reward" in h]
-    assert [h["frame"] for h in evals] == [0, 1000, 2000]
-    assert [h["eval/episode_reward"] for h in evals] == pytest.approx(
+    # the run's own JSONL (what the wandb sink is handed, test_sac_end_to_end_in_process): every section against frame
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [line for line in lines if line["section"] == "eval"]
+    assert [line["frame"] for line in evals] == [0, 1000, 2000]
+    assert [line["episode_reward"] for line in evals] == pytest.approx(
         [float(r["episode_reward"]) for r in rows(run_dir / "eval.csv")]
     )
-    keys = set().union(*history)
-    assert {"health/actor_logprob", "health/critic_loss", "train/episode_reward", "frame"} <= keys
-    assert any(k.startswith("histograms/actor_logprob") for k in keys)
-    assert any(k.startswith("video/eval") for k in keys)
+    assert {"actor_logprob", "critic_loss"} <= set().union(*(x for x in lines if x["section"] == "health"))
+    assert all("episode_reward" in x for x in lines if x["section"] == "train")
+    # a real offline wandb run: one folder, the one `wandb sync` is told
+    (offline,) = run_dir.glob("wandb/offline-run-*")
+    assert f"wandb sync {offline}" in result.stdout + result.stderr
+    (record_log,) = offline.glob("run-*.wandb")
+    assert record_log.stat().st_size > 0
 
 
-def test_sac_end_to_end_in_process(tmp_path, capsys):
+def test_sac_end_to_end_in_process(tmp_path, monkeypatch, capsys):
+    import wandb
+
     from drq.trainer import run
 
-    said = []
-    run(compose("agent=sac", "async_env=false"), tmp_path, say=said.append)
+    runs, said = [], []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: runs.append(RecordedRun(**kwargs)) or runs[-1])
+    run(compose("agent=sac", "async_env=false", "wandb.mode=offline"), tmp_path, say=said.append)
     check_run_dir(tmp_path)
     # not a terminal: every evaluation says each finished episode (drq.eval_episodes.EvalProgress), before its summary
     for row in rows(tmp_path / "eval.csv"):
         progress = [s for s in said if s.startswith(f"eval | frame {int(row['frame']):,} | episode ")]
         assert [s.split(" | ")[2] for s in progress] == ["episode 1/1"], said
         assert f"return {float(row['episode_reward']):.1f} |" in progress[0] and "frames/s | ETA 0:00:00" in progress[0]
-    health = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert {"alpha", "alpha_loss", "target_entropy"} <= set([h for h in health if h["section"] == "health"][0])
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    health = [line for line in lines if line["section"] == "health"]
+    assert {"alpha", "alpha_loss", "target_entropy"} <= set(health[0])
+
+    # what wandb received: every section against frame, the eval returns of eval.csv, the health lines of the JSONL,
+    # the histograms and the videos
+    (wb,) = runs
+    assert wb.init_kwargs["mode"] == "offline" and wb.init_kwargs["dir"] == str(tmp_path) and wb.exit_code == 0
+    assert all(wb.step_metric[f"{section}/*"] == "frame" for section in ("train", "eval", "health", "histograms"))
+    assert all("frame" in row for row in wb.rows)
+    evals = [row for row in wb.rows if "eval/episode_reward" in row]
+    assert [row["frame"] for row in evals] == [0, 1000, 2000]
+    assert [row["eval/episode_reward"] for row in evals] == pytest.approx(
+        [float(r["episode_reward"]) for r in rows(tmp_path / "eval.csv")]
+    )
+    keys = set().union(*wb.rows)
+    assert {"health/actor_logprob", "health/critic_loss", "train/episode_reward", "frame"} <= keys
+    wb_health = [row for row in wb.rows if "health/actor_logprob" in row]
+    assert [{"frame": row["frame"], **{k[len("health/"):]: v for k, v in row.items() if k != "frame"}}
+            for row in wb_health] == [
+        {k: v for k, v in line.items() if k not in ("section", "step", "total_time")} for line in health]
+    histograms = [row["histograms/actor_logprob"] for row in wb.rows if "histograms/actor_logprob" in row]
+    assert histograms and all(isinstance(h, wandb.Histogram) for h in histograms)
+    videos = [row for row in wb.rows if "video/eval" in row]
+    assert [row["frame"] for row in videos] == [0, 1000, 2000]
+    assert all(isinstance(row["video/eval"], wandb.Video) for row in videos)
 
     # python -m drq.evaluate on the run dir: rebuilds the agent from the snapshot's config, exports a video
     import imageio.v2 as imageio
@@ -178,8 +179,8 @@ def test_sac_end_to_end_in_process(tmp_path, capsys):
     assert len(frames) == 200 // 8 + 1 and frames[0].shape == (96, 96, 3)
     assert evaluate.main([str(tmp_path / "nope")]) == 1
 
-    # python -m drq.health on the same tiny real run: a PNG report and a verdict per signal
-    from drq import health as health_report
+    # python -m drq.analysis.health on the same tiny real run: a PNG report and a verdict per signal
+    from drq.analysis import health as health_report
 
     (tmp_path / "health.png").unlink(missing_ok=True)
     assert health_report.main([str(tmp_path), "--agent", "sac"]) == 0
@@ -222,10 +223,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval
         for ra, rb in zip(a, b):  # same episodes, same returns (wall-clock columns differ)
             assert (ra["frame"], ra["step"], ra["episode"], ra["episode_reward"]) == (
                 rb["frame"], rb["step"], rb["episode"], rb["episode_reward"])  # fmt: skip
-    pa, pb = agent_tensors(whole), agent_tensors(resumed)
-    assert pa.keys() == pb.keys() and len(pa) > 10
-    for k in pa:
-        assert torch.equal(pa[k], pb[k]), k
+    assert assert_same_state(whole.agent.state_dict(), resumed.agent.state_dict(), "agent") > 10
 
 
 def test_eval_workers_play_the_episodes_of_their_seeded_envs(tmp_path):
@@ -291,7 +289,8 @@ def test_non_finite_loss_stops_with_metric_and_frame_and_keeps_snapshot(tmp_path
     assert "non-finite critic_loss" in message and "at frame 1,200" in message  # first log after frame 1000
     state = torch.load(tmp_path / "snapshot.pt", weights_only=True)
     assert state["counters"]["frame"] == 800  # the last snapshot before the NaN, not overwritten
-    params = [v.flatten().float() for v in flatten(state["agent"]).values() if v.is_floating_point()]
+    params = [v.flatten().float() for v in flat_state(state["agent"]).values()
+              if isinstance(v, torch.Tensor) and v.is_floating_point()]
     assert params and torch.isfinite(torch.cat(params)).all()
 
 

@@ -50,7 +50,7 @@ T0=$(date +%s)
 RC=$?
 WALL=$(( $(date +%s) - T0 ))
 cp "$RUN/eval.csv" "$OUT_DIR/learn/eval.csv" 2>/dev/null
-(cd "$ROOT" && "$PY" -m drq.health "$RUN" >> "$OUT_DIR/learn.log" 2>&1) && cp "$RUN/health.png" "$OUT_DIR/learn/health.png"
+(cd "$ROOT" && "$PY" -m drq.analysis.health "$RUN" >> "$OUT_DIR/learn.log" 2>&1) && cp "$RUN/health.png" "$OUT_DIR/learn/health.png"
 REF="$ROOT/../shared/reference/drqv2_curves/dmc_walker_walk.csv"
 "$PY" "$ROOT/bench/gpu/compare_curve.py" "$RUN" --reference "$REF" --wall-s "$WALL" --train-rc "$RC" \
   | tee "$OUT_DIR/learn.jsonl"

@@ -1,4 +1,4 @@
-"""``python -m drq.dashboard --entity E --project P``: a saved wandb workspace with the policy-health panels.
+"""``python -m drq.analysis.dashboard --entity E --project P``: a saved wandb workspace with the health panels.
 
 The panel spec is plain data (``build_spec``), built and testable offline; only the final step (``save_workspace``)
 talks to the wandb server. ``--dry-run`` prints the spec as JSON and needs no network.
@@ -100,7 +100,7 @@ def has_wandb_credentials() -> bool:
         from wandb.sdk.lib import wbauth
 
         host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
-        return wbauth.authenticate_session(host=host, source="drq.dashboard", prompt=False) is not None
+        return wbauth.authenticate_session(host=host, source="drq.analysis.dashboard", prompt=False) is not None
     except Exception:  # another wandb version: let wandb.Api() decide (it raises when it cannot prompt)
         return True
 
@@ -116,7 +116,8 @@ def save_workspace(spec: dict[str, Any], entity: str, project: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status 0 on success, 1 when the workspace could not be created (one message on stderr)."""
-    parser = argparse.ArgumentParser(prog="python -m drq.dashboard", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m drq.analysis.dashboard",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--entity", required=True, help="wandb entity (user or team)")
     parser.add_argument("--project", required=True, help="wandb project holding the runs")
     parser.add_argument("--title", default="drq policy health", help="name of the saved workspace")
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         url = save_workspace(spec, args.entity, args.project)
     except Exception as err:  # network, auth, missing package, server-side validation: one clear line
-        print(f"drq.dashboard: could not create the workspace in {args.entity}/{args.project}: "
+        print(f"drq.analysis.dashboard: could not create the workspace in {args.entity}/{args.project}: "
               f"{type(err).__name__}: {err}", file=sys.stderr)
         return 1
     print(f"saved workspace {args.title!r}: {url}")

@@ -1,6 +1,6 @@
 """Aggregate report of a sweep: per-task tables, IQM with bootstrap CIs, curves and performance profiles.
 
-    python -m drq.report SWEEP_DIR [--reference CSV ...] [--frames 100k,500k] [--out DIR]
+    python -m drq.analysis.report SWEEP_DIR [--reference CSV ...] [--frames 100k,500k] [--out DIR]
 
 A *run* is any directory under SWEEP_DIR that holds an ``eval.csv`` (columns ``frame, ..., episode_reward``; see
 docs/architecture.md). Its task, agent and seed come from ``.hydra/config.yaml`` (``task_name``, ``agent.name``,
@@ -606,7 +606,8 @@ def write_report(sweep_dir: Path, references: Sequence[Path] = (), frames: Seque
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drq.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m drq.analysis.report",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="hydra sweep dir (run dirs with eval.csv anywhere below it)")
     parser.add_argument("--reference", type=Path, nargs="+", default=[], metavar="CSV",
                         help="published curves (agent,task,seed,frame,episode_reward,hour), drawn on the same axes")
@@ -623,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frames = parse_frames(args.frames) if args.frames else None
         report = write_report(args.sweep_dir, args.reference, frames, args.out, args.reps, args.curve_reps, args.seed)
     except ReportError as e:
-        print(f"drq.report: error: {e}", file=sys.stderr)
+        print(f"drq.analysis.report: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {report} (+ {', '.join(p.name for p in sorted(report.parent.glob('*.png')))})")
     return 0
