@@ -5,7 +5,7 @@
     python train.py preset=debug task=cartpole_swingup wandb.mode=disabled   # a seconds-long smoke run
     python train.py hydra.run.dir=exp_local/my_run   # run again with the same dir to resume
 
-Configuration: cfgs/config.yaml (all keys), cfgs/agent/, cfgs/preset/, cfgs/task/. See README "Configuration".
+Configuration: cfgs/config.yaml (all keys), cfgs/agent/, cfgs/preset/, cfgs/task/. Every key, its unit and allowed values: docs/configuration.md.
 """
 
 from __future__ import annotations

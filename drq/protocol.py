@@ -8,6 +8,7 @@ its presets'. Counts are shown in frames (the clock users see) and, where the pa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 from drq import config_schema
@@ -15,13 +16,18 @@ from drq.config_schema import RunConfig
 
 __all__ = ["protocol_line"]
 
+PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "cfgs" / "protocol"
+
 
 def protocol_line(cfg: RunConfig | Mapping[str, Any], source: str | None = None) -> str:
     """One line describing ``cfg``'s protocol; ``source`` names the protocol config hydra picked (e.g.
-    ``'sac/cartpole_swingup'``), or None when the agent has none for this task."""
+    ``'sac/cartpole_swingup'``), or None when the agent has none for this task (hydra reports an optional choice
+    whose file does not exist too, e.g. ``'drqv2/walker_walk'``: it is left out)."""
     cfg = config_schema.as_config(cfg)
     repeat, seed, every = cfg.action_repeat, cfg.num_seed_frames, cfg.eval_every_frames
     name = cfg.agent.name
+    if source and not (PROTOCOL_DIR / f"{source}.yaml").is_file():
+        source = None
     origin = f"cfgs/agent/{name}.yaml" + (f", cfgs/protocol/{source}.yaml" if source else "")
     return (f"protocol ({origin}, the preset, the task file, overrides): agent={name} task={cfg.task_name} "
             f"action_repeat={repeat} replay_buffer_size={cfg.replay_buffer_size:,} "

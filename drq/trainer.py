@@ -114,7 +114,7 @@ def resolve_eval_workers(eval_workers: Any, num_eval_episodes: int) -> int:
     ``1``: one environment in the trainer's process (episodes one after another). ``K > 1``: ``K`` worker processes
     stepping and rendering in parallel. ``auto``: one worker per core, at most one per episode and at most 8; a
     single core gets the in-process environment. Evaluation blocks training; with Mesa's software renderer, which
-    already uses every core, 2 workers on 2 cores took 1.25x less wall time (bench/eval.py, README "Performance")."""
+    already uses every core, 2 workers on 2 cores took 1.25x less wall time (bench/eval.py, docs/benchmarks.md)."""
     if eval_workers in (None, "auto"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, min(cores, num_eval_episodes, 8))
@@ -174,7 +174,7 @@ class Trainer:
         self.device = resolve_device(c.device)
         if self.device.startswith("cuda"):
             # TF32 matmuls/convs (fp32 runs) and cuDNN autotuning for the fixed 84x84 shapes. Not measured here (no
-            # GPU was available to this project yet): see README "Performance".
+            # GPU was available to this project yet): see docs/gpu.md.
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True

@@ -67,3 +67,9 @@ def test_protocol_line_names_the_source_and_both_clocks():
     for part in ("action_repeat=8", "replay_buffer_size=100,000", "num_seed_frames=8,000 (1,000 agent steps)",
                  "batch_size=512", "lr=0.001", "nstep=1", "eval every 40,000 frames (5,000 agent steps) x 10 episodes"):
         assert part in line, part
+
+
+def test_protocol_line_names_no_protocol_file_that_does_not_exist():
+    cfg, source = compose("agent=drqv2", "task=walker_walk")  # hydra still reports the optional choice drqv2/walker_walk
+    line = protocol_line(cfg, source)
+    assert "cfgs/protocol" not in line and line.startswith("protocol (cfgs/agent/drqv2.yaml, the preset")
