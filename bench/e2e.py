@@ -2,7 +2,7 @@
 
     python bench/e2e.py [--task cartpole_swingup] [--agent drqv2] [--precision auto] [--frames 2000]
                         [--device auto] [--async-env true] [--num-threads auto] [--compile none]
-                        [--cuda-graphs auto|on|off] [override ...]
+                        [--cuda-graphs auto|on|off] [--side-by-side] [override ...]
 
 Runs drq's trainer (train.py's code path, composed from cfgs/ with the task's published settings: for
 cartpole_swingup DrQ-v2's action repeat 2, batch 256, nstep 3, an update every 2 agent steps, 4000 seed frames) for
@@ -17,7 +17,15 @@ action repeat + one 84x84 render, measured separately), task, agent, device, pre
 ``breakdown``: where the training loop's wall time went after the seed phase, in ms per agent step -- ``env_wait``
 (``step_wait``: waiting for the env worker's physics + render), ``update`` (``agent.update``), ``sample``
 (``replay.sample``), ``act`` (``agent.act``), ``other`` (the rest: replay adds, logging) -- and ``bottleneck``, the
-largest of them. Evaluation is not counted. On CUDA each timed part ends with ``torch.cuda.synchronize()`` so that
+largest of them. Evaluation is not counted.
+
+``--side-by-side`` (only when asked; our figure is always printed) then runs the same loop a second time in
+facebookresearch/drqv2's published setup: its update as its code writes it (``bench/update.py``'s plain eager
+baseline: float frames, replicate pad + ``grid_sample`` shift, NCHW, fp32, separate Adam optimisers; DrQ's SAC update
+for ``--agent sac``), fp32 without autocast, and the environment stepped in the training process (no env worker).
+The JSON then gains ``reference`` (the same fields for that run) and ``speedup`` (ours / reference frames/s, one
+run each, back to back). What it does not reproduce: drqv2's replay (episodes saved as .npz files, read by 4 loader
+workers; ours samples in-process) and its logging; the update and the environment are where the time goes. On CUDA each timed part ends with ``torch.cuda.synchronize()`` so that
 GPU work is charged to the part that queued it (``--breakdown false`` leaves the loop untouched).
 """
 
@@ -29,11 +37,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import drq  # noqa: E402,F401  (sets torch's huge-page allocator before torch is imported)
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from drq.compiling import COMPILE_MODES  # noqa: E402
@@ -155,6 +165,8 @@ def main() -> None:
     p.add_argument("--cuda-graphs", default="auto", choices=GRAPH_CHOICES)
     p.add_argument("--breakdown", default="true", choices=["true", "false"],
                    help="time the loop's parts (env wait, update, sample, act) after the seed phase")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="also run facebookresearch/drqv2's published setup (plain eager fp32 update, env in process)")
     p.add_argument("overrides", nargs="*", help="extra hydra overrides, e.g. batch_size=128")
     args = p.parse_args()
     graphs = cuda_graphs_wanted(args.cuda_graphs, args.device)
@@ -165,35 +177,70 @@ def main() -> None:
             f"log_every_frames={args.log_every_frames}", "resume=never", f"compile={args.compile}",
             f"cuda_graphs={str(graphs).lower()}"]  # fmt: skip
     cfg = compose(base + args.overrides)
+    if args.side_by_side and (cfg["image_size"], cfg["frame_stack"]) != (84, 3):
+        sys.exit(f"bench/e2e.py: --side-by-side needs image_size=84 frame_stack=3 (the baseline's 9x84x84 encoder); "
+                 f"got image_size={cfg['image_size']} frame_stack={cfg['frame_stack']}")
     seed_frames = int(cfg["num_seed_frames"])
     cfg["num_train_frames"] = seed_frames + args.frames + args.log_every_frames
     cfg["eval_every_frames"] = 10 * cfg["num_train_frames"]  # only the eval at frame 0 (before the seed phase)
 
     env_ms = env_ms_per_step(cfg)
+    ours = measure(cfg, seed_frames, args.breakdown == "true")
+    out = {"task": cfg["task_name"], "agent": args.agent, "device": ours["device"], "precision": args.precision,
+           **ours, "env_ms_per_step": round(env_ms, 2), "compile": args.compile, "cuda_graphs": graphs,
+           "seed_frames": seed_frames, "action_repeat": cfg["action_repeat"], "batch_size": cfg["batch_size"],
+           "nstep": cfg["nstep"], "async_env": cfg["async_env"], "overrides": args.overrides}  # fmt: skip
+    if args.side_by_side:
+        ref_cfg = compose(base + args.overrides + ["async_env=false", "precision=fp32", "compile=none",
+                                                   "cuda_graphs=false"])  # fmt: skip
+        ref_cfg["num_train_frames"], ref_cfg["eval_every_frames"] = cfg["num_train_frames"], cfg["eval_every_frames"]
+        out["reference"] = {"setup": "facebookresearch/drqv2 published: plain eager update (bench/update.py "
+                                     "baseline), fp32, env in the training process",
+                            **measure(ref_cfg, seed_frames, args.breakdown == "true", reference=True)}  # fmt: skip
+        out["speedup"] = round(out["frames_per_s"] / out["reference"]["frames_per_s"], 2)
+    print(json.dumps(out))
+
+
+def reference_update(tr) -> Callable:
+    """``tr.agent.update`` replaced by the plain eager update of facebookresearch/drqv2 (DrQ for SAC), on the same
+    replay batches; the trainer's health lines get our agent's metric names (from one update of ours, at the first
+    call) so the loop runs unchanged."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from update import BaselineDrQV2, BaselineSAC  # noqa: E402  (bench/update.py)
+
+    c, action_dim = tr.cfg, int(np.prod(tr.action_shape))
+    if c.agent.name == "sac":
+        plain = BaselineSAC(action_dim, tr.device, lr=c.agent.lr, target_encoder=c.agent.target_encoder)
+    else:
+        plain = BaselineDrQV2(action_dim, tr.device, lr=c.agent.lr)
+    ours, template = tr.agent.update, {}
+
+    def update(batch, step):
+        if not template:
+            template.update({k: v.detach() for k, v in ours(batch, step).items()})
+        plain.update(batch, step)
+        return template
+
+    return update
+
+
+def measure(cfg: dict, seed_frames: int, breakdown: bool, reference: bool = False) -> dict:
+    """Train for ``cfg``'s frames in a temporary run dir; frames/s and updates/s after the seed phase."""
     from drq import trainer
 
     with tempfile.TemporaryDirectory(prefix="drq_e2e_") as run_dir:
         t0 = time.perf_counter()
         done = trainer.Trainer(cfg, run_dir, say=lambda s: print(s, file=sys.stderr))
-        timer = None
-        if args.breakdown == "true":
-            timer = LoopTimer(done, seed_frames, sync_cuda=str(done.device).startswith("cuda"))
+        if reference:
+            done.agent.update = reference_update(done)
+        timer = LoopTimer(done, seed_frames, sync_cuda=str(done.device).startswith("cuda")) if breakdown else None
         done.train()
         wall = time.perf_counter() - t0
         fps, ups, measured = throughput(Path(run_dir) / "metrics.jsonl", seed_frames, done.update_every_steps)
-        device = str(done.device) if hasattr(done, "device") else args.device
-
-    print(json.dumps({
-        "task": cfg["task_name"], "agent": args.agent, "device": device, "precision": args.precision,
-        "precision_resolved": done.precision_resolved, "machine": describe(done.device),
-        "compile": args.compile, "cuda_graphs": graphs, "frames_per_s": round(fps, 2),
-        "updates_per_s": round(ups, 3), "env_ms_per_step": round(env_ms, 2),
-        "measured_frames": measured, "seed_frames": seed_frames, "wall_s": round(wall, 1),
-        "action_repeat": cfg["action_repeat"], "batch_size": cfg["batch_size"], "nstep": cfg["nstep"],
-        "update_every_steps": done.update_every_steps, "async_env": cfg["async_env"],
-        "torch_threads": torch.get_num_threads(), "overrides": args.overrides,
-        **(timer.report() if timer is not None else {}),
-    }))  # fmt: skip
+    return {"device": str(done.device), "precision_resolved": done.precision_resolved,
+            "machine": describe(done.device), "frames_per_s": round(fps, 2), "updates_per_s": round(ups, 3),
+            "measured_frames": measured, "wall_s": round(wall, 1), "update_every_steps": done.update_every_steps,
+            "torch_threads": torch.get_num_threads(), **(timer.report() if timer is not None else {})}  # fmt: skip
 
 
 if __name__ == "__main__":
