@@ -107,7 +107,9 @@ def test_train_py_drqv2_end_to_end_with_offline_wandb(tmp_path):
     check_run_dir(run_dir)
     assert (run_dir / ".hydra" / "config.yaml").exists()
     assert "wandb sync" in result.stdout + result.stderr
-    assert result.stdout.count("eval | frame") == 3
+    # one summary line per evaluation, and (stdout is not a terminal) one progress line per finished eval episode
+    assert len(re.findall(r"^eval \| frame +[\d,]+ \| step ", result.stdout, re.M)) == 3
+    assert len(re.findall(r"^eval \| frame [\d,]+ \| episode 1/1 \| return ", result.stdout, re.M)) == 3
     # the run's own JSONL (what the wandb sink is handed, test_sac_end_to_end_in_process): every section against frame
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [line for line in lines if line["section"] == "eval"]
