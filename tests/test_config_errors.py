@@ -174,6 +174,7 @@ def test_cuda_graphs_without_a_gpu_is_one_clear_error():
         ("eval_every_frames=1001", "drq: eval_every_frames=1001: a multiple of action_repeat=2, e.g. 1000 or 1002"),
     ],
 )
+@pytest.mark.slow  # 7 interpreter starts, ~1.5 s each
 def test_train_py_prints_one_line_and_exits_nonzero(tmp_path, override, expected):
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,
