@@ -618,14 +618,14 @@ def _cuda_graphs(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule(("action_repeat", *FRAME_COUNTS), "every *_frames count is a multiple of action_repeat", _multiples),
-    Rule(("batch_size", "replay_buffer_size"), "batch_size <= replay_buffer_size", _batch_fits),
-    Rule(("eval_workers", "num_eval_episodes"), "eval_workers (when not auto) <= num_eval_episodes", _eval_workers),
+    Rule(("action_repeat", *FRAME_COUNTS), "every `*_frames` count is a multiple of `action_repeat`", _multiples),
+    Rule(("batch_size", "replay_buffer_size"), "`batch_size` <= `replay_buffer_size`", _batch_fits),
+    Rule(("eval_workers", "num_eval_episodes"), "`eval_workers` (when not `auto`) <= `num_eval_episodes`", _eval_workers),
     Rule(("nstep", "max_episode_frames", "action_repeat"),
-         "nstep <= the episode's agent steps (max_episode_frames, or 1000, / action_repeat)", _nstep),
+         "`nstep` <= the episode's agent steps (`max_episode_frames`, or 1000, / `action_repeat`)", _nstep),
 )
 MACHINE_RULES: tuple[Rule, ...] = (
-    Rule(("cuda_graphs", "device"), "cuda_graphs=true needs a CUDA device (checked on the machine that runs)",
+    Rule(("cuda_graphs", "device"), "`cuda_graphs=true` needs a CUDA device (checked on the machine that runs)",
          _cuda_graphs),
 )
 
