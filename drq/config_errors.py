@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from drq import config_schema as schema
-from drq.config_schema import ConfigError, _closest as closest
+from drq.config_schema import ConfigError, closest
 
 __all__ = ["ConfigError", "check_overrides", "exit_on_bad_overrides", "group_choices", "CONFIG_DIR", "EXIT_CODE"]
 

@@ -126,7 +126,7 @@ def show(value: Any) -> str:
     return repr(value)
 
 
-def _closest(value: Any, choices: Iterable[Any], n: int = 3) -> str:
+def closest(value: Any, choices: Iterable[Any], n: int = 3) -> str:
     """``'closest: a, b'`` for the choices nearest ``value`` (by spelling), or '' if none is near."""
     names = [str(c) for c in choices]
     near = difflib.get_close_matches(str(value), names, n=n, cutoff=0.5)
@@ -193,7 +193,7 @@ def _flag(value: Any) -> bool:
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def test(value: Any) -> str:
         if not isinstance(value, str) or value not in choices:
-            raise _Bad(_closest(value, choices) if isinstance(value, str) else "")
+            raise _Bad(closest(value, choices) if isinstance(value, str) else "")
         return value
 
     return test
@@ -241,7 +241,7 @@ def _task_name(value: Any) -> str:
     try:
         tasks.resolve_task(value)
     except ValueError:
-        raise _Bad(_closest(value, tasks.TASK_NAMES)) from None
+        raise _Bad(closest(value, tasks.TASK_NAMES)) from None
     return value
 
 
@@ -285,7 +285,7 @@ def _stop_signals(value: Any) -> tuple[str, ...]:
 
 def _device(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-        raise _Bad(_closest(value, ("auto", "cpu", "cuda")) if isinstance(value, str) else "")
+        raise _Bad(closest(value, ("auto", "cpu", "cuda")) if isinstance(value, str) else "")
     return value
 
 
@@ -492,7 +492,8 @@ class RunConfig:
     cuda_graphs: bool = flag("each update replays one captured CUDA graph; CUDA only")
     async_env: bool = flag("step and render the training env in a worker process while the agent updates")
     num_threads: int | str = _key(kind="int | auto", allowed="'auto' or an integer >= 1", test=_auto_or_int(1),
-                                  unit="threads", why="torch threads; auto: all cores, one fewer with async_env on more than 4")
+                                  unit="threads",
+                                  why="torch threads; auto: all cores, one fewer with async_env on more than 4")
     agent: AgentConfig = _table(AgentConfig)
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, metadata={"extra": True})
 
@@ -617,14 +618,14 @@ def _cuda_graphs(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule(("action_repeat", *FRAME_COUNTS), "every *_frames count is a multiple of action_repeat", _multiples),
-    Rule(("batch_size", "replay_buffer_size"), "batch_size <= replay_buffer_size", _batch_fits),
-    Rule(("eval_workers", "num_eval_episodes"), "eval_workers (when not auto) <= num_eval_episodes", _eval_workers),
+    Rule(("action_repeat", *FRAME_COUNTS), "every `*_frames` count is a multiple of `action_repeat`", _multiples),
+    Rule(("batch_size", "replay_buffer_size"), "`batch_size` <= `replay_buffer_size`", _batch_fits),
+    Rule(("eval_workers", "num_eval_episodes"), "`eval_workers` (when not `auto`) <= `num_eval_episodes`", _eval_workers),
     Rule(("nstep", "max_episode_frames", "action_repeat"),
-         "nstep <= the episode's agent steps (max_episode_frames, or 1000, / action_repeat)", _nstep),
+         "`nstep` <= the episode's agent steps (`max_episode_frames`, or 1000, / `action_repeat`)", _nstep),
 )
 MACHINE_RULES: tuple[Rule, ...] = (
-    Rule(("cuda_graphs", "device"), "cuda_graphs=true needs a CUDA device (checked on the machine that runs)",
+    Rule(("cuda_graphs", "device"), "`cuda_graphs=true` needs a CUDA device (checked on the machine that runs)",
          _cuda_graphs),
 )
 
@@ -671,7 +672,7 @@ def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[l
         where = f"agent={agent}" if section == "agent" else section
         for k in node:
             if f"{section}.{k}" not in table:
-                hint = _closest(f"{section}.{k}", valid)
+                hint = closest(f"{section}.{k}", valid)
                 lines.append(f"{section}.{k}={show(node[k])}: not a key of {where}{'; ' + hint if hint else ''} "
                              "(docs/configuration.md lists every key)")
     for rule in (RULES if rules else ()) + (MACHINE_RULES if machine else ()):

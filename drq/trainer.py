@@ -135,7 +135,8 @@ def env_kwargs(cfg: RunConfig | Mapping[str, Any], seed_offset: int = 0) -> dict
 
 
 def make_agent_from_config(cfg: RunConfig | Mapping[str, Any], obs_shape: tuple[int, ...],
-                           action_shape: tuple[int, ...], device: str, precision: str | None = None) -> Agent:  # fmt: skip
+                           action_shape: tuple[int, ...], device: str,
+                           precision: str | None = None) -> Agent:  # fmt: skip
     """``drq.agents.make_agent(cfg.agent.name, ...)`` with the rest of ``cfg.agent`` as keyword arguments;
     ``precision``: the resolved one (default ``cfg.precision``, which make_agent resolves)."""
     from drq.agents import make_agent
@@ -158,7 +159,8 @@ class Trainer:
     has no defaults of its own."""
 
     def __init__(self, cfg: RunConfig | Mapping[str, Any], run_dir: str | Path,
-                 say: Callable[[str], None] | None = None, stop: stop_signals.StopSignals | None = None) -> None:  # fmt: skip
+                 say: Callable[[str], None] | None = None,
+                 stop: stop_signals.StopSignals | None = None) -> None:  # fmt: skip
         """``stop``: stop-signal handlers already installed by the caller (``run`` installs them before building, so
         a signal during start-up is honoured too); by default :meth:`train` installs ``cfg.stop_signals``."""
         self.cfg = config_schema.as_config(cfg)

@@ -104,7 +104,8 @@ def test_valid_overrides_pass(argv):
     "argv, expected",
     [
         (["task=walker_wlak"], "task=walker_wlak: one of the 24 task configs in cfgs/task/; closest: walker_walk"),
-        (["task=walker_walk,cheetah_rnu"], "task=cheetah_rnu: one of the 24 task configs in cfgs/task/; closest: cheetah_run"),
+        (["task=walker_walk,cheetah_rnu"],
+         "task=cheetah_rnu: one of the 24 task configs in cfgs/task/; closest: cheetah_run"),
         (["agent=sacc"], "agent=sacc: one of drqv2, sac"),
         (["preset=eazy"], "preset=eazy: one of debug, easy, hard, medium"),
         (["batchsize=64"], "batchsize=64: unknown config key; closest: batch_size"),
@@ -131,7 +132,8 @@ def test_bad_overrides_name_the_value_and_the_closest_choices(argv, expected):
     [
         # every violation, one line each, in the schema's order
         (["batch_size=0", "discount=2", "precision=fp61"],
-         ["discount=2: a number in [0, 1]", "batch_size=0: an integer >= 1", "precision=fp61: one of auto, fp32, bf16"]),
+         ["discount=2: a number in [0, 1]", "batch_size=0: an integer >= 1",
+          "precision=fp61: one of auto, fp32, bf16"]),
         # each value of a sweep is checked, every combination while there are few
         (["-m", "eval_every_frames=1000,-100", "seed=1,2"], ["eval_every_frames=-100: an integer >= 1"]),
         (["-m", "seed=range(1,3)", "batch_size=range(-1,2)"], ["batch_size=-1: an integer >= 1",
@@ -174,6 +176,7 @@ def test_cuda_graphs_without_a_gpu_is_one_clear_error():
         ("eval_every_frames=1001", "drq: eval_every_frames=1001: a multiple of action_repeat=2, e.g. 1000 or 1002"),
     ],
 )
+@pytest.mark.slow  # 7 interpreter starts, ~1.5 s each
 def test_train_py_prints_one_line_and_exits_nonzero(tmp_path, override, expected):
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,

@@ -180,7 +180,8 @@ def test_shown_values_read_as_typed():
         ({"batch_size": 512, "replay_buffer_size": 100}, "batch_size=512: at most replay_buffer_size=100 "
                                                          "(transitions;"),
         ({"eval_workers": 4, "num_eval_episodes": 2}, "eval_workers=4: 'auto' or at most num_eval_episodes=2"),
-        ({"nstep": 501}, "nstep=501: at most the episode's 500 agent steps = the task's 1000 frames / action_repeat=2 (agent steps;"),
+        ({"nstep": 501}, "nstep=501: at most the episode's 500 agent steps = the task's 1000 frames / action_repeat=2 "
+                         "(agent steps;"),
         ({"nstep": 26, "max_episode_frames": 200, "action_repeat": 8},
          "nstep=26: at most the episode's 25 agent steps = max_episode_frames=200 / action_repeat=8"),
     ],
