@@ -137,7 +137,10 @@ def test_train_py_drqv2_end_to_end_with_offline_wandb(tmp_path):
     check_run_dir(run_dir)
     assert (run_dir / ".hydra" / "config.yaml").exists()
     assert "wandb sync" in result.stdout + result.stderr
-    assert result.stdout.count("eval | frame") == 3
+    lines = result.stdout.splitlines()
+    assert sum("eval | frame" in line and "| step" in line for line in lines) == 3  # one summary per evaluation
+    # and, the output not being a terminal, one progress line per evaluation episode (1 per evaluation here)
+    assert sum(re.match(r"eval \| frame [\d,]+ \| episode 1/1 \|", line) is not None for line in lines) == 3
     history = wandb_history(run_dir)
     evals = [h for h in history if "eval/episode_reward" in h]
     assert [h["frame"] for h in evals] == [0, 1000, 2000]
