@@ -85,6 +85,17 @@ def test_make_agent_resolves_auto(monkeypatch, native, expected):
     assert agent.precision == expected
 
 
+@pytest.mark.parametrize("name", ["drqv2", "sac"])
+@pytest.mark.parametrize("bad", ["auto", "fp16"])
+def test_agents_take_a_resolved_precision_from_drq_precision(name, bad):
+    """The agents accept what drq.precision resolves to (no list of their own); 'auto' is make_agent's to resolve."""
+    from drq.agents import AGENTS
+
+    assert P.RESOLVED_PRECISIONS == ("fp32", "bf16")
+    with pytest.raises(ValueError, match=rf"precision must be one of fp32, bf16 here .*; got '{bad}'"):
+        AGENTS[name](OBS_SHAPE, (2,), "cpu", bad, hidden_dim=8, feature_dim=4)
+
+
 def test_describe_names_the_machine(monkeypatch):
     fake_cpu(monkeypatch)
     info = describe("cpu")
