@@ -8,7 +8,6 @@ its presets'. Counts are shown in frames (the clock users see) and, where the pa
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping
 
 from drq import config_schema
@@ -16,7 +15,7 @@ from drq.config_schema import RunConfig
 
 __all__ = ["protocol_line"]
 
-PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "cfgs" / "protocol"
+PROTOCOL_DIR = config_schema.CONFIG_DIR / "protocol"
 
 
 def protocol_line(cfg: RunConfig | Mapping[str, Any], source: str | None = None) -> str:
