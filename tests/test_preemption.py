@@ -87,6 +87,18 @@ def wait_for_rows(proc: subprocess.Popen, run_dir: Path, rows: int, timeout: flo
         time.sleep(0.02)
 
 
+def start_and_signal(run_dir: Path, wandb_mode: str, rows: int, delay_s: float, sig: int) -> subprocess.Popen | None:
+    """Start the run, wait until it has logged ``rows`` episodes, wait ``delay_s`` more, then send ``sig`` to its
+    whole process group; None (nothing sent) if the run had already finished."""
+    proc = start(run_dir, f"wandb.mode={wandb_mode}")
+    wait_for_rows(proc, run_dir, rows)
+    time.sleep(delay_s)
+    if proc.poll() is not None:
+        return None
+    os.killpg(proc.pid, sig)
+    return proc
+
+
 def group_gone(pgid: int, timeout: float = 10.0) -> bool:
     """True once no process of the group is left (workers must not outlive the trainer)."""
     deadline = time.time() + timeout
@@ -147,12 +159,9 @@ def test_group_sigterm_at_random_moments_resumes_exactly(tmp_path, reference):
     # run makes progress whatever the machine's speed and the moments spread over all its phases
     schedule = sigterm_schedule()
     for rows in schedule:
-        proc = start(run_dir, "wandb.mode=disabled")
-        wait_for_rows(proc, run_dir, rows)
-        time.sleep(rng.uniform(0.0, 2.0))
-        if proc.poll() is not None:
+        proc = start_and_signal(run_dir, "disabled", rows, rng.uniform(0.0, 2.0), signal.SIGTERM)
+        if proc is None:
             break
-        os.killpg(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 143, err[-3000:]
         drq_lines = [line for line in err.splitlines() if line.startswith("drq:")]
@@ -178,12 +187,9 @@ def test_kill_9_at_random_moments_loses_at_most_one_snapshot_interval_and_tears_
     rng = random.Random(9)
     run_dir, kills, resumed_frames = tmp_path / "run", 0, []
     for rows in (0, 2, 4):
-        proc = start(run_dir, "wandb.mode=offline")
-        wait_for_rows(proc, run_dir, rows)
-        time.sleep(rng.uniform(0.0, 2.0))
-        if proc.poll() is not None:
+        proc = start_and_signal(run_dir, "offline", rows, rng.uniform(0.0, 2.0), signal.SIGKILL)
+        if proc is None:
             break
-        os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
         kills += 1
         rows = (run_dir / "train.csv").read_text().splitlines() if (run_dir / "train.csv").exists() else []
