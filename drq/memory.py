@@ -1,0 +1,108 @@
+"""How much memory this process may use, read before a run starts (the config checks and ``replay_storage=auto``).
+
+``usable_ram_bytes()``, in order:
+
+1. ``DRQ_MEMORY_LIMIT`` if set (bytes, or with a suffix: ``8G``, ``512M``, ``1.5T``; powers of 1024). Tests use it to
+   make a machine look small; a user can use it to keep headroom for other work.
+2. The cgroup limit of this process (v2 ``memory.max``, else v1 ``memory.limit_in_bytes``) minus what the cgroup
+   already uses, if a limit is set and it is below ``MemAvailable``.
+3. ``MemAvailable`` from ``/proc/meminfo`` (what the kernel can hand out without swapping, page cache included).
+
+Returns None where none of these can be read (not Linux): the checks then trust the user.
+
+``usable_gpu_bytes(device)``: free memory on a CUDA device (``torch.cuda.mem_get_info``), or None without CUDA.
+No torch import at module level: the config checks run before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+__all__ = ["ENV_LIMIT", "parse_size", "format_size", "usable_ram_bytes", "usable_gpu_bytes"]
+
+ENV_LIMIT = "DRQ_MEMORY_LIMIT"
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``"8G"`` -> 8 * 2**30; ``"123"`` -> 123. Raises ValueError naming the accepted forms."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
+    if not match:
+        raise ValueError(f"{ENV_LIMIT}={text!r}: expected bytes or a size such as 512M, 8G, 1.5T")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def format_size(nbytes: float) -> str:
+    """Bytes in the largest unit that keeps the number >= 1: ``21.2 GB`` style (powers of 1000, as users read)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(nbytes) >= size:
+            return f"{nbytes / size:.1f} {unit}"
+    return f"{int(nbytes)} B"
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _cgroup_headroom() -> int | None:
+    """Limit minus usage of this process's cgroup, or None where no limit is set or readable."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == "0" and controllers == "":  # cgroup v2
+            base = Path("/sys/fs/cgroup") / path.lstrip("/")
+            limit_file, usage_file = base / "memory.max", base / "memory.current"
+        elif "memory" in controllers.split(","):  # cgroup v1
+            base = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            limit_file, usage_file = base / "memory.limit_in_bytes", base / "memory.usage_in_bytes"
+        else:
+            continue
+        try:
+            limit_text = limit_file.read_text().strip()
+            if limit_text == "max":
+                return None
+            limit = int(limit_text)
+            if limit >= 2**60:  # v1's "unlimited"
+                return None
+            usage = int(usage_file.read_text().strip()) if usage_file.exists() else 0
+        except (OSError, ValueError):
+            continue
+        return max(0, limit - usage)
+    return None
+
+
+def usable_ram_bytes() -> int | None:
+    """Bytes of RAM this process may still use (see the module docstring for the order of sources)."""
+    override = os.environ.get(ENV_LIMIT)
+    if override:
+        return parse_size(override)
+    available = _meminfo_available()
+    headroom = _cgroup_headroom()
+    if headroom is not None and (available is None or headroom < available):
+        return headroom
+    return available
+
+
+def usable_gpu_bytes(device: str = "cuda") -> int | None:
+    """Free bytes on the CUDA device ``device`` (``cuda``, ``cuda:1``), or None where CUDA is not available."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    return int(free)
