@@ -240,7 +240,7 @@ def measure(cfg: dict, seed_frames: int, breakdown: bool, reference: bool = Fals
     return {"device": str(done.device), "precision_resolved": done.precision_resolved,
             "machine": describe(done.device), "frames_per_s": round(fps, 2), "updates_per_s": round(ups, 3),
             "measured_frames": measured, "wall_s": round(wall, 1), "update_every_steps": done.update_every_steps,
-            "torch_threads": torch.get_num_threads(), **(timer.report() if timer is not None else {})}  # fmt: skip
+            "torch_threads": done.num_threads, **(timer.report() if timer is not None else {})}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -170,6 +170,19 @@ class Trainer:
         c = self.cfg
         self._stop_signals = stop or stop_signals.StopSignals(stop_signals.parse(c.stop_signals))
         self._lock = run_dir_lock.acquire(self.run_dir)  # never two writers on one run dir
+        self._process_settings = ProcessSettings.read()  # restored by close(): they are process-wide
+        self.train_env: Env | None = None
+        self._eval_envs: list[Env] | None = None
+        self.wandb: WandbSink | None = None
+        try:
+            self._build()
+        except BaseException:  # a failed start leaves no lock held, no worker running, no setting changed
+            self._close_parts(exit_code=1)
+            raise
+
+    def _build(self) -> None:
+        """Everything after the lock: settings, seeding, resume state, envs, replay, agent, sinks, counters."""
+        c = self.cfg
         self.action_repeat = c.action_repeat
         self.update_every_steps = c.agent.update_every_steps
         self.max_episode_frames = c.max_episode_frames
@@ -180,7 +193,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
-        torch.set_num_threads(resolve_num_threads(c.num_threads, c.async_env))
+        self.num_threads = resolve_num_threads(c.num_threads, c.async_env)  # torch's intra-op threads in this run
+        torch.set_num_threads(self.num_threads)
         self._resolve_precision()
         self._seed_everything(c.seed)
 
@@ -190,8 +204,7 @@ class Trainer:
 
         self.files = RunFiles(self.run_dir)
         self._clean_up_after_a_lost_session()
-        self.train_env: Env = self._make_train_env()
-        self._eval_envs: list[Env] | None = None
+        self.train_env = self._make_train_env()
         self.num_eval_workers = resolve_eval_workers(c.eval_workers, c.num_eval_episodes)
         obs_shape = self.train_env.observation_shape
         self.action_shape = tuple(self.train_env.action_shape)
@@ -619,14 +632,45 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------------- close
     def close(self, exit_code: int = 0) -> None:
-        for env in (self.train_env, *(self._eval_envs or [])):
-            if env is not None:
-                try:
-                    env.close()
-                except Exception:  # noqa: BLE001 -- closing must not hide the real error
-                    pass
-        self.wandb.finish(exit_code)
-        self._lock.release()
+        """Close the environments (workers stop) and wandb, release the run dir's lock and restore the process-wide
+        torch settings the run changed; the lock and the settings even when wandb's ``finish`` raises."""
+        self._close_parts(exit_code)
+
+    def _close_parts(self, exit_code: int) -> None:
+        """:meth:`close` for whatever was built so far (the constructor calls it when building fails)."""
+        try:
+            for env in (self.train_env, *(self._eval_envs or [])):
+                if env is not None:
+                    try:
+                        env.close()
+                    except Exception:  # noqa: BLE001 -- closing must not hide the real error
+                        pass
+            if self.wandb is not None:
+                self.wandb.finish(exit_code)
+        finally:
+            self._lock.release()
+            self._process_settings.restore()
+
+
+class ProcessSettings:
+    """torch's process-wide settings a run changes (intra-op threads, TF32, cuDNN autotuning), read before and put
+    back after, so that a run inside a longer process (a notebook, the tests) leaves the process as it found it."""
+
+    def __init__(self, num_threads: int, matmul_tf32: bool, cudnn_tf32: bool, cudnn_benchmark: bool) -> None:
+        self.num_threads, self.matmul_tf32 = num_threads, matmul_tf32
+        self.cudnn_tf32, self.cudnn_benchmark = cudnn_tf32, cudnn_benchmark
+
+    @classmethod
+    def read(cls) -> "ProcessSettings":
+        return cls(torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                   torch.backends.cudnn.benchmark)  # fmt: skip
+
+    def restore(self) -> None:
+        if torch.get_num_threads() != self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        torch.backends.cuda.matmul.allow_tf32 = self.matmul_tf32
+        torch.backends.cudnn.allow_tf32 = self.cudnn_tf32
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
 
 
 def _tqdm_write(message: str) -> None:
