@@ -46,12 +46,10 @@ class TransitionBatch(Protocol):
 class Agent(Protocol):
     """An agent as the trainer, the evaluation and the snapshots use it (``drq.agents.make_agent`` builds one).
 
-    ``name``: the agent's config name (``'drqv2'`` | ``'sac'``). ``update_every_steps``: the trainer calls
-    ``update`` every this many agent steps. ``histograms``: per-sample tensors of the last update (for example
+    ``name``: the agent's config name (``'drqv2'`` | ``'sac'``). ``histograms``: per-sample tensors of the last update (for example
     ``actor_logprob (B,)``), logged to wandb every ``histogram_every_frames``."""
 
     name: str
-    update_every_steps: int
     histograms: dict[str, torch.Tensor]
 
     def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:

@@ -27,11 +27,16 @@ __all__ = ["AGENTS", "make_agent", "DrQV2Agent", "SACAgent"]
 AGENTS: dict[str, type] = {"drqv2": DrQV2Agent, "sac": SACAgent}
 
 _POSITIONAL = ("self", "obs_shape", "action_shape", "device", "precision")
+TRAINER_KEYS = ("update_every_steps",)
+"""Keys of the ``agent:`` config group that the trainer reads, not the agent (the update cadence, agent steps):
+``make_agent`` accepts them and passes them on to no one."""
 
 
 def agent_config_keys(name: str) -> list[str]:
-    """The ``cfg`` keys ``make_agent(name, ...)`` accepts (constructor keywords besides shapes/device/precision)."""
-    return [k for k in inspect.signature(_agent_class(name).__init__).parameters if k not in _POSITIONAL]
+    """The ``cfg`` keys ``make_agent(name, ...)`` accepts: the constructor's keywords besides shapes / device /
+    precision, and :data:`TRAINER_KEYS`."""
+    params = inspect.signature(_agent_class(name).__init__).parameters
+    return [*(k for k in params if k not in _POSITIONAL), *TRAINER_KEYS]
 
 
 def _agent_class(name: str) -> type:
@@ -58,7 +63,8 @@ def make_agent(name: str, obs_shape: Sequence[int], action_shape: Sequence[int],
     if not isinstance(cuda_graphs, bool):
         raise ValueError(f"cuda_graphs must be true or false, got {cuda_graphs!r}")
     precision, _ = resolve_precision(precision, device)
-    agent = cls(obs_shape, action_shape, device=device, precision=precision, **cfg)
+    agent = cls(obs_shape, action_shape, device=device, precision=precision,
+                **{k: v for k, v in cfg.items() if k not in TRAINER_KEYS})
     if cuda_graphs:
         agent.enable_cuda_graphs()
     compile_agent(agent, mode)

@@ -55,7 +55,6 @@ class DrQV2Agent(AgentCore):
             ``'bf16'`` (autocast around the network passes, losses and optimiser state in fp32).
         lr: Adam learning rate (encoder, critic, actor). feature_dim / hidden_dim: trunk and MLP widths.
         critic_target_tau: soft target update rate. num_expl_steps: agent steps of uniform random actions in ``act``.
-        update_every_steps: the trainer calls ``update`` every this many agent steps.
         stddev_schedule: exploration std (``drq.schedules``, agent steps); stddev_clip: target/actor noise clip.
         channels_last: NHWC convs.
     """
@@ -64,12 +63,12 @@ class DrQV2Agent(AgentCore):
 
     def __init__(self, obs_shape: Sequence[int], action_shape: Sequence[int], device: str | torch.device = "cpu",
                  precision: str = "fp32", lr: float = 1e-4, feature_dim: int = 50, hidden_dim: int = 1024,
-                 critic_target_tau: float = 0.01, num_expl_steps: int = 2000, update_every_steps: int = 2,
+                 critic_target_tau: float = 0.01, num_expl_steps: int = 2000,
                  stddev_schedule: str | float = "linear(1.0,0.1,500000)", stddev_clip: float = 0.3,
                  channels_last: bool = True):
         super().__init__(obs_shape, action_shape, device, precision)
         for key, value, integer in (("lr", lr, False), ("feature_dim", feature_dim, True),
-                                    ("hidden_dim", hidden_dim, True), ("update_every_steps", update_every_steps, True),
+                                    ("hidden_dim", hidden_dim, True),
                                     ("stddev_clip", stddev_clip, False)):
             check_positive(key, value, integer)
         self.critic_target_tau = check_tau(critic_target_tau)
@@ -80,7 +79,7 @@ class DrQV2Agent(AgentCore):
             raise ValueError(f"stddev_schedule {self.stddev_schedule.spec!r} reaches a non-positive std "
                              f"({self.stddev_schedule.min_value!r}); the exploration std must stay > 0")
         self.lr = float(lr)
-        self.num_expl_steps, self.update_every_steps = num_expl_steps, int(update_every_steps)
+        self.num_expl_steps = num_expl_steps
         self.stddev_clip = float(stddev_clip)
         action_dim = self.action_shape[0]
 

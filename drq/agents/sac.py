@@ -69,7 +69,7 @@ class SACAgent(AgentCore):
         obs_shape: ``(3 * frame_stack, H, W)``; action_shape: ``(A,)``; device; precision: ``'fp32'`` | ``'bf16'``.
         lr: Adam learning rate for encoder + critic, actor and log alpha. init_temperature: initial alpha.
         log_std_bounds: ``(low, high)`` for the actor's log std. critic_target_tau: soft target rate.
-        update_every_steps / actor_update_every_steps / critic_target_update_every_steps: cadences in agent steps.
+        actor_update_every_steps / critic_target_update_every_steps: cadences in agent steps.
         num_target_augs (K) / num_critic_augs (M): DrQ's augmentation averaging (K = M = 1 is plain RAD-style SAC).
         target_encoder: DrQ's layout (an EMA target copy of the encoder; the actor step re-encodes with the updated
             encoder) when true; DrQ-v2's (no target encoder, the actor reuses the critic step's features) when false.
@@ -81,14 +81,14 @@ class SACAgent(AgentCore):
     def __init__(self, obs_shape: Sequence[int], action_shape: Sequence[int], device: str | torch.device = "cpu",
                  precision: str = "fp32", lr: float = 1e-3, feature_dim: int = 50, hidden_dim: int = 1024,
                  critic_target_tau: float = 0.01, init_temperature: float = 0.1,
-                 log_std_bounds: Sequence[float] = (-10.0, 2.0), update_every_steps: int = 1,
+                 log_std_bounds: Sequence[float] = (-10.0, 2.0),
                  actor_update_every_steps: int = 2, critic_target_update_every_steps: int = 2,
                  num_target_augs: int = 2, num_critic_augs: int = 2, target_encoder: bool = True,
                  channels_last: bool = True):
         super().__init__(obs_shape, action_shape, device, precision)
         for key, value, integer in (
                 ("lr", lr, False), ("feature_dim", feature_dim, True), ("hidden_dim", hidden_dim, True),
-                ("init_temperature", init_temperature, False), ("update_every_steps", update_every_steps, True),
+                ("init_temperature", init_temperature, False),
                 ("actor_update_every_steps", actor_update_every_steps, True),
                 ("critic_target_update_every_steps", critic_target_update_every_steps, True),
                 ("num_target_augs", num_target_augs, True), ("num_critic_augs", num_critic_augs, True)):
@@ -101,7 +101,6 @@ class SACAgent(AgentCore):
         if len(bounds) != 2 or not bounds[0] < bounds[1]:
             raise ValueError(f"log_std_bounds must be [low, high] with low < high, got {log_std_bounds!r}")
         self.lr = float(lr)
-        self.update_every_steps = int(update_every_steps)
         self.actor_update_every_steps = int(actor_update_every_steps)
         self.critic_target_update_every_steps = int(critic_target_update_every_steps)
         self.num_target_augs, self.num_critic_augs = int(num_target_augs), int(num_critic_augs)
