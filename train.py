@@ -13,6 +13,9 @@ from __future__ import annotations
 import sys
 
 from drq import stop_signals
+from drq.process_tuning import tune_process
+
+tune_process()  # before torch loads: huge pages, passive OpenMP waiting, glibc keeping freed memory
 
 # A single run handles the stop signals from its first moment (a SIGTERM while torch and hydra import still gives a
 # snapshot and exit 143); main() narrows them to cfg.stop_signals. A sweep's launcher process keeps the defaults.

@@ -42,7 +42,10 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import drq  # noqa: E402,F401  (sets torch's huge-page allocator before torch is imported)
+from drq.process_tuning import tune_process  # noqa: E402
+
+tune_process()  # before torch: huge pages, passive OpenMP waiting, glibc keeping freed memory (as train.py)
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 

@@ -21,7 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import drq  # noqa: E402,F401  (huge pages and passive OpenMP waiting, before torch)
+from drq.process_tuning import tune_process  # noqa: E402
+
+tune_process()  # before torch: huge pages, passive OpenMP waiting, glibc keeping freed memory (as train.py)
 
 
 def main() -> None:

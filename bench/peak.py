@@ -22,7 +22,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import drq  # noqa: E402,F401  (before torch: the same allocator settings as training)
+from drq.process_tuning import tune_process  # noqa: E402
+
+tune_process()  # before torch: huge pages, passive OpenMP waiting, glibc keeping freed memory (as train.py)
+
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 

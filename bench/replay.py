@@ -17,10 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from drq.process_tuning import tune_process  # noqa: E402
+
+tune_process()  # before torch: huge pages, passive OpenMP waiting, glibc keeping freed memory (as train.py)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 from replay import FrameReplay  # noqa: E402
 
 

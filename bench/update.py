@@ -38,9 +38,11 @@ from typing import Callable, NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Before torch: `import drq` sets OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 (huge pages for large tensors),
-# for ours and the baseline alike, since both run in this process -- the settings `python train.py` trains with.
-import drq  # noqa: E402,F401
+# Before torch: OMP_WAIT_POLICY=PASSIVE, THP_MEM_ALLOC_ENABLE=1 (huge pages for large tensors) and glibc keeping freed
+# memory, for ours and the baseline alike, since both run in this process -- the settings `python train.py` trains with.
+from drq import process_tuning  # noqa: E402
+
+process_tuning.tune_process()
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> dict:
               **({"updates_per_s_no_target_encoder": round(rates["ours_no_target_encoder"], 3),
                   "target_encoder_cost": round(rates["ours_no_target_encoder"] / ours - 1, 3)}
                  if "ours_no_target_encoder" in rates else {}),
-              "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "malloc_tuned": drq.MALLOC_TUNED,
+              "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "malloc_tuned": process_tuning.malloc_tuned(),
               "load_avg": [round(v, 2) for v in os.getloadavg()], "machine": machine}
     print(json.dumps(result))
     return result

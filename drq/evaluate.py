@@ -22,7 +22,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if __name__ == "__main__":  # the entry point, before torch loads (a call of main() from python changes nothing)
+    from drq.process_tuning import tune_process
+
+    tune_process()
+
+import numpy as np  # noqa: E402
 
 from drq import config_schema
 from drq import snapshot as snapshots

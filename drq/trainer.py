@@ -98,7 +98,7 @@ def resolve_num_threads(num_threads: Any, async_env: bool) -> int:
 
     On 2 cores, leaving one to the renderer was 1.55x slower end to end (bench/e2e.py, cartpole_swingup: 9.6 vs 14.9
     frames/s): an 84x84 render is ~11 ms per agent step, a small share of a core, and with passive OpenMP waiting
-    (set by ``import drq``) the two compete only briefly."""
+    (set by the entry points: ``drq.process_tuning``) the two compete only briefly."""
     if num_threads not in (None, "auto"):
         n = int(num_threads)
         if n < 1:

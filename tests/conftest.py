@@ -1,4 +1,5 @@
-"""Shared test setup: choose the MuJoCo GL backend before any test imports dm_control; helpers several tests use."""
+"""Shared test setup: the entry points' process settings and the MuJoCo GL backend, before any test imports torch
+or dm_control; helpers several tests use."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import os
 from typing import Any
 
 os.environ.setdefault("WANDB_SILENT", "true")
+
+from drq.process_tuning import tune_process  # noqa: E402
+
+tune_process()  # the test session runs as train.py does (huge pages, passive OpenMP waiting, glibc keeping memory)
 
 from drq.rendering import setup_rendering  # noqa: E402
 
