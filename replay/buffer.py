@@ -36,6 +36,7 @@ frames are gathered on the storage device with one ``index_select``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -118,28 +119,29 @@ class FrameReplay:
         self._last = np.zeros(s, dtype=bool)
         self._total = 0  # number of add() calls ever; logical indices [total - num_slots, total) are stored
         self._rng = np.random.default_rng(seed)
-        probe = torch.empty(1)
-        use_count = getattr(torch._C, "_storage_Use_Count", None)
-        self._pool_refs = use_count(probe.untyped_storage()._cdata) if use_count else 0  # refs of a lone tensor
         self._len = 0  # sampleable transitions, maintained incrementally by add()
-        self._out_pool: list[torch.Tensor] = []  # recycled output tensors, see _output_buffer
+        self._out_pool: list[np.ndarray] = []  # recycled output memory (CPU), see _output_buffer
 
     def _output_buffer(self, num_frames: int) -> torch.Tensor:
         """An uninitialised (num_frames, C, H, W) uint8 tensor, recycled when nobody else holds it.
 
         A fresh 32 MB tensor per batch costs ~8k page faults (3-20 ms on a 2-core CPU, more than the gather itself).
-        A pooled tensor is reused only when its storage has no reference outside the pool (no batch, view or
-        tensor derived from it is alive), so recycling can never overwrite data a caller still holds.
+        On the CPU the pool keeps numpy arrays and hands out ``torch.from_numpy`` tensors: such a tensor's storage
+        holds a Python reference to its array until the last tensor sharing that storage (the batch, any view of it,
+        ``.numpy()`` of a view) is gone. An array is reused only when ``sys.getrefcount`` shows no such reference, so
+        recycling never overwrites data a caller still holds. Other devices allocate afresh (their caching allocators
+        already recycle without page faults).
         """
-        use_count = getattr(torch._C, "_storage_Use_Count", None)
-        for buf in self._out_pool:
-            if buf.shape[0] == num_frames and use_count is not None:
-                if use_count(buf.untyped_storage()._cdata) <= self._pool_refs:
-                    return buf
-        buf = torch.empty((num_frames, *self.frame_shape), dtype=torch.uint8, device=self.device)
-        if use_count is not None and len(self._out_pool) < 4:
-            self._out_pool = [b for b in self._out_pool if b.shape[0] == num_frames] + [buf]
-        return buf
+        if self.device.type != "cpu":
+            return torch.empty((num_frames, *self.frame_shape), dtype=torch.uint8, device=self.device)
+        for memory in self._out_pool:
+            # references: the pool's list, this loop's name and getrefcount's argument; a live tensor adds one
+            if memory.shape[0] == num_frames and sys.getrefcount(memory) <= 3:
+                return torch.from_numpy(memory)
+        memory = np.empty((num_frames, *self.frame_shape), dtype=np.uint8)
+        if len(self._out_pool) < 4:
+            self._out_pool = [m for m in self._out_pool if m.shape[0] == num_frames] + [memory]
+        return torch.from_numpy(memory)
 
     # ------------------------------------------------------------------ writing
     def add(self, frame: Any, action: Any, reward: float, discount: float, first: bool, last: bool) -> None:
