@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 
 import pytest
+from conftest import run_module_as_main
 
 from drq.analysis import dashboard
 from drq.analysis import health as health_report
@@ -107,8 +107,7 @@ def test_workspace_model_matches_the_spec():
                 assert got["config"]["mediaKeys"] == panel["keys"]
 
 
-def test_cli_dry_run_subprocess():
-    result = subprocess.run([sys.executable, "-m", "drq.analysis.dashboard", "--entity", "e", "--project", "p",
-                             "--dry-run"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert len(json.loads(result.stdout)["sections"]) == len(SECTIONS)
+def test_cli_dry_run_as_main():
+    code, out, err = run_module_as_main("drq.analysis.dashboard", "--entity", "e", "--project", "p", "--dry-run")
+    assert code == 0, err
+    assert len(json.loads(out)["sections"]) == len(SECTIONS)

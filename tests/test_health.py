@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_module_as_main
 
 from drq import health
 from drq.analysis import health as health_report
@@ -403,18 +404,15 @@ def test_cli_torn_last_line_is_skipped_but_a_broken_middle_line_is_not(tmp_path,
 
 def test_cli_missing_run_dir_exits_nonzero_without_traceback(tmp_path):
     missing = tmp_path / "no_such_run"
-    result = subprocess.run([sys.executable, "-m", "drq.analysis.health", str(missing)], capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 2
-    assert str(missing) in result.stderr and "Traceback" not in result.stderr + result.stdout
+    code, out, err = run_module_as_main("drq.analysis.health", str(missing))
+    assert code == 2
+    assert str(missing) in err and "Traceback" not in err + out
 
 
 def test_old_command_line_names_the_new_one(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "drq.health", str(tmp_path)], capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 2
-    assert result.stderr.strip() == ("drq.health is the detector only; the report is: "
-                                     "python -m drq.analysis.health RUN_DIR")
+    code, out, err = run_module_as_main("drq.health", str(tmp_path))
+    assert code == 2
+    assert err.strip() == "drq.health is the detector only; the report is: python -m drq.analysis.health RUN_DIR"
 
 
 def test_detector_on_a_real_saturated_drqv2_run():

@@ -115,16 +115,20 @@ def check_against_reference(buf: FrameReplay, ref: Reference, draws: int = 4000)
     assert batch.reward.shape == (draws, 1) and batch.discount.shape == (draws, 1)
     assert batch.action.dtype == torch.float32
     seen = Counter()
+    # one conversion per field, then plain-python checks per draw (pytest.approx's tolerances written out: it is
+    # max(rel * |expected|, abs), abs 1e-12 by default; the action must be bit-equal)
+    all_obs, all_next = batch.obs.numpy(), batch.next_obs.numpy()
+    actions, rewards, discounts = batch.action.numpy(), batch.reward[:, 0].tolist(), batch.discount[:, 0].tolist()
     for i in range(draws):
-        obs = decode_stack(batch.obs[i].numpy(), k)
+        obs = decode_stack(all_obs[i], k)
         key = obs[-1]
         assert key in expected, f"sampled a transition that must not exist: {key}"
         want = expected[key]
         assert obs == want["obs"]
-        assert decode_stack(batch.next_obs[i].numpy(), k) == want["next_obs"]
-        np.testing.assert_allclose(batch.action[i].numpy(), want["action"], rtol=0, atol=0)
-        assert batch.reward[i, 0].item() == pytest.approx(want["reward"], rel=1e-5, abs=1e-5)
-        assert batch.discount[i, 0].item() == pytest.approx(want["discount"], rel=1e-6)
+        assert decode_stack(all_next[i], k) == want["next_obs"]
+        assert np.array_equal(actions[i], want["action"]), (i, actions[i], want["action"])
+        assert abs(rewards[i] - want["reward"]) <= max(1e-5 * abs(want["reward"]), 1e-5), (i, rewards[i], want)
+        assert abs(discounts[i] - want["discount"]) <= max(1e-6 * abs(want["discount"]), 1e-12), (i, discounts[i])
         seen[key] += 1
     # uniform over all sampleable transitions: every one is drawn, none is grossly over-represented
     assert set(seen) == set(expected)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_module_as_main
 
 from drq.analysis import report
 from drq.analysis.report import Run, iqm, mean, median, optimality_gap, performance_profile, stratified_bootstrap
@@ -260,10 +261,9 @@ def test_tasks_without_overlap_in_frames(tmp_path, capsys):
 
 def test_cli_prints_no_traceback(tmp_path):
     (tmp_path / "empty").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "drq.analysis.report", str(tmp_path / "empty")], capture_output=True,
-                          text=True, cwd=REPO, timeout=60)
-    assert proc.returncode == 2
-    assert "no eval.csv found" in proc.stderr and "Traceback" not in proc.stderr
+    code, out, err = run_module_as_main("drq.analysis.report", str(tmp_path / "empty"))
+    assert code == 2
+    assert "no eval.csv found" in err and "Traceback" not in err
 
 
 # ---------------------------------------------------------------------------------------------- a real tiny sweep
