@@ -16,6 +16,7 @@ from drq.rendering import setup_rendering  # noqa: E402
 
 setup_rendering()
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
@@ -56,3 +57,67 @@ def assert_same_state(a: Any, b: Any, what: str = "state") -> int:
         else:
             assert va == vb, f"{what}: {k}: {va!r} != {vb!r}"
     return tensors
+
+
+# ------------------------------------------------------------------------------------ one shared finished debug run
+DEBUG_RUN_OVERRIDES = ("preset=debug", "task=cartpole_swingup", "wandb.mode=disabled", "agent=drqv2", "async_env=true",
+                       "num_eval_episodes=3", "eval_workers=2", "save_video=false")  # fmt: skip
+"""The shared run's config: DrQ-v2 on the debug preset (2000 frames, evaluations at 0, 1000 and 2000), the training env
+in its worker and three evaluation episodes on two eval workers; no video, no wandb."""
+
+
+class FinishedRun:
+    """A finished in-process training run: ``trainer`` (closed, returned by ``drq.trainer.run``), its ``run_dir`` and
+    the composed ``cfg`` it ran with. Readers only: a test that changes a run starts its own."""
+
+    def __init__(self, trainer: Any, run_dir: Any, cfg: dict) -> None:
+        self.trainer, self.run_dir, self.cfg = trainer, run_dir, cfg
+
+
+def compose_debug(*overrides: str, base: tuple[str, ...] = ()) -> dict:
+    """The composed config (cfgs/ through hydra, as train.py composes it) for ``base`` then ``overrides``."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "cfgs"), version_base="1.3"):
+        cfg = compose("config", overrides=[*base, *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="session")
+def debug_run(tmp_path_factory) -> FinishedRun:
+    """One debug-preset run for the whole test session (~10 s), shared by every check that only reads a finished run
+    (:data:`DEBUG_RUN_OVERRIDES`)."""
+    from drq import trainer
+
+    cfg = compose_debug(base=DEBUG_RUN_OVERRIDES)
+    run_dir = tmp_path_factory.mktemp("debug_run")
+    return FinishedRun(trainer.run(cfg, run_dir, say=lambda s: None), run_dir, cfg)
+
+
+def run_module_as_main(module: str, *args: str) -> tuple[int, str, str]:
+    """``python -m module args`` inside this process (``runpy``, as ``-m`` runs it): (exit code, stdout, stderr).
+
+    For a command line's exit code and messages where a fresh interpreter is not the point (an import's side effects
+    or a signal would be). An exception escaping the module propagates: the test fails with its traceback."""
+    import contextlib
+    import io
+    import runpy
+    import sys
+    import warnings
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv = sys.argv
+    sys.argv = [module, *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "found in sys.modules ... prior to execution"
+            try:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()
