@@ -285,9 +285,8 @@ def test_joblib_sweep_then_report(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     evals = sorted(sweep.rglob("eval.csv"))
     assert len(evals) == 2, f"expected one eval.csv per job under {sweep}: {evals}"
-    proc = subprocess.run([sys.executable, "-m", "drq.analysis.report", str(sweep), "--reps", "500",
-                           "--curve-reps", "100"], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = run_module_as_main("drq.analysis.report", str(sweep), "--reps", "500", "--curve-reps", "100")
+    assert code == 0, err
     text = (sweep / "report" / "report.md").read_text()
     runs = text.split("## Runs")[1]
     assert runs.count("| cartpole_balance | drqv2 |") == 2 and "| 1 |" in runs and "| 2 |" in runs

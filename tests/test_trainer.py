@@ -1,6 +1,6 @@
-"""End-to-end runs of the trainer on a real DMC task (debug preset: 2000 frames, 64x64, tiny networks).
+"""End-to-end runs of the trainer on a real DMC task (debug preset: 2000 frames, 48x48, tiny networks).
 
-Each run takes ~10 s on a 2-core CPU. Checked against independent readers: the CSV / JSONL files with csv/json, the
+Each run takes ~10 s on a 2-core CPU; checks that only read a finished run share one (conftest's ``debug_run``). Checked against independent readers: the CSV / JSONL files with csv/json, the
 video with imageio (ffmpeg). What wandb receives is read through wandb's public API: ``wandb.init`` replaced by a
 recorder of the ``Run.log`` calls (wandb's files are a private record format, and ``wandb.Api`` needs its server);
 a real offline run is checked for its folder and its ``wandb sync`` line.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_state, flat_state
+from conftest import DEBUG_RUN_OVERRIDES, assert_same_state, compose_debug, flat_state
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -195,11 +195,17 @@ class Crash(Exception):
 
 
 @pytest.mark.parametrize("eval_overrides", [(), ("num_eval_episodes=3", "eval_workers=2")], ids=["1-env", "2-workers"])
-def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval_overrides):
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval_overrides, request):
     from drq import snapshot, trainer
 
-    cfg = compose("agent=drqv2", "async_env=true", *eval_overrides)
-    whole = trainer.run(cfg, tmp_path / "whole", say=lambda s: None)
+    cfg = compose("agent=drqv2", "async_env=true", "save_video=false", *eval_overrides)
+    if cfg == compose_debug(base=DEBUG_RUN_OVERRIDES):  # 2-workers: the uninterrupted run is the shared one
+        shared = request.getfixturevalue("debug_run")
+        whole, whole_dir = shared.trainer, shared.run_dir
+    else:
+        whole_dir = tmp_path / "whole"
+        whole = trainer.run(cfg, whole_dir, say=lambda s: None)
+    assert bool(eval_overrides) == (whole_dir != tmp_path / "whole"), "the 2-workers variant reads the shared run"
 
     real_save = snapshot.save
 
@@ -220,7 +226,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval
 
     assert resumed.frame == whole.frame == 2000
     for name in ("train.csv", "eval.csv"):
-        a, b = rows(tmp_path / "whole" / name), rows(tmp_path / "split" / name)
+        a, b = rows(whole_dir / name), rows(tmp_path / "split" / name)
         assert len(a) == len(b)
         for ra, rb in zip(a, b):  # same episodes, same returns (wall-clock columns differ)
             assert (ra["frame"], ra["step"], ra["episode"], ra["episode_reward"]) == (
@@ -228,15 +234,15 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval
     assert assert_same_state(whole.agent.state_dict(), resumed.agent.state_dict(), "agent") > 10
 
 
-def test_eval_workers_play_the_episodes_of_their_seeded_envs(tmp_path):
+def test_eval_workers_play_the_episodes_of_their_seeded_envs(debug_run):
     """eval_workers=2, 3 episodes: episodes 0 and 2 on an env seeded like the run, episode 1 on one seeded
     seed + 10000; each env's resets continue across evaluations. Reference: the trained agent played by hand on
     in-process envs, fast-forwarded past the earlier evaluations' resets."""
     from drq.env import make_env
-    from drq.trainer import EVAL_SEED_OFFSET, env_kwargs, run
+    from drq.trainer import EVAL_SEED_OFFSET, env_kwargs
 
-    cfg = compose("agent=drqv2", "async_env=false", "save_video=false", "num_eval_episodes=3", "eval_workers=2")
-    trainer = run(cfg, tmp_path, say=lambda s: None)
+    cfg, trainer = debug_run.cfg, debug_run.trainer
+    assert (cfg["agent"]["name"], cfg["num_eval_episodes"], cfg["eval_workers"]) == ("drqv2", 3, 2)
     assert trainer.eval_resets == [6, 3]  # 3 evaluations (frames 0, 1000, 2000)
 
     def play(env) -> float:
@@ -254,7 +260,7 @@ def test_eval_workers_play_the_episodes_of_their_seeded_envs(tmp_path):
     for env in envs:
         env.close()
     assert len({first, second, third}) == 3  # different starts: the reference can tell the envs apart
-    final = rows(tmp_path / "eval.csv")[-1]
+    final = rows(debug_run.run_dir / "eval.csv")[-1]
     assert float(final["episode_reward"]) == pytest.approx((first + second + third) / 3, rel=1e-6)
 
 
@@ -366,11 +372,12 @@ def test_ctrl_c_saves_a_snapshot_and_the_run_resumes(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "SIGINT at frame" in err and "resume with" in err and "Traceback" not in err
     frame = torch.load(tmp_path / "snapshot.pt", weights_only=True)["counters"]["frame"]
-    assert 0 < frame < 2000
-    result = run_train_py(tmp_path, "async_env=false", "save_video=false", "wandb.mode=offline")
+    assert 0 < frame < 1000  # stopped in its first episodes (train.csv appears at frame 200)
+    # the resumed session trains to frame 1000 (num_train_frames may change on resume): half the debug run's frames
+    result = run_train_py(tmp_path, "async_env=false", "save_video=false", "wandb.mode=offline", "num_train_frames=1000")
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted(tmp_path.glob("wandb/offline-run-*"))  # one folder per session, both the same wandb run
     assert len(runs) == 2 and len({p.name.rsplit("-", 1)[1] for p in runs}) == 1
     assert f"resumed from {tmp_path / 'snapshot.pt'} at frame {frame:,}" in result.stdout
-    assert torch.load(tmp_path / "snapshot.pt", weights_only=True)["counters"]["frame"] == 2000
-    assert int(rows(tmp_path / "eval.csv")[-1]["frame"]) == 2000
+    assert torch.load(tmp_path / "snapshot.pt", weights_only=True)["counters"]["frame"] == 1000
+    assert int(rows(tmp_path / "eval.csv")[-1]["frame"]) == 1000
