@@ -126,11 +126,11 @@ class FrameReplay:
         """An uninitialised (num_frames, C, H, W) uint8 tensor, recycled when nobody else holds it.
 
         A fresh 32 MB tensor per batch costs ~8k page faults (3-20 ms on a 2-core CPU, more than the gather itself).
-        On the CPU the pool keeps numpy arrays and hands out ``torch.from_numpy`` tensors: such a tensor's storage
-        holds a Python reference to its array until the last tensor sharing that storage (the batch, any view of it,
-        ``.numpy()`` of a view) is gone. An array is reused only when ``sys.getrefcount`` shows no such reference, so
-        recycling never overwrites data a caller still holds. Other devices allocate afresh (their caching allocators
-        already recycle without page faults).
+        On the CPU the pool keeps numpy views of its tensors and hands out ``torch.from_numpy`` tensors of them: such a
+        tensor's storage holds a Python reference to its array until the last tensor sharing that storage (the batch,
+        any view of it, ``.numpy()`` of a view) is gone. An array is reused only when ``sys.getrefcount`` shows no
+        such reference, so recycling never overwrites data a caller still holds. Other devices allocate afresh (their
+        caching allocators already recycle without page faults).
         """
         if self.device.type != "cpu":
             return torch.empty((num_frames, *self.frame_shape), dtype=torch.uint8, device=self.device)
@@ -138,7 +138,8 @@ class FrameReplay:
             # references: the pool's list, this loop's name and getrefcount's argument; a live tensor adds one
             if memory.shape[0] == num_frames and sys.getrefcount(memory) <= 3:
                 return torch.from_numpy(memory)
-        memory = np.empty((num_frames, *self.frame_shape), dtype=np.uint8)
+        # torch allocates it (huge-page aligned under THP_MEM_ALLOC_ENABLE); the array view is what the pool counts
+        memory = torch.empty((num_frames, *self.frame_shape), dtype=torch.uint8).numpy()
         if len(self._out_pool) < 4:
             self._out_pool = [m for m in self._out_pool if m.shape[0] == num_frames] + [memory]
         return torch.from_numpy(memory)
