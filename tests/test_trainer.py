@@ -326,7 +326,7 @@ def test_disk_full_while_writing_snapshot_and_video_warns_and_goes_on(tmp_path, 
     monkeypatch.setattr(snapshot.torch, "save", full_torch_save)
     monkeypatch.setattr(imageio, "get_writer", full_writer)
     with pytest.warns(RuntimeWarning, match="disk full") as caught:
-        trainer.run(compose("async_env=false"), tmp_path, say=lambda s: None)
+        trainer.run(compose("async_env=false", "video_size=64"), tmp_path, say=lambda s: None)  # small videos suffice
     texts = [str(w.message) for w in caught]
     assert any("snapshot" in t and "previous snapshot is kept" in t for t in texts)
     assert any("video" in t for t in texts)
