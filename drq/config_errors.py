@@ -10,9 +10,9 @@ every ``key=value`` are checked by name first (``+key=`` adds a key on purpose; 
 :mod:`drq.launcher_checks`'), then the composed config goes through :func:`drq.config_schema.check` (types, ranges,
 rules between keys, and ``machine=True``: CUDA for ``device`` / ``cuda_graphs``, ``resume=PATH``, the run's memory
 and ``eval_workers`` against this machine, :mod:`drq.run_footprint`; not for a sweep sent to SLURM or a Ray cluster
-elsewhere, whose jobs check themselves where they run, and with the RAM shared among a local sweep's parallel jobs). Every value of a
-sweep is checked (every combination when there are at most ``MAX_COMBINATIONS``). Anything else that makes
-composition fail is reported with the first line of hydra's message.
+elsewhere, whose jobs check themselves where they run, and with the RAM shared among a local sweep's parallel jobs).
+Every value of a sweep is checked (every combination when there are at most ``MAX_COMBINATIONS``). Anything else that
+makes composition fail is reported with the first line of hydra's message.
 
 The config is composed here once per combination, and once more by ``hydra.main`` for the run itself: hydra writes
 ``.hydra/`` into the run dir before it calls the task function, so a check that must come before anything is

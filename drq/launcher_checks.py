@@ -226,7 +226,7 @@ def jobs_at_once(argv: list[str], runs: int, config_dir: Path = CONFIG_DIR) -> i
     n_jobs = _launcher_value(argv, config_dir, name, "n_jobs")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     jobs = int(n_jobs) if n_jobs and n_jobs.lstrip("-").isdigit() else 1
-    jobs = cores if jobs == -1 else jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 all cores, -2 all but one
+    jobs = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 = all cores, -2 = all but one
     return max(1, min(jobs, runs))
 
 

@@ -30,19 +30,25 @@ fills a small FrameReplay and runs 3 updates, 2 torch threads) and ``/tmp/i22m/m
 ================================  ==========================================================================
 imports (torch, drq.agents)       233 MB (every configuration)
 debug trainer (48 px, B 16)       396 MB peak (``train.py preset=debug task=cartpole_balance``, eval_workers=2)
-env worker process                259-260 MB each, cartpole 48 px with 256 px video (train worker and eval workers);
-                                  the GL probe of each worker start, 233-236 MB, ends before the worker plays
+walker trainer (84 px, B 256)     1,992 MB peak (``train.py task=walker_walk num_train_frames=1000
+                                  num_seed_frames=960 max_episode_frames=500 eval_every_frames=1000
+                                  num_eval_episodes=2 eval_workers=2 replay_buffer_size=2000 save_snapshot=false``)
+env worker process                259-260 MB each, cartpole 48 px; 277-278 MB, walker 84 px; both with 256 px video
+                                  (train worker and eval workers); the GL probe at each worker's start, 170-236 MB,
+                                  ends before the worker plays (and before the replay has grown)
 drqv2 update, 84 px               +457 MB at B 128, +837 MB at B 256, +1,478 MB at B 512 (over the filled process):
                                   2.5-3.6 MB per sample = 355-505 B per pixel per sample, Adam's moments included
 drqv2 update, 64 / 128 px         +453 MB at B 256 (432 B/px/sample), +991 MB at B 128 (472 B/px/sample)
 sac update, 84 px, K = M = 2      +1,593 MB at B 256 (882 B/px/sample)
-ffmpeg (256 px video)             28-44 MB
+ffmpeg (256 px video)             28-61 MB
 ================================  ==========================================================================
 
 Hence ``ACTIVATION_BYTES_PER_PIXEL``: drqv2 480 (one critic pass on obs and one on next_obs, the actor's pass), sac
-240 per augmented pass (``num_critic_augs + num_target_augs`` of them), and ``PROCESS_BYTES`` = 400 MB (the 233 MB of
-imports, hydra, wandb and an in-process environment, rounded up). Check: the default drqv2 at 84 px, B 256 is
-estimated at 400 MB + 133 MB of networks + 867 MB = 1.40 GB; measured 1.22 GB without hydra, wandb and the env.
+240 per augmented pass (``num_critic_augs + num_target_augs`` of them), and ``PROCESS_BYTES`` = 1.0 GB: the walker
+trainer's 1,992 MB peak minus its estimated networks (133 MB), batch (867 MB), replay (43 MB) and video (49 MB) is
+0.90 GB (imports of torch, dm_control, hydra, wandb, cv2; freed memory glibc keeps, see ``drq/__init__.py``; the
+in-process eval env where there is one), rounded up. The debug trainer (396 MB) is then overestimated by ~0.6 GB, the
+walker one (estimated 2.0 GB) matched.
 On a GPU the networks, the activations and the frames live in GPU memory, plus ``CUDA_CONTEXT_BYTES`` (not measured
 here: no GPU was available to this helper; the usual CUDA context + cuDNN/cuBLAS workspaces).
 
@@ -77,12 +83,12 @@ from typing import Any, Callable, Iterator, Mapping
 from drq import memory
 from drq.memory import format_size
 
-__all__ = ["Machine", "on_machine", "current_machine", "Footprint", "Problem", "footprint", "replay_adds", "replay_slots",
-           "max_eval_workers", "memory_rule", "eval_workers_rule"]  # fmt: skip
+__all__ = ["Machine", "on_machine", "current_machine", "Footprint", "Problem", "footprint", "replay_adds",
+           "replay_slots", "max_eval_workers", "memory_rule", "eval_workers_rule"]  # fmt: skip
 
-PROCESS_BYTES = 400 * 10**6  # the trainer process without replay, networks and batch (measured 233-396 MB, see above)
-ENV_PROCESS_BYTES = 300 * 10**6  # one env worker process (measured 259-260 MB at 48 px), train or eval
-FFMPEG_BYTES = 50 * 10**6  # the video encoder process (measured 28-44 MB at 256 px)
+PROCESS_BYTES = 1 * 10**9  # the trainer process without replay, networks, batch and video (measured 0.90 GB, above)
+ENV_PROCESS_BYTES = 300 * 10**6  # one env worker process, train or eval (measured 259-278 MB, see above)
+FFMPEG_BYTES = 100 * 10**6  # the video encoder process (measured 28-61 MB at 256 px)
 CUDA_CONTEXT_BYTES = 1 * 10**9  # CUDA context and library workspaces on the GPU (not measured here)
 ACTIVATION_BYTES_PER_PIXEL = {"drqv2": 480, "sac_per_pass": 240}  # per sample and per pixel of H x W (measured)
 ACTION_DIM_BOUND = 56  # the widest action in the suite (humanoid_CMU); metadata is 4 A + 13 bytes per slot
@@ -165,7 +171,8 @@ def _allocation_limit() -> tuple[int | None, str]:
     if mode == 0 and "MemTotal" in info:
         return info["MemTotal"] + info.get("SwapTotal", 0), "RAM + swap, vm.overcommit_memory=0"
     if mode == 2 and "CommitLimit" in info:
-        return max(0, info["CommitLimit"] - info.get("Committed_AS", 0)), "CommitLimit - Committed_AS, vm.overcommit_memory=2"
+        headroom = max(0, info["CommitLimit"] - info.get("Committed_AS", 0))
+        return headroom, "CommitLimit - Committed_AS, vm.overcommit_memory=2"
     return None, ""
 
 
@@ -367,8 +374,8 @@ def _round_down(value: int) -> int:
     return value // unit * unit
 
 
-def _largest_fitting(v: Mapping[str, Any], key: str, kind: str, machine: Machine) -> int | None:
-    """The largest value of ``key`` below its current one with which the limit ``kind`` holds (the other keys
+def _largest_fitting(v: Mapping[str, Any], key: str, kinds: set[str], machine: Machine) -> int | None:
+    """The largest value of ``key`` below its current one with which the limits ``kinds`` hold (the other keys
     unchanged; a smaller replay takes a batch no larger than itself), or None if even the smallest does not."""
     low, step = _SHRINKABLE[key]
     current = eval_workers_resolved(v, machine.cores) if key == "eval_workers" else v[key]
@@ -378,7 +385,7 @@ def _largest_fitting(v: Mapping[str, Any], key: str, kind: str, machine: Machine
         trial[key] = value
         if key == "replay_buffer_size":
             trial["batch_size"] = min(v["batch_size"], value)
-        return all(p.kind != kind for p in _problems(trial, machine))
+        return all(p.kind not in kinds for p in _problems(trial, machine))
 
     if current <= low or not fits(low):
         return None
@@ -433,16 +440,18 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
         parts.append(f"{fp.env_count} env process{'es' if fp.env_count > 1 else ''} {format_size(fp.envs)}")
     if fp.video:
         parts.append(f"video {format_size(fp.video)}")
-    best = _largest_fitting(v, key, first.kind, machine)
+    blamed: dict[str, list[Problem]] = {}  # key -> the exceeded limits it is named for, worst first
+    for problem in problems:
+        blamed.setdefault(_culprit(fp, problem.kind), []).append(problem)
+    best = _largest_fitting(v, key, {p.kind for p in blamed[key]}, machine)
     fix = f"the largest {key} that fits: {best}" if best is not None else f"no {key} fits here"
     if key == "replay_buffer_size" and fp.storage == "ram" and _disk_storage_available():
         if _fits(dict(v, replay_storage="disk"), machine):
             fix += (f", or replay_storage=disk (the frames in a file in the run dir: {format_size(fp.replay_frames)}"
                     f" of {format_size(machine.disk_free or 0)} free at {machine.disk_path})")
-    for other in problems[1:]:
-        other_key = _culprit(fp, other.kind)
+    for other_key, others in blamed.items():
         if other_key != key:
-            other_best = _largest_fitting(v, other_key, other.kind, machine)
+            other, other_best = others[0], _largest_fitting(v, other_key, {p.kind for p in others}, machine)
             fix += (f"; and {other_key}={v[other_key]} needs {format_size(other.needed)} of {other.words}, "
                     f"{format_size(other.available)} available: " +
                     (f"at most {other_best}" if other_best is not None else "no value fits"))  # fmt: skip
