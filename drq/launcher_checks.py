@@ -148,7 +148,7 @@ def _launcher_value(argv: list[str], config_dir: Path, name: str, dotted: str) -
         node = node.get(part) if isinstance(node, dict) else None
     if node is None and name in ("ray", "ray_cluster"):
         try:  # the plugin's defaults (ray_cluster.yaml has `defaults: [ray]`)
-            from hydra_plugins.hydra_ray_launcher.config import RayLauncherConf
+            from hydra_plugins.hydra_ray_launcher._config import RayLauncherConf
 
             node = RayLauncherConf().ray
             for part in dotted.split(".")[1:]:

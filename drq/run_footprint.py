@@ -119,6 +119,7 @@ class Machine:
     gpu_free: Callable[[str], int | None] = field(default=lambda device: None)
     cuda_present: bool = False
     remote: bool = False
+    error: str = ""  # a bad DRQ_MEMORY_LIMIT, reported by memory_rule as its one line
 
     @classmethod
     def here(cls, run_dir: str | Path | None = None, remote: bool = False, jobs: int = 1) -> "Machine":
@@ -126,7 +127,10 @@ class Machine:
         ``exp_local/`` goes), whose nearest existing parent gives the free disk space; ``jobs``: runs at once on this
         machine (a local sweep's parallel jobs), which share its RAM."""
         override = os.environ.get(memory.ENV_LIMIT)
-        usable = memory.usable_ram_bytes()
+        try:
+            usable = memory.usable_ram_bytes()
+        except ValueError as bad:  # DRQ_MEMORY_LIMIT=lots
+            return cls(usable_ram=None, error=str(bad), remote=remote)
         if override:
             source = f"{memory.ENV_LIMIT}={override}"
             limit, limit_source = usable, source
@@ -418,6 +422,9 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     from drq import tasks
 
     machine = current_machine()
+    if machine.error:
+        value = os.environ.get(memory.ENV_LIMIT, "")
+        return [(memory.ENV_LIMIT, value, machine.error.split(": ", 1)[-1], "environment variable: the RAM a run may use")]
     if machine.remote:
         return []
     side = tasks.framebuffer_side(v["task_name"])

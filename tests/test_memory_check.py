@@ -223,6 +223,15 @@ def test_sweeps_elsewhere_are_checked_where_they_run_and_local_ones_share_the_ra
     assert launcher_checks.jobs_at_once(["-m", "seed=1,2,3"], runs=3) == 1  # hydra's basic launcher: one at a time
 
 
+def test_a_bad_memory_limit_is_one_line(monkeypatch):
+    monkeypatch.setenv("DRQ_MEMORY_LIMIT", "lots")
+    with pytest.raises(ConfigError) as info:
+        check_overrides(DEBUG)
+    assert one_line(str(info.value).splitlines()) == (
+        "DRQ_MEMORY_LIMIT=lots: expected bytes or a size such as 512M, 8G, 1.5T (environment variable: the RAM a run "
+        "may use)")
+
+
 # ------------------------------------------------------------------------------------------ a local Ray's resources
 def test_a_local_ray_asked_for_what_this_machine_lacks(monkeypatch):
     monkeypatch.setattr(launcher_checks, "_installed", lambda module: True)
