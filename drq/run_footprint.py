@@ -424,7 +424,8 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     machine = current_machine()
     if machine.error:
         value = os.environ.get(memory.ENV_LIMIT, "")
-        return [(memory.ENV_LIMIT, value, machine.error.split(": ", 1)[-1], "environment variable: the RAM a run may use")]
+        why = "environment variable: the RAM a run may use"
+        return [(memory.ENV_LIMIT, value, machine.error.split(": ", 1)[-1], why)]
     if machine.remote:
         return []
     side = tasks.framebuffer_side(v["task_name"])
