@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 import os
 import re
@@ -148,7 +149,8 @@ class Machine:
             disk_free = None
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return cls(usable_ram=usable, ram_source=source, allocation_limit=limit, allocation_source=limit_source,
-                   cores=cores, disk_free=disk_free, disk_path=str(place), gpu_free=memory.usable_gpu_bytes,
+                   cores=cores, disk_free=disk_free, disk_path=str(place),
+                   gpu_free=functools.lru_cache(maxsize=None)(memory.usable_gpu_bytes),  # asked once per device
                    cuda_present=_nvidia_device_present(), remote=remote)  # fmt: skip
 
 
