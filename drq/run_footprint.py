@@ -23,9 +23,9 @@ The estimate, for the end of the run (when the replay is fullest), is the sum of
 - **video** (:func:`video_bytes`): the recorded episode's frames, ``video_size^2 x 3`` bytes each, plus ffmpeg.
 
 Measured on the 2-core AMD EPYC (Zen 3, family 25 model 1), 24.7 GB, torch 2.13.0 CPU, load 3-8 (other jobs), with
-``/tmp/i22m/measure_update.py`` (peak VmHWM of a process that imports torch + drq.agents + replay, builds the agent,
-fills a small FrameReplay and runs 3 updates, 2 torch threads) and ``/tmp/i22m/monitor.py`` (the peak VmRSS of
-``train.py`` and of each of its child processes, read every 0.3 s):
+``python bench/footprint.py learner`` (peak VmHWM of a process that imports torch + drq.agents + replay, builds the
+agent, fills a small FrameReplay and runs 3 updates, 2 torch threads) and ``python bench/footprint.py train --
+<overrides>`` (the peak VmRSS of ``train.py`` and of each of its child processes, read every 0.3 s):
 
 ================================  ==========================================================================
 imports (torch, drq.agents)       233 MB (every configuration)
