@@ -30,7 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CLI_CASES = ["eval_every_frames=-100", "discount=1.5", "eval_every_frames=1001", "task=walker_wlak",
-             "agent=sac agent.init_temperature=0"]  # fmt: skip
+             "agent=sac agent.init_temperature=0",
+             # values that cannot be allocated, rendered or run here (drq/run_footprint.py, the render-size rule)
+             "preset=debug task=cartpole_balance replay_buffer_size=2000000000",
+             "preset=debug task=cartpole_balance image_size=100000",
+             "preset=debug task=cartpole_balance batch_size=100000000 replay_buffer_size=200000000",
+             "preset=debug task=cartpole_balance video_size=100000",
+             "preset=debug task=cartpole_balance eval_workers=64 num_eval_episodes=64"]  # fmt: skip
 
 
 def _bad_values_table():

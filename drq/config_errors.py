@@ -8,9 +8,11 @@ and exits with status 2, before hydra writes anything into the run dir and befor
 or wandb run starts. The overrides are parsed by hydra's own parser; the groups ``task=``, ``agent=``, ``preset=`` and
 every ``key=value`` are checked by name first (``+key=`` adds a key on purpose; ``hydra.*`` is hydra's business and
 :mod:`drq.launcher_checks`'), then the composed config goes through :func:`drq.config_schema.check` (types, ranges,
-rules between keys, and ``machine=True``: CUDA for ``device`` / ``cuda_graphs``, ``resume=PATH``). Every value of a
-sweep is checked (every combination when there are at most ``MAX_COMBINATIONS``). Anything else that makes
-composition fail is reported with the first line of hydra's message.
+rules between keys, and ``machine=True``: CUDA for ``device`` / ``cuda_graphs``, ``resume=PATH``, the run's memory
+and ``eval_workers`` against this machine, :mod:`drq.run_footprint`; not for a sweep sent to SLURM or a Ray cluster
+elsewhere, whose jobs check themselves where they run, and with the RAM shared among a local sweep's parallel jobs).
+Every value of a sweep is checked (every combination when there are at most ``MAX_COMBINATIONS``). Anything else that
+makes composition fail is reported with the first line of hydra's message.
 
 The config is composed here once per combination, and once more by ``hydra.main`` for the run itself: hydra writes
 ``.hydra/`` into the run dir before it calls the task function, so a check that must come before anything is
@@ -170,7 +172,13 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         lines.append(f"{key}={value}: unknown config key{'; ' + hint if hint else ''} (every key: "
                      "docs/configuration.md)")
     if not lines:
-        lines = _check_combinations(_combinations(overrides), config_dir)
+        combinations = _combinations(overrides)
+        from drq import launcher_checks, run_footprint
+
+        machine = run_footprint.Machine.here(launcher_checks.run_dir(argv), remote=launcher_checks.runs_elsewhere(argv),
+                                             jobs=launcher_checks.jobs_at_once(argv, len(combinations), config_dir))
+        with run_footprint.on_machine(machine):
+            lines = _check_combinations(combinations, config_dir)
     if not lines and not multirun:
         sweep = next((o for o in overrides if o.is_sweep_override()), None)
         if sweep is not None:

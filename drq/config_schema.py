@@ -617,17 +617,47 @@ def _cuda_graphs(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
              "each update replays a captured CUDA graph; use device=auto or cuda on a machine with a GPU")]
 
 
+def _render_sizes(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
+    from drq import tasks  # pure python: reads the task's XML, no dm_control import
+
+    side = tasks.framebuffer_side(v["task_name"])
+    out = []
+    for key in ("image_size", "video_size"):
+        if side is not None and v[key] > side:
+            top = side if key == "image_size" else side - side % 2
+            out.append((key, v[key], f"at most {top} for task_name={v['task_name']} (its offscreen framebuffer is "
+                        f"{side} pixels high or wide)", "pixels; MuJoCo cannot render a larger picture"))
+    return out
+
+
 RULES: tuple[Rule, ...] = (
     Rule(("action_repeat", *FRAME_COUNTS), "every `*_frames` count is a multiple of `action_repeat`", _multiples),
     Rule(("batch_size", "replay_buffer_size"), "`batch_size` <= `replay_buffer_size`", _batch_fits),
     Rule(("eval_workers", "num_eval_episodes"), "`eval_workers` (when not `auto`) <= `num_eval_episodes`", _eval_workers),
     Rule(("nstep", "max_episode_frames", "action_repeat"),
          "`nstep` <= the episode's agent steps (`max_episode_frames`, or 1000, / `action_repeat`)", _nstep),
+    Rule(("image_size", "video_size", "task_name"),
+         "`image_size`, `video_size` <= the task's offscreen framebuffer (480 pixels; dog: 1080)", _render_sizes),
 )
 MACHINE_RULES: tuple[Rule, ...] = (
     Rule(("cuda_graphs", "device"), "`cuda_graphs=true` needs a CUDA device (checked on the machine that runs)",
          _cuda_graphs),
+    Rule(("replay_buffer_size", "batch_size", "image_size", "video_size", "save_video", "eval_workers",
+          "num_eval_episodes", "async_env", "num_train_frames", "action_repeat", "max_episode_frames", "nstep",
+          "frame_stack", "feature_dim", "hidden_dim", "device", "task_name", "agent.name"),
+         "the run's memory at its end (replay, learner, batch, environments, video; drq/run_footprint.py) fits in the "
+         "machine's usable RAM (`DRQ_MEMORY_LIMIT`, the cgroup, or MemAvailable), the replay's one allocation in RAM "
+         "+ swap, and for `device=cuda` in the GPU's free memory; else one line naming the largest value that fits",
+         lambda v: _run_footprint().memory_rule(v)),
+    Rule(("eval_workers",), "`eval_workers` <= max(8, 2 x the machine's cores)",
+         lambda v: _run_footprint().eval_workers_rule(v)),
 )
+
+
+def _run_footprint() -> Any:
+    from drq import run_footprint  # imported when a machine rule runs: it reads /proc, not torch
+
+    return run_footprint
 
 
 # ------------------------------------------------------------------------------------------------- the checks

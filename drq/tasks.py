@@ -16,6 +16,7 @@ against the installed dm_control) so that resolving a name needs no dm_control i
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 MANIPULATION_DOMAIN = "manipulation"
 
@@ -91,3 +92,35 @@ def _unknown_task_message(name: object) -> str:
     else:
         suggestion = "DrQ-v2 tasks: " + ", ".join(DRQV2_TASKS)
     return f"unknown task {name!r}; {suggestion} (all {len(TASK_NAMES)} names: drq.tasks.TASK_NAMES)"
+
+
+# MuJoCo's default offscreen framebuffer (``<visual><global offwidth offheight>``): a render larger than it fails
+MUJOCO_OFFSCREEN = (640, 480)
+
+
+def framebuffer_side(name: str) -> int | None:
+    """The largest square picture (H = W, pixels) the task's model can render: ``min(offwidth, offheight)`` of its
+    offscreen framebuffer (480 for every suite domain but dog's 1080), read from the installed dm_control's XML
+    without importing it. None where the task or the file is unknown (nothing to check)."""
+    import importlib.util
+    import re
+
+    try:
+        domain, _ = resolve_task(name)
+        spec = importlib.util.find_spec("dm_control")
+    except (ValueError, ImportError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    if domain == MANIPULATION_DOMAIN:  # composed by mjcf; the arena sets no framebuffer
+        return min(MUJOCO_OFFSCREEN)
+    xml = Path(list(spec.submodule_search_locations)[0]) / "suite" / f"{domain}.xml"
+    try:
+        text = xml.read_text()
+    except OSError:
+        return None
+    width, height = MUJOCO_OFFSCREEN
+    for tag in re.findall(r"<global\b[^>]*>", text):
+        found = dict(re.findall(r'(offwidth|offheight)\s*=\s*"(\d+)"', tag))
+        width, height = int(found.get("offwidth", width)), int(found.get("offheight", height))
+    return min(width, height)

@@ -7,6 +7,9 @@ import os
 from typing import Any
 
 os.environ.setdefault("WANDB_SILENT", "true")
+# The pre-run memory check (drq.run_footprint) compares a config with the machine's free RAM, which varies with what
+# else runs; tests see a large machine, and tests/test_memory_check.py makes it small where it means to.
+os.environ.setdefault("DRQ_MEMORY_LIMIT", "1T")
 
 from drq.process_tuning import tune_process  # noqa: E402
 

@@ -60,7 +60,8 @@ def test_missing_sbatch_and_unreachable_ray(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="no Ray cluster answers"):
         launcher_checks.check_launcher(["-m", "hydra/launcher=ray_cluster"])
     monkeypatch.delenv("RAY_ADDRESS")
-    launcher_checks.check_launcher(["-m", "hydra/launcher=ray_cluster"])  # address null: a Ray started here
+    launcher_checks.check_launcher(["-m", "hydra/launcher=ray_cluster"],  # address null: a Ray started here
+                                   resources=lambda: (4, 1))  # with a GPU and 4 CPUs (ray_cluster.yaml asks for them)
     with socket.socket() as server:  # a listening port passes
         server.bind(("127.0.0.1", 0))
         server.listen()

@@ -1,0 +1,503 @@
+"""What a run will hold in memory, estimated from its config before anything starts, and the machine rules that refuse
+a run that cannot fit (one line each, exit 2: :data:`drq.config_schema.MACHINE_RULES`).
+
+Pure arithmetic on the config plus a few reads of ``/proc`` and ``statvfs``: no torch import (except for
+``device=cuda``, to ask the GPU), no environment, no allocation. Sizes are bytes; counts say their unit.
+
+The estimate, for the end of the run (when the replay is fullest), is the sum of:
+
+- **replay** (:func:`replay_bytes`): ``min(slots, adds) x bytes per slot``. ``replay.FrameReplay`` keeps
+  ``replay_buffer_size + nstep + frame_stack - 1`` slots; each holds one uint8 frame ``3 x H x W`` plus
+  ``4 A + 13`` bytes of metadata (action float32 x A, reward and discount float32, t int32, last bool). The run adds one
+  slot per agent step plus one first step per episode: ``ceil(num_train_frames / action_repeat) + episodes``. On the
+  CPU the frames are ``torch.empty``: RAM is committed only as frames arrive, but the whole capacity is *reserved* at
+  once, and with ``vm.overcommit_memory=0`` Linux refuses one allocation larger than RAM + swap (measured here: a
+  20 GB ``torch.empty`` succeeds, a 30 GB one fails on this 24.7 GB machine). On a GPU the whole capacity is allocated
+  at once.
+- **learner** (:func:`learner_bytes`): the process (python, torch, dm_control, hydra, wandb imports:
+  ``PROCESS_BYTES``), the networks (16 bytes per trained parameter: weights, gradients and Adam's two moments, plus 4
+  per target-critic parameter) and one update's batch and activations (``ACTIVATION_BYTES_PER_PIXEL`` per sample and
+  per pixel of the H x W frame).
+- **environments** (:func:`env_bytes`): the training env worker (``async_env=true``) and the eval workers
+  (``eval_workers=K > 1``), ``ENV_PROCESS_BYTES`` each; an in-process env is inside ``PROCESS_BYTES``' margin.
+- **video** (:func:`video_bytes`): the recorded episode's frames, ``video_size^2 x 3`` bytes each, plus ffmpeg.
+
+Measured on the 2-core AMD EPYC (Zen 3, family 25 model 1), 24.7 GB, torch 2.13.0 CPU, load 3-8 (other jobs), with
+``python bench/footprint.py learner`` (peak VmHWM of a process that imports torch + drq.agents + replay, builds the
+agent, fills a small FrameReplay and runs 3 updates, 2 torch threads) and ``python bench/footprint.py train --
+<overrides>`` (the peak VmRSS of ``train.py`` and of each of its child processes, read every 0.3 s):
+
+================================  ==========================================================================
+imports (torch, drq.agents)       233 MB (every configuration)
+debug trainer (48 px, B 16)       396 MB peak (``train.py preset=debug task=cartpole_balance``, eval_workers=2)
+walker trainer (84 px, B 256)     1,992 MB peak (``train.py task=walker_walk num_train_frames=1000
+                                  num_seed_frames=960 max_episode_frames=500 eval_every_frames=1000
+                                  num_eval_episodes=2 eval_workers=2 replay_buffer_size=2000 save_snapshot=false``)
+env worker process                259-260 MB each, cartpole 48 px; 277-278 MB, walker 84 px; both with 256 px video
+                                  (train worker and eval workers); the GL probe at each worker's start, 170-236 MB,
+                                  ends before the worker plays (and before the replay has grown)
+drqv2 update, 84 px               +457 MB at B 128, +837 MB at B 256, +1,478 MB at B 512 (over the filled process):
+                                  2.5-3.6 MB per sample = 355-505 B per pixel per sample, Adam's moments included
+drqv2 update, 64 / 128 px         +453 MB at B 256 (432 B/px/sample), +991 MB at B 128 (472 B/px/sample)
+sac update, 84 px, K = M = 2      +1,593 MB at B 256 (882 B/px/sample)
+ffmpeg (256 px video)             28-61 MB
+================================  ==========================================================================
+
+Hence ``ACTIVATION_BYTES_PER_PIXEL``: drqv2 480 (one critic pass on obs and one on next_obs, the actor's pass), sac
+240 per augmented pass (``num_critic_augs + num_target_augs`` of them), and ``PROCESS_BYTES`` = 1.0 GB: the walker
+trainer's 1,992 MB peak minus its estimated networks (133 MB), batch (867 MB), replay (43 MB) and video (49 MB) is
+0.90 GB (imports of torch, dm_control, hydra, wandb, cv2; freed memory glibc keeps, see ``drq/__init__.py``; the
+in-process eval env where there is one), rounded up. The debug trainer (396 MB) is then overestimated by ~0.6 GB, the
+walker one (estimated 2.0 GB) matched.
+On a GPU the networks, the activations and the frames live in GPU memory, plus ``CUDA_CONTEXT_BYTES`` (not measured
+here: no GPU was available to this helper; the usual CUDA context + cuDNN/cuBLAS workspaces).
+
+What is compared, and with what (:class:`Machine`, read once per check):
+
+- RAM: the estimate against :func:`drq.memory.usable_ram_bytes` (``DRQ_MEMORY_LIMIT``, else the cgroup's headroom,
+  else ``MemAvailable``); the replay's reservation against the allocation limit (RAM + swap with
+  ``vm.overcommit_memory=0``, ``CommitLimit - Committed_AS`` with 2, none with 1; ``DRQ_MEMORY_LIMIT`` when set, so a
+  machine made to look small looks small throughout).
+- ``replay_storage=disk`` (a memory-mapped frames file in the run dir): the frames against the free space of the run
+  dir's file system instead of RAM; ``auto`` fits if either fits. A config without the key means ``ram``.
+- ``device=cuda`` (or ``auto`` where an NVIDIA device exists): GPU memory against
+  :func:`drq.memory.usable_gpu_bytes`.
+- ``eval_workers``: at most ``max(8, 2 x cores)`` processes (:func:`max_eval_workers`).
+
+A sweep sent to other machines (SLURM, a Ray cluster at an address) is not checked against this one
+(``Machine.remote``); each job checks itself on its node when ``train.py`` starts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from drq import memory
+from drq.memory import format_size
+
+__all__ = ["Machine", "on_machine", "current_machine", "Footprint", "Problem", "footprint", "replay_adds",
+           "replay_slots", "max_eval_workers", "memory_rule", "eval_workers_rule"]  # fmt: skip
+
+PROCESS_BYTES = 1 * 10**9  # the trainer process without replay, networks, batch and video (measured 0.90 GB, above)
+ENV_PROCESS_BYTES = 300 * 10**6  # one env worker process, train or eval (measured 259-278 MB, see above)
+FFMPEG_BYTES = 100 * 10**6  # the video encoder process (measured 28-61 MB at 256 px)
+CUDA_CONTEXT_BYTES = 1 * 10**9  # CUDA context and library workspaces on the GPU (not measured here)
+ACTIVATION_BYTES_PER_PIXEL = {"drqv2": 480, "sac_per_pass": 240}  # per sample and per pixel of H x W (measured)
+ACTION_DIM_BOUND = 56  # the widest action in the suite (humanoid_CMU); metadata is 4 A + 13 bytes per slot
+META_BYTES_FIXED = 13  # reward, discount (float32), t (int32), last (bool) per slot
+DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (drq.config_schema.DEFAULT_EPISODE_FRAMES)
+MAX_AUTO_EVAL_WORKERS = 8  # drq.trainer.resolve_eval_workers: auto never starts more
+WORKERS_PER_CORE = 2
+
+
+# ------------------------------------------------------------------------------------------------ the machine
+@dataclass(frozen=True)
+class Machine:
+    """What the checks compare with (bytes; None = unknown, not checked).
+
+    usable_ram: RAM the run may use (:func:`drq.memory.usable_ram_bytes`); ram_source: where that figure comes from,
+    in words; allocation_limit: the largest single allocation the kernel grants (None: no limit); cores: usable CPU
+    cores; disk_free: free bytes of the run dir's file system, disk_path: that dir; gpu_free: a function of the device
+    (``cuda``, ``cuda:1``) -> free bytes, or None without CUDA; remote: the run happens elsewhere (skip the checks).
+    """
+
+    usable_ram: int | None
+    ram_source: str = "MemAvailable"
+    allocation_limit: int | None = None
+    allocation_source: str = ""
+    cores: int = 1
+    disk_free: int | None = None
+    disk_path: str = "."
+    gpu_free: Callable[[str], int | None] = field(default=lambda device: None)
+    cuda_present: bool = False
+    remote: bool = False
+    error: str = ""  # a bad DRQ_MEMORY_LIMIT, reported by memory_rule as its one line
+
+    @classmethod
+    def here(cls, run_dir: str | Path | None = None, remote: bool = False, jobs: int = 1) -> "Machine":
+        """This machine's facts; ``run_dir``: where the run will write (default: the working directory, where hydra's
+        ``exp_local/`` goes), whose nearest existing parent gives the free disk space; ``jobs``: runs at once on this
+        machine (a local sweep's parallel jobs), which share its RAM."""
+        override = os.environ.get(memory.ENV_LIMIT)
+        try:
+            usable = memory.usable_ram_bytes()
+        except ValueError as bad:  # DRQ_MEMORY_LIMIT=lots
+            return cls(usable_ram=None, error=str(bad), remote=remote)
+        if override:
+            source = f"{memory.ENV_LIMIT}={override}"
+            limit, limit_source = usable, source
+        else:
+            source = "cgroup limit" if usable is not None and usable == memory._cgroup_headroom() else "MemAvailable"
+            limit, limit_source = _allocation_limit()
+        if jobs > 1 and usable is not None:
+            usable, source = usable // jobs, f"{source} / {jobs} sweep jobs at once"
+        place = Path(run_dir if run_dir is not None else Path.cwd()).absolute()
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        try:
+            disk_free = shutil.disk_usage(place).free
+        except OSError:
+            disk_free = None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return cls(usable_ram=usable, ram_source=source, allocation_limit=limit, allocation_source=limit_source,
+                   cores=cores, disk_free=disk_free, disk_path=str(place),
+                   gpu_free=functools.lru_cache(maxsize=None)(memory.usable_gpu_bytes),  # asked once per device
+                   cuda_present=_nvidia_device_present(), remote=remote)  # fmt: skip
+
+
+def _meminfo() -> dict[str, int]:
+    out = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                out[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def _allocation_limit() -> tuple[int | None, str]:
+    """The largest single allocation the kernel grants: RAM + swap under the heuristic overcommit (mode 0),
+    ``CommitLimit - Committed_AS`` under strict accounting (mode 2), unlimited with mode 1."""
+    try:
+        mode = int(Path("/proc/sys/vm/overcommit_memory").read_text())
+    except (OSError, ValueError):
+        return None, ""
+    info = _meminfo()
+    if mode == 0 and "MemTotal" in info:
+        return info["MemTotal"] + info.get("SwapTotal", 0), "RAM + swap, vm.overcommit_memory=0"
+    if mode == 2 and "CommitLimit" in info:
+        headroom = max(0, info["CommitLimit"] - info.get("Committed_AS", 0))
+        return headroom, "CommitLimit - Committed_AS, vm.overcommit_memory=2"
+    return None, ""
+
+
+def _nvidia_device_present() -> bool:
+    """An NVIDIA GPU is visible (device nodes or the driver's /proc entry), read without importing torch."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/gpus").is_dir() or any(re.fullmatch(r"nvidia\d+", p.name)
+                                                            for p in Path("/dev").glob("nvidia*"))  # fmt: skip
+
+
+_MACHINE: contextvars.ContextVar[Machine | None] = contextvars.ContextVar("drq_machine", default=None)
+
+
+@contextlib.contextmanager
+def on_machine(machine: Machine) -> Iterator[Machine]:
+    """Run the checks inside against ``machine`` (tests inject small or fake machines; :mod:`drq.config_errors` passes
+    the run dir and whether the sweep runs elsewhere)."""
+    token = _MACHINE.set(machine)
+    try:
+        yield machine
+    finally:
+        _MACHINE.reset(token)
+
+
+def current_machine() -> Machine:
+    """The machine set by :func:`on_machine`, else this one (working directory as the run dir)."""
+    return _MACHINE.get() or Machine.here()
+
+
+# ------------------------------------------------------------------------------------------------ the estimate
+def conv_output_side(size: int) -> int:
+    """Side of the encoder's output for an H = W = ``size`` frame (:func:`drq.networks.conv_output_hw`, which imports
+    torch; tests hold the two equal)."""
+    return (size - 3) // 2 + 1 - 6
+
+
+def replay_slots(v: Mapping[str, Any]) -> int:
+    """Frame slots FrameReplay allocates: ``replay_buffer_size + nstep + frame_stack - 1``."""
+    return v["replay_buffer_size"] + v["nstep"] + v["frame_stack"] - 1
+
+
+def replay_adds(v: Mapping[str, Any]) -> int:
+    """Slots the run writes (agent steps): one per agent step plus one first step per episode, and one to spare."""
+    episode_frames = v["max_episode_frames"] or DEFAULT_EPISODE_FRAMES
+    episodes = math.ceil(v["num_train_frames"] / episode_frames)
+    return math.ceil(v["num_train_frames"] / v["action_repeat"]) + episodes + 1
+
+
+def frame_bytes(v: Mapping[str, Any]) -> int:
+    return 3 * v["image_size"] ** 2
+
+
+def slot_bytes(v: Mapping[str, Any]) -> int:
+    """One replay slot: the uint8 frame and its metadata (action dim bounded by ``ACTION_DIM_BOUND``)."""
+    return frame_bytes(v) + 4 * ACTION_DIM_BOUND + META_BYTES_FIXED
+
+
+def network_params(v: Mapping[str, Any]) -> tuple[int, int]:
+    """(trained parameters, target-critic parameters) of the agent, counted from the layer sizes of drq.networks."""
+    side = max(1, conv_output_side(v["image_size"]))
+    repr_dim, feature, hidden, a = 32 * side * side, v["feature_dim"], v["hidden_dim"], ACTION_DIM_BOUND
+    encoder = 9 * 3 * v["frame_stack"] * 32 + 3 * 9 * 32 * 32 + 4 * 32
+    trunk = repr_dim * feature + 3 * feature  # Linear + LayerNorm
+    actor = trunk + feature * hidden + hidden * hidden + hidden * 2 * a + 2 * hidden
+    critic = trunk + 2 * ((feature + a) * hidden + hidden * hidden + hidden + 2 * hidden)
+    return encoder + actor + critic, encoder + critic
+
+
+def batch_bytes(v: Mapping[str, Any]) -> int:
+    """One update's batch and activations: measured bytes per pixel per sample x batch_size x H x W."""
+    if v.get("agent.name") == "sac":
+        passes = v.get("agent.num_critic_augs", 2) + v.get("agent.num_target_augs", 2)
+        per_pixel = ACTIVATION_BYTES_PER_PIXEL["sac_per_pass"] * passes
+    else:
+        per_pixel = ACTIVATION_BYTES_PER_PIXEL["drqv2"]
+    return per_pixel * v["batch_size"] * v["image_size"] ** 2
+
+
+def eval_workers_resolved(v: Mapping[str, Any], cores: int) -> int:
+    """drq.trainer.resolve_eval_workers without its import: auto = one per core, <= episodes, <= 8."""
+    if v["eval_workers"] == "auto":
+        return max(1, min(cores, v["num_eval_episodes"], MAX_AUTO_EVAL_WORKERS))
+    return int(v["eval_workers"])
+
+
+def video_frames(v: Mapping[str, Any]) -> int:
+    """Pictures of one recorded episode: one per agent step and the first."""
+    return math.ceil((v["max_episode_frames"] or DEFAULT_EPISODE_FRAMES) / v["action_repeat"]) + 1
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes at the end of the run, by part. ``replay_reserved``: the frames tensor's one allocation;
+    ``replay_frames``: frames written by the end; ``replay_meta``: metadata written by the end; ``gpu``: whether the
+    networks, the batch and (RAM storage) the frames live on a GPU."""
+
+    replay_reserved: int
+    replay_frames: int
+    replay_meta: int
+    process: int
+    networks: int
+    batch: int
+    envs: int
+    env_count: int
+    video: int
+    storage: str
+    gpu: bool
+
+    @property
+    def learner(self) -> int:
+        return self.networks + self.batch
+
+    def ram(self, storage: str | None = None) -> int:
+        """Host RAM at the end of the run with ``storage`` (ram | disk) for the frames."""
+        storage = storage or self.storage
+        frames = self.replay_frames if storage == "ram" and not self.gpu else 0
+        learner = 0 if self.gpu else self.learner
+        return frames + self.replay_meta + self.process + learner + self.envs + self.video
+
+    def gpu_memory(self, storage: str | None = None) -> int:
+        storage = storage or self.storage
+        frames = self.replay_reserved if storage == "ram" else 0  # torch.empty on a GPU allocates at once
+        return frames + self.learner + CUDA_CONTEXT_BYTES
+
+
+def _storage(v: Mapping[str, Any]) -> str:
+    value = v.get("replay_storage", "ram")
+    return value if value in ("ram", "disk", "auto") else "ram"
+
+
+def _on_gpu(v: Mapping[str, Any], machine: Machine) -> bool:
+    device = v["device"]
+    return device.startswith("cuda") or (device == "auto" and machine.cuda_present and machine.gpu_free("cuda")
+                                         is not None)  # fmt: skip
+
+
+def footprint(v: Mapping[str, Any], machine: Machine) -> Footprint:
+    """The run's memory by part (see the module docstring) for the checked values ``v`` (dotted keys)."""
+    gpu = _on_gpu(v, machine)
+    slots = replay_slots(v)
+    written = min(slots, replay_adds(v))
+    trained, target = network_params(v)
+    workers = eval_workers_resolved(v, machine.cores)
+    env_count = (1 if v["async_env"] else 0) + (workers if workers > 1 else 0)
+    video = video_frames(v) * 3 * v["video_size"] ** 2 + FFMPEG_BYTES if v["save_video"] else 0
+    return Footprint(replay_reserved=slots * frame_bytes(v), replay_frames=written * frame_bytes(v),
+                     replay_meta=written * (slot_bytes(v) - frame_bytes(v)), process=PROCESS_BYTES,
+                     networks=16 * trained + 4 * target, batch=batch_bytes(v), envs=env_count * ENV_PROCESS_BYTES,
+                     env_count=env_count, video=video, storage=_storage(v), gpu=gpu)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ the rules
+# the keys a memory line can name, with the smallest value to try and a step (video sizes are even)
+_SHRINKABLE = {"replay_buffer_size": (1, 1), "batch_size": (1, 1), "eval_workers": (1, 1), "video_size": (16, 2),
+               "image_size": (15, 1)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One exceeded limit: ``kind`` (ram | allocation | disk | gpu), the limit in words, bytes needed and available."""
+
+    kind: str
+    words: str
+    needed: int
+    available: int
+
+
+def _problems(v: Mapping[str, Any], machine: Machine) -> list[Problem]:
+    """The exceeded limits, the largest excess first; [] if the run fits. ``replay_storage=auto`` fits if RAM or
+    disk storage fits (its problems are then RAM storage's)."""
+    fp = footprint(v, machine)
+    found: list[list[Problem]] = []
+    for storage in (("ram", "disk") if fp.storage == "auto" else (fp.storage,)):
+        over = []
+        if machine.usable_ram is not None and fp.ram(storage) > machine.usable_ram:
+            over.append(Problem("ram", f"RAM ({machine.ram_source})", fp.ram(storage), machine.usable_ram))
+        if (storage == "ram" and not fp.gpu and machine.allocation_limit is not None
+                and fp.replay_reserved > machine.allocation_limit):  # fmt: skip
+            over.append(Problem("allocation", f"one allocation ({machine.allocation_source})", fp.replay_reserved,
+                                machine.allocation_limit))  # fmt: skip
+        if storage == "disk" and machine.disk_free is not None and fp.replay_frames > machine.disk_free:
+            over.append(Problem("disk", f"disk (free at {machine.disk_path})", fp.replay_frames, machine.disk_free))
+        if fp.gpu:
+            free = machine.gpu_free(v["device"] if v["device"] != "auto" else "cuda")
+            if free is not None and fp.gpu_memory(storage) > free:
+                over.append(Problem("gpu", "GPU memory (free)", fp.gpu_memory(storage), free))
+        if not over:
+            return []
+        found.append(over)
+    return sorted(found[0], key=lambda p: p.needed - p.available, reverse=True)
+
+
+def _round_down(value: int) -> int:
+    """Three significant digits, rounded down (3,656,835 -> 3,650,000): a value a user would type."""
+    if value < 1000:
+        return value
+    unit = 10 ** (len(str(value)) - 3)
+    return value // unit * unit
+
+
+def _largest_fitting(v: Mapping[str, Any], key: str, kinds: set[str], machine: Machine) -> int | None:
+    """The largest value of ``key`` below its current one with which the limits ``kinds`` hold (the other keys
+    unchanged; a smaller replay takes a batch no larger than itself), or None if even the smallest does not."""
+    low, step = _SHRINKABLE[key]
+    current = eval_workers_resolved(v, machine.cores) if key == "eval_workers" else v[key]
+    trial = dict(v)
+
+    def fits(value: int) -> bool:
+        trial[key] = value
+        if key == "replay_buffer_size":
+            trial["batch_size"] = min(v["batch_size"], value)
+        return all(p.kind not in kinds for p in _problems(trial, machine))
+
+    if current <= low or not fits(low):
+        return None
+    lo, hi = low, current  # fits(lo) and not fits(hi)
+    while hi - lo > step:
+        mid = lo + (hi - lo) // 2
+        mid -= (mid - low) % step
+        if mid <= lo:
+            break
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return _round_down(lo) if key in ("replay_buffer_size", "batch_size") else lo
+
+
+def _culprit(fp: Footprint, kind: str) -> str:
+    """The key to name for an exceeded limit: the one whose part of it is largest."""
+    if kind in ("allocation", "disk"):
+        return "replay_buffer_size"
+    on_gpu = kind == "gpu"
+    frames = fp.replay_reserved if on_gpu else fp.replay_frames
+    frames_here = fp.storage != "disk" and fp.gpu == on_gpu
+    parts = {"replay_buffer_size": frames if frames_here else 0, "batch_size": fp.batch,
+             "eval_workers": 0 if on_gpu else fp.envs, "video_size": 0 if on_gpu else fp.video}  # fmt: skip
+    return max(parts, key=lambda k: parts[k])
+
+
+def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
+    """Machine rule: the run's estimated memory (:func:`footprint`) fits in what this machine has; else one line
+    naming the value to change, the largest value of it that fits, and ``replay_storage=disk`` where that would fit
+    (other exceeded limits are named at the end of the same line)."""
+    from drq import tasks
+
+    machine = current_machine()
+    if machine.error:
+        value = os.environ.get(memory.ENV_LIMIT, "")
+        why = "environment variable: the RAM a run may use"
+        return [(memory.ENV_LIMIT, value, machine.error.split(": ", 1)[-1], why)]
+    if machine.remote:
+        return []
+    side = tasks.framebuffer_side(v["task_name"])
+    if side is not None and max(v["image_size"], v["video_size"]) > side:
+        return []  # the render-size rule has its one line already
+    if v["eval_workers"] != "auto" and v["eval_workers"] > max_eval_workers(machine.cores):
+        return []  # and so has eval_workers_rule
+    problems = _problems(v, machine)
+    if not problems:
+        return []
+    fp = footprint(v, machine)
+    first = problems[0]
+    key = _culprit(fp, first.kind)
+    size = v["image_size"]
+    parts = [f"replay {format_size(fp.replay_reserved)} reserved, {format_size(fp.replay_frames + fp.replay_meta)} "
+             f"written by the end ({min(replay_slots(v), replay_adds(v)):,} frames of 3x{size}x{size})",
+             f"learner {format_size(fp.process + fp.learner)} (batch_size={v['batch_size']}: "
+             f"{format_size(fp.batch)})"]  # fmt: skip
+    if fp.env_count:
+        parts.append(f"{fp.env_count} env process{'es' if fp.env_count > 1 else ''} {format_size(fp.envs)}")
+    if fp.video:
+        parts.append(f"video {format_size(fp.video)}")
+    blamed: dict[str, list[Problem]] = {}  # key -> the exceeded limits it is named for, worst first
+    for problem in problems:
+        blamed.setdefault(_culprit(fp, problem.kind), []).append(problem)
+    best = _largest_fitting(v, key, {p.kind for p in blamed[key]}, machine)
+    fix = f"the largest {key} that fits: {best}" if best is not None else f"no {key} fits here"
+    if key == "replay_buffer_size" and fp.storage == "ram" and _disk_storage_available():
+        if _fits(dict(v, replay_storage="disk"), machine):
+            fix += (f", or replay_storage=disk (the frames in a file in the run dir: {format_size(fp.replay_frames)}"
+                    f" of {format_size(machine.disk_free or 0)} free at {machine.disk_path})")
+    for other_key, others in blamed.items():
+        if other_key != key:
+            other, other_best = others[0], _largest_fitting(v, other_key, {p.kind for p in others}, machine)
+            fix += (f"; and {other_key}={v[other_key]} needs {format_size(other.needed)} of {other.words}, "
+                    f"{format_size(other.available)} available: " +
+                    (f"at most {other_best}" if other_best is not None else "no value fits"))  # fmt: skip
+    allowed = (f"needs {format_size(first.needed)} of {first.words} but {format_size(first.available)} is available "
+               f"({'; '.join(parts)}); {fix}")
+    return [(key, v[key], allowed, "estimated from the config before the run: drq/run_footprint.py")]
+
+
+def _fits(v: Mapping[str, Any], machine: Machine) -> bool:
+    return not _problems(v, machine)
+
+
+def _disk_storage_available() -> bool:
+    """Whether the schema has ``replay_storage`` (a disk-backed replay), so that a line may suggest it."""
+    from drq import config_schema
+
+    return "replay_storage" in config_schema.keys()
+
+
+def max_eval_workers(cores: int) -> int:
+    """The most eval worker processes allowed: 2 per core, and never fewer than ``auto`` may start anywhere (8).
+
+    Each worker steps physics and renders in its own process (~260 MB measured); the workers play in lockstep, so
+    beyond the cores they only wait for each other (2 per core leaves room for the trainer's ``act`` between steps).
+    A config that runs with ``auto`` on an 8-core machine stays valid on a 2-core laptop."""
+    return max(MAX_AUTO_EVAL_WORKERS, WORKERS_PER_CORE * cores)
+
+
+def eval_workers_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
+    """Machine rule: ``eval_workers`` <= :func:`max_eval_workers` of this machine's cores."""
+    machine = current_machine()
+    if machine.remote or v["eval_workers"] == "auto":
+        return []
+    most = max_eval_workers(machine.cores)
+    if v["eval_workers"] <= most:
+        return []
+    return [("eval_workers", v["eval_workers"], f"'auto' or at most {most} on this machine ({machine.cores} cores: "
+             f"{WORKERS_PER_CORE} worker processes per core, never fewer than auto's {MAX_AUTO_EVAL_WORKERS})",
+             "processes; each steps and renders in its own process of ~0.3 GB, and beyond the cores they only wait")]
