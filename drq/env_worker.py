@@ -170,8 +170,9 @@ class AsyncEnv:
         self._conn.send((command, args))
         return self._receive()
 
-    def reset(self) -> TimeStep:
-        return self._call("reset")
+    def reset(self, seed: int | None = None) -> TimeStep:
+        """:meth:`drq.env.PixelEnv.reset` in the worker (``seed``: re-seed the task's RandomState first)."""
+        return self._call("reset", seed)
 
     def step_async(self, action: np.ndarray) -> None:
         """Send ``action`` (float32 (A,)); the worker steps and renders while the caller does other work."""

@@ -18,9 +18,10 @@ Snapshots and exact resume. Periodic snapshots (every ``snapshot_every_frames``,
 at an episode boundary, after the episode's train.csv row and before the next reset. They hold the agent, the replay,
 the RNG states of python / numpy / torch (the replay's sampler RNG is in its own state), the counters and the log
 files' positions. The environments' own RNGs (the task's ``RandomState``, in the env worker) are not read out: the env
-consumes it only when an episode starts, so on resume the trainer rebuilds each env with the run's seed and calls
-``reset()`` as many times as the run had (one per train episode, one per eval episode), which puts it in exactly the
-state it had. Resuming from such a snapshot therefore gives the same frames, rows and parameters (on CPU) as a run that
+consumes it only when an episode starts, so on resume the trainer rebuilds the train env with the run's seed and calls
+``reset()`` as many times as the run had (one per train episode), which puts it in exactly the state it had. The
+evaluation envs need no such thing: each evaluation episode re-seeds its env from ``(seed, frame, episode index)``
+(:func:`drq.eval_episodes.episode_seeds`), whichever worker plays it. Resuming from such a snapshot therefore gives the same frames, rows and parameters (on CPU) as a run that
 never stopped, with or without the async env worker.
 
 Stop signals (``stop_signals``, default SIGINT, SIGTERM, SIGUSR1, SIGUSR2; :mod:`drq.stop_signals`) only set a flag; the
@@ -51,7 +52,7 @@ from drq import snapshot as snapshots
 from drq import stop_signals
 from drq.config_schema import RunConfig
 from drq.env import episode_over
-from drq.eval_episodes import EpisodesStopped, EvalProgress, resets_per_env, run_episodes
+from drq.eval_episodes import EpisodesStopped, EvalProgress, episode_seeds, run_episodes
 from drq.health import HealthMonitor
 from drq.sinks import RunFiles, WandbSink, format_eval_line
 from drq.video import VideoRecorder
@@ -123,14 +124,11 @@ def resolve_eval_workers(eval_workers: Any, num_eval_episodes: int) -> int:
     return int(eval_workers)
 
 
-EVAL_SEED_OFFSET = 10_000  # eval environment i > 0 is seeded with seed + i * EVAL_SEED_OFFSET
-
-
-def env_kwargs(cfg: RunConfig | Mapping[str, Any], seed_offset: int = 0) -> dict[str, Any]:
+def env_kwargs(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
     """``drq.env.make_env`` keyword arguments from a run config (a :class:`RunConfig`, or a composed dict)."""
     cfg = config_schema.as_config(cfg)
     return dict(task=cfg.task_name, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
-                seed=cfg.seed + seed_offset, size=cfg.image_size, camera_id=cfg.camera_id,
+                seed=cfg.seed, size=cfg.image_size, camera_id=cfg.camera_id,
                 fast_render=cfg.fast_render)  # fmt: skip
 
 
@@ -210,7 +208,6 @@ class Trainer:
         self.step = 0
         self.episode = 0  # finished training episodes
         self.train_resets = 0  # train env reset() calls (fast-forwarded on resume)
-        self.eval_resets = [0] * self.num_eval_workers  # reset() calls of each eval environment
         self.next_eval_frame = 0
         self.last_eval_frame = -1
         self.last_eval_return = float("nan")
@@ -288,8 +285,7 @@ class Trainer:
             else:
                 from drq.env_worker import AsyncEnv
 
-                self._eval_envs = [AsyncEnv(**env_kwargs(self.cfg, seed_offset=i * EVAL_SEED_OFFSET))
-                                   for i in range(self.num_eval_workers)]
+                self._eval_envs = [AsyncEnv(**env_kwargs(self.cfg)) for _ in range(self.num_eval_workers)]
         return self._eval_envs
 
     def _make_wandb(self) -> WandbSink:
@@ -365,12 +361,6 @@ class Trainer:
         for _ in range(self.train_resets):
             ts = self.train_env.reset()
         replayed = self._replay_interrupted_episode(ts, state.get("episode")) if self.in_episode_at_snapshot else False
-        saved_eval_resets = counters["eval_resets"]  # a list; an int in snapshots from before eval_workers
-        saved_eval_resets = [int(saved_eval_resets)] if isinstance(saved_eval_resets, int) else saved_eval_resets
-        for i, env in enumerate(self.eval_envs):
-            self.eval_resets[i] = int(saved_eval_resets[i]) if i < len(saved_eval_resets) else 0
-            for _ in range(self.eval_resets[i]):
-                env.reset()
         notes = [f"resumed from {source} at frame {self.frame:,} (episode {self.episode})"]
         if state.get("replay") is None:
             notes.append("the snapshot holds no replay (save_replay_in_snapshot=false): the replay starts empty")
@@ -400,7 +390,7 @@ class Trainer:
         """Everything a resume needs, as state dicts and plain values (``torch.load(weights_only=True)``-safe)."""
         counters = {
             "step": self.step, "frame": self.frame, "episode": self.episode, "train_resets": self.train_resets,
-            "eval_resets": list(self.eval_resets), "next_eval_frame": self.next_eval_frame,
+            "next_eval_frame": self.next_eval_frame,
             "last_eval_frame": self.last_eval_frame, "last_eval_return": self.last_eval_return,
             "next_snapshot_frame": self.next_snapshot_frame, "next_log_frame": self.next_log_frame,
             "next_histogram_frame": self.next_histogram_frame, "total_time": self.total_time,
@@ -590,13 +580,11 @@ class Trainer:
             with EvalProgress(f"eval | frame {self.frame:,}", write=self.say) as progress:
                 results = run_episodes(envs, lambda obs: self.agent.act(obs, self.step, eval_mode=True), episodes,
                                        self.action_repeat, self.max_episode_frames, on_step=record,
-                                       should_stop=lambda: self._stop_signal is not None,
-                                       progress=progress)  # fmt: skip
+                                       should_stop=lambda: self._stop_signal is not None, progress=progress,
+                                       seeds=episode_seeds(self.cfg.seed, self.frame, episodes))  # fmt: skip
         except EpisodesStopped:  # a stop signal: nothing of this evaluation is kept; it runs again after a resume
             self.video.reset()
             return None
-        for i, n in enumerate(resets_per_env(episodes, len(envs))):
-            self.eval_resets[i] += n
         if self.video.enabled:
             path = self.video.save(self.run_dir / "videos" / f"eval_{self.frame}.mp4")
             if path is not None:
