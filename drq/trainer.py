@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 import torch
 
-from drq import config_schema, run_dir_lock
+from drq import config_schema, provenance, resume_changes, run_dir_lock
 from drq import snapshot as snapshots
 from drq import stop_signals
 from drq.config_schema import RunConfig
@@ -60,9 +60,6 @@ from drq.video import VideoRecorder
 if TYPE_CHECKING:
     from drq.interfaces import Agent, Env
 
-# Keys that must match between a snapshot and the run resuming it (anything else may change, e.g. num_train_frames).
-COMPATIBLE_KEYS = ("task_name", "agent.name", "frame_stack", "action_repeat", "image_size", "feature_dim",
-                   "hidden_dim", "nstep", "discount", "replay_buffer_size")  # fmt: skip
 LOSS_FIRST = ("critic_loss", "actor_loss", "alpha_loss")
 
 
@@ -184,6 +181,7 @@ class Trainer:
 
         # Resume source (read before anything is written, so that a bad snapshot changes nothing).
         self.snapshot_path = self.run_dir / snapshots.FILENAME
+        self._resume_changes: dict[str, tuple[Any, Any]] = {}  # config keys a resume changed: (old, new)
         self._resume_state = self._load_resume_state()
 
         self.files = RunFiles(self.run_dir)
@@ -225,8 +223,11 @@ class Trainer:
         self._acc_count_since_hist = 0
         if self._resume_state is not None:
             self._restore(self._resume_state)
+        self.sessions = self._record_session()
         self.wandb = self._make_wandb()
         self._start_time = time.time()
+        if self._resume_changes:
+            self._announce_resume_changes()
 
     # ------------------------------------------------------------------------------------------------- building
     @property
@@ -291,16 +292,26 @@ class Trainer:
     def _make_wandb(self) -> WandbSink:
         c, w = self.cfg, self.cfg.wandb
         name = w.name or f"{c.task_name}_{c.agent.name}_seed{c.seed}"
-        return WandbSink(self.run_dir, mode=w.mode, project=w.project, config=self.config_dict(), entity=w.entity,
+        config = {**self.config_dict(), "provenance": self.sessions[-1]}
+        return WandbSink(self.run_dir, mode=w.mode, project=w.project, config=config, entity=w.entity,
                          group=w.group, tags=list(w.tags),
                          name=name, run_id=self.wandb_run_id or _wandb_id_of_earlier_session(self.run_dir),
                          say=self.say)  # fmt: skip
+
+    def _record_session(self) -> list[dict[str, Any]]:
+        """This session's provenance (versions, commit, machine, precision, threads, GL backend) appended to
+        ``run.json``; returns every session so far (they go into the snapshots)."""
+        resumed = self._resume_state
+        record = provenance.session(self.device, self.precision_resolved, self.precision_reason,
+                                    torch.get_num_threads(), getattr(self.train_env, "backend", None), self.frame,
+                                    resumed["_source"] if resumed else None, self._resume_changes)  # fmt: skip
+        return provenance.record_session(self.run_dir, record, earlier=(resumed or {}).get("provenance"))
 
     def _clean_up_after_a_lost_session(self) -> None:
         """After a kill -9: remove half-written temporary files, and, when there is no snapshot to resume from, the
         rows of the session that left none (the run starts again from frame 0, so they would repeat)."""
         for tmp in (*self.run_dir.glob(f".{snapshots.FILENAME}.tmp*"), *self.run_dir.glob("videos/.*.tmp*.mp4"),
-                    *self.run_dir.glob("*.tmp")):  # fmt: skip
+                    *self.run_dir.glob("*.tmp"), *self.run_dir.glob(f".{provenance.FILENAME}.tmp*")):  # fmt: skip
             tmp.unlink(missing_ok=True)
         if self._resume_state is None and any(n for n in self.files.position().values()):
             self.files.truncate({})
@@ -324,7 +335,8 @@ class Trainer:
         saved = state.get("config")
         if isinstance(saved, dict) and saved:  # a key the saved config predates: the schema's legacy value or default
             saved = config_schema.fill_saved(saved)
-        snapshots.check_compatible({**state, "config": saved}, self.cfg.to_dict(), COMPATIBLE_KEYS, source)
+        # keys that cannot change within a run are refused (ResumeRefused); the others are announced after the restore
+        self._resume_changes = resume_changes.check(saved or {}, self.config_dict(), source)
         if source.resolve().parent != self.run_dir.resolve():  # resume=PATH from another run dir: bring its logs
             for name in RunFiles.FILES:
                 if (source.parent / name).exists() and not (self.run_dir / name).exists():
@@ -370,6 +382,13 @@ class Trainer:
                          "starts")  # fmt: skip
         self.say("; ".join(notes))
 
+    def _announce_resume_changes(self) -> None:
+        """One line listing every config key this session changed (old → new), a ``resume`` row in metrics.jsonl and
+        a wandb point at the resume frame, so the curves show where the settings changed."""
+        self.say(f"resumed with other settings at frame {self.frame:,}: {resume_changes.describe(self._resume_changes)}")
+        self.files.resume(self.frame, self.step, self.total_time, self._resume_changes)
+        self.wandb.resume_changes(self.frame, self._resume_changes)
+
     def _replay_interrupted_episode(self, ts: Any, episode: Mapping[str, Any] | None) -> bool:
         """Step the freshly reset train env with the interrupted episode's actions; True if it ends on the saved
         picture (then the loop goes on inside that episode), False if the episode has to be dropped."""
@@ -409,6 +428,7 @@ class Trainer:
             "rng": snapshots.capture_rng(),
             "logger": self.files.position(),
             "wandb_run_id": self.wandb.run_id,
+            "provenance": self.sessions,  # run.json's sessions: what each session ran on
             "episode": episode,  # the current training episode (mid-episode snapshots), else None
             "health_window": {"sums": {k: v.detach().cpu() for k, v in self._acc.items()}, "count": self._acc_count,
                               "count_since_hist": self._acc_count_since_hist},
