@@ -75,13 +75,15 @@ def session(device: str, precision: str, precision_reason: str, num_threads: int
     keys its resume changed, ``{key: (old, new)}``."""
     from drq.hardware import describe
 
-    return {
+    record = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "frame": int(frame),
         "resumed_from": resumed_from, "changes": {k: [old, new] for k, (old, new) in (changes or {}).items()},
         "versions": versions(), "code": code_state(), "machine": describe(device), "host": platform.node(),
         "device": str(device), "precision": precision, "precision_reason": precision_reason,
         "num_threads": int(num_threads), "gl_backend": gl_backend or os.environ.get("MUJOCO_GL"),
     }  # fmt: skip
+    # plain JSON types only (torch.__version__ is a str subclass that torch.load(weights_only=True) refuses)
+    return json.loads(json.dumps(record, default=str))
 
 
 def read(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -106,3 +106,67 @@ def test_the_same_command_twice_gives_the_same_rows_and_parameters(runs_by_eval_
     assert assert_same_state(first_state, again.agent.state_dict(), "agent") > 10
     first_replay = torch.load(first_dir / "snapshot.pt", weights_only=True)["replay"]
     assert assert_same_state(first_replay, again.replay.state_dict(), "replay") > 3
+
+
+class RecordedRun:
+    """What ``wandb.init`` returns, as far as drq.sinks uses it, recording the init keywords and ``log`` calls."""
+
+    def __init__(self, **init_kwargs):
+        self.init_kwargs, self.rows, self.id, self.dir = init_kwargs, [], "recorded", None
+
+    def define_metric(self, *args, **kwargs):
+        pass
+
+    def log(self, data):
+        self.rows.append(dict(data))
+
+    def finish(self, exit_code=0):
+        pass
+
+
+@pytest.mark.slow
+def test_a_resume_says_what_changed_and_refuses_what_cannot_change(runs_by_eval_workers, tmp_path, monkeypatch):
+    import shutil
+
+    import wandb
+
+    from drq import config_errors, provenance, resume_changes, trainer
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs_by_eval_workers[1][0], run_dir)
+    (first,) = provenance.read(run_dir)  # the first session's record, written at its start
+    assert first["frame"] == 0 and first["resumed_from"] is None and first["precision"] == "fp32"
+    assert set(first["versions"]) == {"python", "torch", "mujoco", "dm_control", "numpy", "drq"}
+    assert first["versions"]["torch"] == torch.__version__ and first["num_threads"] == 1  # the debug preset's
+    assert first["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert first["gl_backend"] in ("egl", "osmesa", "glfw")
+
+    # refused before anything is written: the pre-hydra check (train.py's exit 2) and the trainer's own
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    with pytest.raises(SystemExit) as stop:
+        config_errors.exit_on_bad_overrides([*BASE, "eval_workers=1", f"hydra.run.dir={run_dir}", "frame_stack=2"])
+    assert stop.value.code == 2
+    with pytest.raises(resume_changes.ResumeRefused, match=r"frame_stack: snapshot 3, now 2 \(the replay"):
+        trainer.Trainer(compose("eval_workers=1", "frame_stack=2"), run_dir, say=lambda s: None)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+    # accepted: one line, a resume row in metrics.jsonl, a wandb point, a second session in run.json
+    recorded = []
+    monkeypatch.setattr(wandb, "init", lambda **kw: recorded.append(RecordedRun(**kw)) or recorded[-1])
+    said = []
+    trainer.run(compose("eval_workers=1", "batch_size=32", "num_train_frames=400", "wandb.mode=offline"), run_dir,
+                say=said.append)  # fmt: skip
+    line = "resumed with other settings at frame 320: num_train_frames 320 → 400; batch_size 16 → 32; wandb.mode " \
+           "disabled → offline"  # fmt: skip
+    assert line in said
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    (resume,) = [r for r in rows if r["section"] == "resume"]
+    assert resume["frame"] == 320 and resume["changes"] == {"num_train_frames": [320, 400], "batch_size": [16, 32],
+                                                           "wandb.mode": ["disabled", "offline"]}  # fmt: skip
+    (run,) = recorded
+    assert run.init_kwargs["config"]["provenance"]["frame"] == 320  # this session's record
+    (point,) = [r for r in run.rows if "resume/changed_keys" in r]
+    assert point["resume/changed_keys"] == 3 and point["frame"] == 320
+    sessions = provenance.read(run_dir)
+    assert [s["frame"] for s in sessions] == [0, 320] and sessions[1]["changes"]["batch_size"] == [16, 32]
+    assert torch.load(run_dir / "snapshot.pt", weights_only=True)["provenance"] == sessions
