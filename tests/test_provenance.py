@@ -102,3 +102,24 @@ def test_a_session_record_is_plain_json():
     assert json.loads(json.dumps(record)) == record  # only JSON types (a snapshot loads it with weights_only=True)
     assert record["changes"] == {"batch_size": [16, 32]} and record["gl_backend"] == "egl"
     assert type(record["versions"]["torch"]) is str and record["machine"]["cores"] >= 1
+
+
+def test_resume_changes_lists_every_difference_and_refuses_the_fixed_keys():
+    import pytest
+
+    from drq import resume_changes
+
+    saved = {"batch_size": 16, "frame_stack": 3, "resume": "auto", "wandb": {"mode": "disabled", "tags": ["a"]},
+             "agent": {"name": "drqv2", "lr": 1e-4}, "gone": 1}  # fmt: skip
+    now = {"batch_size": 32, "frame_stack": 3, "resume": "/x/snapshot.pt", "wandb": {"mode": "offline", "tags": ("a",)},
+           "agent": {"name": "drqv2", "lr": 1e-4}, "new": 2}  # fmt: skip
+    diff = resume_changes.check(saved, now, "s.pt")
+    assert diff == {"batch_size": (16, 32), "wandb.mode": ("disabled", "offline"), "new": (None, 2), "gone": (1, None)}
+    assert resume_changes.describe(diff) == "batch_size 16 → 32; wandb.mode disabled → offline; new null → 2; " \
+                                            "gone 1 → null"  # fmt: skip
+    with pytest.raises(resume_changes.ResumeRefused) as refused:
+        resume_changes.check(saved, {**now, "frame_stack": 2, "agent": {"name": "drqv2", "lr": 3e-4}}, "s.pt")
+    message = str(refused.value)
+    assert "\n" not in message and "frame_stack: snapshot 3, now 2 (" in message
+    assert "agent.lr: snapshot 0.0001, now 0.0003 (the optimisers' saved state" in message
+    assert "batch_size" not in message

@@ -170,3 +170,20 @@ def test_a_resume_says_what_changed_and_refuses_what_cannot_change(runs_by_eval_
     sessions = provenance.read(run_dir)
     assert [s["frame"] for s in sessions] == [0, 320] and sessions[1]["changes"]["batch_size"] == [16, 32]
     assert torch.load(run_dir / "snapshot.pt", weights_only=True)["provenance"] == sessions
+
+
+@pytest.mark.slow
+def test_drq_evaluate_plays_the_trainers_last_evaluation(runs_by_eval_workers, tmp_path):
+    """``python -m drq.evaluate`` on one env repeats the evaluation the trainer ran on 3 workers at the snapshot's
+    frame: the same episodes, the same mean return."""
+    import csv
+
+    from drq.evaluate import evaluate
+
+    run_dir, _ = runs_by_eval_workers[3]
+    result = evaluate(run_dir, episodes=3, size=16, out=tmp_path / "v.mp4")
+    with open(run_dir / "eval.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert result["frame"] == int(last["frame"]) == 320
+    assert len(set(result["returns"])) == 3
+    assert result["mean_return"] == float(last["episode_reward"])
