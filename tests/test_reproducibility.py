@@ -16,9 +16,9 @@ import torch
 from conftest import assert_same_state
 
 ROOT = Path(__file__).resolve().parents[1]
-# 80-frame episodes (10 agent steps); evaluations at frames 0, 160 and 320; updates from frame 160 on
+# 80-frame episodes (10 agent steps); evaluations at frames 0 and 320, updates from frame 160 on
 BASE = ["preset=debug", "task=cartpole_balance", "wandb.mode=disabled", "save_video=false", "async_env=false",
-        "max_episode_frames=80", "num_train_frames=320", "num_seed_frames=160", "eval_every_frames=160",
+        "max_episode_frames=80", "num_train_frames=320", "num_seed_frames=160", "eval_every_frames=320",
         "num_eval_episodes=3"]  # fmt: skip
 WALL_CLOCK = ("total_time", "fps")
 
@@ -80,11 +80,11 @@ def test_eval_workers_change_neither_the_evaluation_nor_training(runs_by_eval_wo
     (one, one_state), *others = (runs_by_eval_workers[k] for k in (1, 2, 3))
     reference = jsonl(one)
     evals = [r for r in reference if r["section"] == "eval"]
-    assert [r["frame"] for r in evals] == [0, 160, 320]
+    assert [r["frame"] for r in evals] == [0, 320]
     # the three episodes of an evaluation start from different states, so a run that gave two of them the same start
     # (a worker that ignored its episode's seed) would show in the std
     assert all(r["episode_reward_std"] > 0 for r in evals)
-    assert any(r["section"] == "health" for r in reference)  # updates ran after the evaluation at 160
+    assert any(r["section"] == "health" for r in reference)  # updates ran between the evaluations
     for run_dir, state in others:
         assert jsonl(run_dir) == reference, run_dir.name  # eval rows (mean, std), train and health rows
         assert (run_dir / "eval.csv").read_text().split("\n")[1].split(",")[:4] == \
@@ -154,19 +154,20 @@ def test_a_resume_says_what_changed_and_refuses_what_cannot_change(runs_by_eval_
     recorded = []
     monkeypatch.setattr(wandb, "init", lambda **kw: recorded.append(RecordedRun(**kw)) or recorded[-1])
     said = []
-    trainer.run(compose("eval_workers=1", "batch_size=32", "num_train_frames=400", "wandb.mode=offline"), run_dir,
-                say=said.append)  # fmt: skip
-    line = "resumed with other settings at frame 320: num_train_frames 320 → 400; batch_size 16 → 32; wandb.mode " \
-           "disabled → offline"  # fmt: skip
+    overrides = ("eval_workers=1", "batch_size=32", "num_train_frames=400", "num_eval_episodes=1", "wandb.mode=offline")
+    trainer.run(compose(*overrides), run_dir, say=said.append)
+    line = "resumed with other settings at frame 320: num_train_frames 320 → 400; num_eval_episodes 3 → 1; " \
+           "batch_size 16 → 32; wandb.mode disabled → offline"  # fmt: skip
     assert line in said
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     (resume,) = [r for r in rows if r["section"] == "resume"]
-    assert resume["frame"] == 320 and resume["changes"] == {"num_train_frames": [320, 400], "batch_size": [16, 32],
-                                                           "wandb.mode": ["disabled", "offline"]}  # fmt: skip
+    assert resume["frame"] == 320 and resume["changes"] == {
+        "num_train_frames": [320, 400], "num_eval_episodes": [3, 1], "batch_size": [16, 32],
+        "wandb.mode": ["disabled", "offline"]}  # fmt: skip
     (run,) = recorded
     assert run.init_kwargs["config"]["provenance"]["frame"] == 320  # this session's record
     (point,) = [r for r in run.rows if "resume/changed_keys" in r]
-    assert point["resume/changed_keys"] == 3 and point["frame"] == 320
+    assert point["resume/changed_keys"] == 4 and point["frame"] == 320
     sessions = provenance.read(run_dir)
     assert [s["frame"] for s in sessions] == [0, 320] and sessions[1]["changes"]["batch_size"] == [16, 32]
     assert torch.load(run_dir / "snapshot.pt", weights_only=True)["provenance"] == sessions
