@@ -21,8 +21,8 @@ files' positions. The environments' own RNGs (the task's ``RandomState``, in the
 consumes it only when an episode starts, so on resume the trainer rebuilds the train env with the run's seed and calls
 ``reset()`` as many times as the run had (one per train episode), which puts it in exactly the state it had. The
 evaluation envs need no such thing: each evaluation episode re-seeds its env from ``(seed, frame, episode index)``
-(:func:`drq.eval_episodes.episode_seeds`), whichever worker plays it. Resuming from such a snapshot therefore gives the same frames, rows and parameters (on CPU) as a run that
-never stopped, with or without the async env worker.
+(:func:`drq.eval_episodes.episode_seeds`), whichever worker plays it. Resuming from such a snapshot therefore gives the
+same frames, rows and parameters (on CPU) as a run that never stopped, with or without the async env worker.
 
 Stop signals (``stop_signals``, default SIGINT, SIGTERM, SIGUSR1, SIGUSR2; :mod:`drq.stop_signals`) only set a flag; the
 loop stops at its next safe point: before the next agent step, or after the current step of an evaluation, which is
@@ -385,7 +385,8 @@ class Trainer:
     def _announce_resume_changes(self) -> None:
         """One line listing every config key this session changed (old → new), a ``resume`` row in metrics.jsonl and
         a wandb point at the resume frame, so the curves show where the settings changed."""
-        self.say(f"resumed with other settings at frame {self.frame:,}: {resume_changes.describe(self._resume_changes)}")
+        changed = resume_changes.describe(self._resume_changes)
+        self.say(f"resumed with other settings at frame {self.frame:,}: {changed}")
         self.files.resume(self.frame, self.step, self.total_time, self._resume_changes)
         self.wandb.resume_changes(self.frame, self._resume_changes)
 
