@@ -8,8 +8,8 @@ Episode ``j`` starts from the initial state the trainer's evaluation at the snap
 machine). The snapshot carries the run's config, so the task, frame stack, action repeat and networks are rebuilt
 from it. The agent acts with its mean action (``eval_mode=True``), in ``--precision`` (default ``auto``: bf16 only
 where the hardware has it natively, ``drq.precision``; the training run's precision does not matter for acting).
-``--camera`` changes only the video's camera, never what the agent sees. Shows the episodes' progress on stderr while they run (a
-bar with episodes done, frames/s and ETA on a terminal, else one line per finished episode:
+``--camera`` changes only the video's camera, never what the agent sees. Shows the episodes' progress on stderr while
+they run (a bar with episodes done, frames/s and ETA on a terminal, else one line per finished episode:
 ``drq.eval_episodes.EvalProgress``), then prints the precision, one line per episode and a JSON object as the last line
 on stdout:
 ``{"snapshot", "frame", "task", "agent", "episodes", "mean_return", "returns", "video"}``.
