@@ -10,7 +10,8 @@ every ``key=value`` are checked by name first (``+key=`` adds a key on purpose; 
 :mod:`drq.launcher_checks`'), then the composed config goes through :func:`drq.config_schema.check` (types, ranges,
 rules between keys, and ``machine=True``: CUDA for ``device`` / ``cuda_graphs``, ``resume=PATH``). Every value of a
 sweep is checked (every combination when there are at most ``MAX_COMBINATIONS``). Anything else that makes
-composition fail is reported with the first line of hydra's message.
+composition fail is reported with the first line of hydra's message. A single run that would resume a snapshot made
+with another value of a key fixed within a run (``drq.resume_changes``) is refused here too (:func:`check_resume`).
 
 The config is composed here once per combination, and once more by ``hydra.main`` for the run itself: hydra writes
 ``.hydra/`` into the run dir before it calls the task function, so a check that must come before anything is
