@@ -33,7 +33,7 @@ from drq.config_errors import exit_on_bad_overrides  # noqa: E402
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from drq import config_schema, rendering, run_dir_lock, snapshot, trainer
+    from drq import config_schema, rendering, resume_changes, run_dir_lock, snapshot, trainer
     from drq.tasks import UnknownTaskError
 
     from drq.protocol import protocol_line
@@ -52,7 +52,7 @@ def main(cfg: DictConfig) -> None:
         print(f"drq: {stop}", file=sys.stderr)
         stop.chain()  # a handler installed before ours (submitit's requeue on SLURM) gets the signal too
         sys.exit(stop.exit_code)  # 128 + signal: 130 for SIGINT, 143 for SIGTERM
-    except run_dir_lock.RunDirLocked as error:
+    except (run_dir_lock.RunDirLocked, resume_changes.ResumeRefused) as error:
         print(f"drq: {error}", file=sys.stderr)
         sys.exit(2)
     except (snapshot.SnapshotError, trainer.NonFiniteMetricError, rendering.RenderingUnavailable,

@@ -41,22 +41,21 @@ def main() -> None:
     from drq.agents import make_agent
     from drq.env import make_env
     from drq.env_worker import AsyncEnv
-    from drq.eval_episodes import run_episodes
+    from drq.eval_episodes import episode_seeds, run_episodes
     from drq.hardware import describe
-    from drq.trainer import EVAL_SEED_OFFSET
 
     fast_render = False if args.fast_render == "false" else args.fast_render
     kwargs = dict(task=args.task, frame_stack=3, action_repeat=args.action_repeat, seed=1, size=84, camera_id=None,
                   fast_render=fast_render)  # fmt: skip
     one = [make_env(**kwargs)]
-    workers = [AsyncEnv(**{**kwargs, "seed": 1 + i * EVAL_SEED_OFFSET}) for i in range(args.workers)]
+    workers = [AsyncEnv(**kwargs) for _ in range(args.workers)]
     agent = make_agent(args.agent, obs_shape=tuple(one[0].observation_shape), action_shape=tuple(one[0].action_shape),
                        device="cpu", precision=args.precision)  # fmt: skip
 
     def evaluation(envs: list) -> tuple[float, int]:
         start = time.perf_counter()
         results = run_episodes(envs, lambda obs: agent.act(obs, 0, eval_mode=True), args.episodes,
-                               args.action_repeat)  # fmt: skip
+                               args.action_repeat, seeds=episode_seeds(1, 0, args.episodes))  # fmt: skip
         return time.perf_counter() - start, sum(r.frames for r in results)
 
     try:

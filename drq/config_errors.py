@@ -12,7 +12,8 @@ rules between keys, and ``machine=True``: CUDA for ``device`` / ``cuda_graphs``,
 and ``eval_workers`` against this machine, :mod:`drq.run_footprint`; not for a sweep sent to SLURM or a Ray cluster
 elsewhere, whose jobs check themselves where they run, and with the RAM shared among a local sweep's parallel jobs).
 Every value of a sweep is checked (every combination when there are at most ``MAX_COMBINATIONS``). Anything else that
-makes composition fail is reported with the first line of hydra's message.
+makes composition fail is reported with the first line of hydra's message. A single run that would resume a snapshot
+made with another value of a key fixed within a run (``drq.resume_changes``) is refused here too (:func:`check_resume`).
 
 The config is composed here once per combination, and once more by ``hydra.main`` for the run itself: hydra writes
 ``.hydra/`` into the run dir before it calls the task function, so a check that must come before anything is
@@ -204,6 +205,42 @@ def _check_combinations(combinations: list[list[str]], config_dir: Path) -> list
     return lines
 
 
+def check_resume(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Raise :class:`ConfigError` (:class:`drq.resume_changes.ResumeRefused`'s one line) if this single run resumes a
+    snapshot (``hydra.run.dir=DIR`` holding one, or ``resume=PATH``) made with another value of a key that cannot
+    change within a run. Checked here, before hydra rewrites ``DIR/.hydra/``; the trainer checks again (sweep jobs,
+    in-process runs). A snapshot that cannot be read is left to the trainer's own message."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        return
+    overrides = _parse(_overrides(argv))
+    run_dir = next((o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.run.dir"), None)
+    from drq import resume_changes
+    from drq import snapshot as snapshots
+
+    own = Path(run_dir) / snapshots.FILENAME if run_dir and "${" not in run_dir else None
+    if not any(o.key_or_group == "resume" for o in overrides) and (own is None or not own.is_file()):
+        return  # nothing to resume: no composition needed
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("config", overrides=[o.input_line for o in overrides if not _is_hydra(o)]),
+                                     resolve=True)  # fmt: skip
+    config = schema.load(cfg)
+    if config.resume == "never":
+        return
+    source = own if config.resume == "auto" else snapshots.resolve_path(config.resume)
+    if source is None or not source.is_file():
+        return
+    try:
+        saved = resume_changes.saved_config(source)
+        resume_changes.check(saved or {}, config.to_dict(), source)
+    except resume_changes.ResumeRefused as error:
+        raise ConfigError(str(error)) from None
+    except snapshots.SnapshotError:
+        return
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
@@ -220,6 +257,7 @@ def exit_on_bad_overrides(argv: list[str] | None = None, config_dir: Path = CONF
         from drq.launcher_checks import check_launcher
 
         check_launcher(argv, config_dir)
+        check_resume(argv, config_dir)
     except ConfigError as error:
         for line in str(error).splitlines():
             print(f"drq: {line}", file=sys.stderr)

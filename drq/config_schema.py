@@ -482,7 +482,7 @@ class RunConfig:
                                          "SIGHUP", test=_stop_signals,
                                          why="snapshot at the next safe point, exit 128+signal; docs/clusters.md")
     # ---- hardware
-    seed: int = count("", "seeds python, numpy, torch and the environments; eval env i gets seed + 10000 i", low=0,
+    seed: int = count("", "seeds python, numpy, torch, the train env; eval episode j at frame F: (seed, F, j)", low=0,
                       high=2**31 - 1)
     device: str = _key(kind="str", allowed="auto, cpu, cuda or cuda:N", test=_device, machine=_device_here,
                        why="auto: cuda if available, else cpu")

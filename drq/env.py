@@ -164,8 +164,21 @@ class PixelEnv:
     def _observation(self) -> np.ndarray:
         return np.concatenate(list(self._frames), axis=0)
 
-    def reset(self) -> TimeStep:
-        """Start an episode; the first frame fills all k slots of the stack."""
+    def _task_random(self) -> np.random.RandomState:
+        """The RandomState the task draws its initial states (and any noise) from."""
+        if self.domain == tasks.MANIPULATION_DOMAIN:
+            return self._env.random_state  # composer
+        return self._env.task.random  # suite
+
+    def reset(self, seed: int | None = None) -> TimeStep:
+        """Start an episode; the first frame fills all k slots of the stack.
+
+        ``seed``: an integer in [0, 2**32) that re-seeds the task's RandomState first, so the episode starts from the
+        same initial state as the first episode of an env built with that seed, whatever this env played before
+        (evaluation episodes: :func:`drq.eval_episodes.episode_seeds`). ``None``: go on with the env's own stream (the
+        training env, seeded once at construction)."""
+        if seed is not None:
+            self._task_random().seed(_seed(seed))
         self._env.reset()
         self._apply_render_quality()
         frame = self._render_frame()

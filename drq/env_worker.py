@@ -47,7 +47,7 @@ def _worker_main(conn: Connection, make_env_kwargs: dict[str, Any], parent_pid: 
         from drq.env import make_env  # sets up rendering (drq.rendering) before dm_control is imported
 
         env = make_env(**make_env_kwargs)
-        conn.send(("ok", (env.observation_shape, env.action_shape)))
+        conn.send(("ok", (env.observation_shape, env.action_shape, env.backend)))
         while True:
             try:
                 command, args = conn.recv()
@@ -121,7 +121,7 @@ class AsyncEnv:
         _standard_default_start_method()
         self._start(make_env_kwargs)
         try:
-            self.observation_shape, self.action_shape = self._receive(_START_TIMEOUT_S)
+            self.observation_shape, self.action_shape, self.backend = self._receive(_START_TIMEOUT_S)
         except BaseException:
             self.close()
             raise
@@ -170,8 +170,9 @@ class AsyncEnv:
         self._conn.send((command, args))
         return self._receive()
 
-    def reset(self) -> TimeStep:
-        return self._call("reset")
+    def reset(self, seed: int | None = None) -> TimeStep:
+        """:meth:`drq.env.PixelEnv.reset` in the worker (``seed``: re-seed the task's RandomState first)."""
+        return self._call("reset", seed)
 
     def step_async(self, action: np.ndarray) -> None:
         """Send ``action`` (float32 (A,)); the worker steps and renders while the caller does other work."""

@@ -6,8 +6,10 @@ environment steps. With :class:`drq.env_worker.AsyncEnv` workers the steps (phys
 parallel processes, so ``K`` workers take about ``1/K`` of the time on ``K`` free cores; plain in-process environments
 step one after another (the same episodes, no speed-up).
 
-The assignment is fixed, so the episodes (and each environment's number of ``reset()`` calls, which the trainer
-fast-forwards on resume) depend only on ``episodes`` and ``len(envs)``, never on timing.
+The assignment is fixed and never depends on timing. With ``seeds`` (the trainer and ``drq.evaluate`` pass
+:func:`episode_seeds`), episode ``k`` starts with ``reset(seed=seeds[k])``: its initial state depends on the run's
+seed, the frame of the evaluation and ``k`` only, so any number of environments plays the same episodes, and a
+resumed run needs no fast-forward of the evaluation environments.
 
 Progress: ``run_episodes(..., progress=fn)`` calls ``fn(Progress)`` once after the resets and after every lockstep
 step. :class:`EvalProgress` is the one both the trainer and ``python -m drq.evaluate`` pass: a tqdm bar (episodes done /
@@ -30,7 +32,8 @@ from drq.env import episode_over
 if TYPE_CHECKING:
     from drq.interfaces import Env
 
-__all__ = ["EpisodeResult", "EpisodesStopped", "EvalProgress", "Progress", "run_episodes", "resets_per_env"]
+__all__ = ["EpisodeResult", "EpisodesStopped", "EvalProgress", "Progress", "episode_seeds", "run_episodes",
+           "resets_per_env"]  # fmt: skip
 
 
 class EpisodesStopped(Exception):
@@ -56,6 +59,14 @@ class Progress:
     finished: tuple[tuple[int, EpisodeResult], ...] = ()
 
 
+def episode_seeds(seed: int, frame: int, episodes: int) -> list[int]:
+    """The env seed of each episode of the evaluation at ``frame`` (frames) of a run seeded ``seed``: episode ``j``
+    gets 32 bits of ``numpy.random.SeedSequence((seed, frame, j))``, so episodes differ from one another, from one
+    evaluation to the next and from the training env's stream (``RandomState(seed)``), and nothing else (worker
+    count, earlier evaluations, resumes) enters."""
+    return [int(np.random.SeedSequence((int(seed), int(frame), j)).generate_state(1)[0]) for j in range(episodes)]
+
+
 def resets_per_env(episodes: int, num_envs: int) -> list[int]:
     """How many episodes (``reset()`` calls) ``run_episodes`` gives each of ``num_envs`` environments."""
     return [len(range(i, episodes, num_envs)) for i in range(num_envs)]
@@ -65,7 +76,8 @@ def run_episodes(envs: Sequence[Env], act: Callable[[np.ndarray], np.ndarray], e
                  max_episode_frames: int | None = None,
                  on_step: Callable[[int, Env, float, float, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 progress: Callable[[Progress], None] | None = None) -> list[EpisodeResult]:  # fmt: skip
+                 progress: Callable[[Progress], None] | None = None,
+                 seeds: Sequence[int] | None = None) -> list[EpisodeResult]:  # fmt: skip
     """Play ``episodes`` episodes; returns their results in episode order.
 
     Args:
@@ -81,17 +93,21 @@ def run_episodes(envs: Sequence[Env], act: Callable[[np.ndarray], np.ndarray], e
             environments are left mid-episode; the trainer uses it to stop at a signal).
         progress: called with a :class:`Progress` after the first resets and after every lockstep step (e.g.
             :class:`EvalProgress`).
+        seeds: one env seed per episode (:func:`episode_seeds`): episode ``k`` starts with ``reset(seed=seeds[k])``;
+            ``None``: plain ``reset()`` (each env's own stream, so the episodes depend on ``len(envs)``).
     """
     if episodes < 1:
         raise ValueError(f"run_episodes: episodes must be >= 1, got {episodes}")
     if not envs:
         raise ValueError("run_episodes: no environments given")
+    if seeds is not None and len(seeds) != episodes:
+        raise ValueError(f"run_episodes: {len(seeds)} seeds for {episodes} episodes")
     num_envs = len(envs)
     results: list[EpisodeResult | None] = [None] * episodes
     running: dict[int, dict[str, Any]] = {}  # env index -> its current episode
 
     def start(i: int, episode: int) -> None:
-        ts = envs[i].reset()
+        ts = envs[i].reset() if seeds is None else envs[i].reset(seed=seeds[episode])
         running[i] = {"episode": episode, "ts": ts, "return": 0.0, "frames": 0}
         if on_step is not None:
             on_step(episode, envs[i], 0.0, 0.0, 0)

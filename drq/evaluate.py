@@ -3,11 +3,13 @@
     python -m drq.evaluate RUN_DIR_OR_SNAPSHOT [--episodes 10] [--size 256] [--camera ID] [--out PATH]
                            [--precision auto|fp32|bf16]
 
-The snapshot carries the run's config, so the task, frame stack, action repeat and networks are rebuilt from it. The
-agent acts with its mean action (``eval_mode=True``), in ``--precision`` (default ``auto``: bf16 only where the
-hardware has it natively, ``drq.precision``; the training run's precision does not matter for acting). ``--camera``
-changes only the video's camera, never what the agent sees. Shows the episodes' progress on stderr while they run (a
-bar with episodes done, frames/s and ETA on a terminal, else one line per finished episode:
+Episode ``j`` starts from the initial state the trainer's evaluation at the snapshot's frame gives its episode ``j``
+(``drq.eval_episodes.episode_seeds(seed, frame, j)``), so the returns repeat that evaluation's (same precision and
+machine). The snapshot carries the run's config, so the task, frame stack, action repeat and networks are rebuilt
+from it. The agent acts with its mean action (``eval_mode=True``), in ``--precision`` (default ``auto``: bf16 only
+where the hardware has it natively, ``drq.precision``; the training run's precision does not matter for acting).
+``--camera`` changes only the video's camera, never what the agent sees. Shows the episodes' progress on stderr while
+they run (a bar with episodes done, frames/s and ETA on a terminal, else one line per finished episode:
 ``drq.eval_episodes.EvalProgress``), then prints the precision, one line per episode and a JSON object as the last line
 on stdout:
 ``{"snapshot", "frame", "task", "agent", "episodes", "mean_return", "returns", "video"}``.
@@ -31,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from drq import config_schema
 from drq import snapshot as snapshots
-from drq.eval_episodes import EvalProgress, run_episodes
+from drq.eval_episodes import EvalProgress, episode_seeds, run_episodes
 from drq.precision import PRECISIONS, check_precision, resolve_precision
 from drq.trainer import env_kwargs, make_agent_from_config, resolve_device
 from drq.video import VideoRecorder
@@ -61,10 +63,8 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
     frame = int(state["counters"]["frame"])
     from drq.env import make_env
 
-    kwargs = env_kwargs(cfg)
-    if seed is not None:
-        kwargs["seed"] = seed
-    env = make_env(**kwargs)
+    seed = cfg.seed if seed is None else seed
+    env = make_env(**{**env_kwargs(cfg), "seed": seed})
     device = resolve_device(device)
     precision, reason = resolve_precision(precision, device)
     print(f"precision: {precision} ({reason})")
@@ -92,7 +92,8 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
     try:
         with EvalProgress(f"evaluate | frame {frame:,}") as progress:
             results = run_episodes([env], lambda obs: agent.act(obs, step, eval_mode=True), episodes, action_repeat,
-                                   cfg.max_episode_frames, on_step=record, progress=progress)  # fmt: skip
+                                   cfg.max_episode_frames, on_step=record, progress=progress,
+                                   seeds=episode_seeds(seed, frame, episodes))  # fmt: skip
         video = recorder.save(out)
     finally:
         env.close()
@@ -116,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--camera", type=_camera, default=None, help="video camera id or name (default: the task's)")
     parser.add_argument("--out", default=None, help="video path (default RUN_DIR/videos/evaluate_<frame>.mp4)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--seed", type=int, default=None, help="env seed (default: the run's)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="episode j starts from seed (seed, frame, j), as the trainer's evaluation at the "
+                             "snapshot's frame (default: the run's seed)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto (default: bf16 where native, else fp32) | fp32 | bf16")
     args = parser.parse_args(argv)

@@ -83,8 +83,9 @@ class Env(Protocol):
     observation_shape: tuple[int, ...]
     action_shape: tuple[int, ...]
 
-    def reset(self) -> TimeStep:
-        """Start an episode: a ``drq.env.TimeStep`` with ``first=True``."""
+    def reset(self, seed: int | None = None) -> TimeStep:
+        """Start an episode: a ``drq.env.TimeStep`` with ``first=True``; ``seed`` re-seeds the task's initial-state
+        RandomState first (``None``: the env's own stream goes on)."""
         ...
 
     def step(self, action: np.ndarray) -> TimeStep:

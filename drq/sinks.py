@@ -7,7 +7,7 @@ taken (:meth:`RunFiles.truncate`) and the final files equal those of a run that 
 wandb: ``mode=auto`` is ``online`` when credentials exist (``WANDB_API_KEY`` or an ``api.wandb.ai`` entry in
 ``~/.netrc``) and ``offline`` otherwise (one line says how to ``wandb sync``); ``WANDB_MODE`` in the environment wins
 over ``auto``. Nothing waits on a login prompt. Metrics are logged under ``train/``, ``eval/`` and ``health/`` against
-``frame`` (``wandb.define_metric``).
+``frame`` (``wandb.define_metric``); a resume that changed settings logs ``resume/`` there too.
 """
 
 from __future__ import annotations
@@ -98,6 +98,14 @@ class RunFiles:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
 
+    def resume(self, frame: int, step: int, total_time: float, changes: Mapping[str, tuple[Any, Any]]) -> None:
+        """A ``{"section": "resume", "frame", "step", "total_time", "changes": {key: [old, new], ...}}`` line of
+        ``metrics.jsonl``: the config keys a resumed session changed (values as JSON, anything else as text)."""
+        line = {"section": "resume", "frame": int(frame), "step": int(step), "total_time": float(total_time),
+                "changes": {k: [old, new] for k, (old, new) in changes.items()}}  # fmt: skip
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(line, default=str) + "\n")
+
 
 def format_eval_line(frame: int, step: int, mean_return: float, episodes: int, total_time: float, fps: float) -> str:
     """The one console line per evaluation."""
@@ -178,7 +186,7 @@ class WandbSink:
         )
         self.run_id = self.run.id
         self.run.define_metric("frame")
-        for section in ("train", "eval", "health", "video", "histograms"):
+        for section in ("train", "eval", "health", "video", "histograms", "resume"):
             self.run.define_metric(f"{section}/*", step_metric="frame")
         if self.mode == "offline":
             say(f"wandb: offline run in {run_dir}/wandb; upload it later with: wandb sync {self._sync_dir(run_dir)}")
@@ -212,6 +220,15 @@ class WandbSink:
         if self.run is None:
             return
         self.run.log({"video/eval": self._wandb.Video(str(path), format="mp4"), "frame": int(frame)})
+
+    def resume_changes(self, frame: int, changes: Mapping[str, tuple[Any, Any]]) -> None:
+        """The config keys a resumed session changed, at ``frame``: ``resume/changed_keys`` (a count, a point on the
+        frame axis) and ``resume/changes`` (a table: key, old, new)."""
+        if self.run is None or not changes:
+            return
+        table = self._wandb.Table(columns=["key", "old", "new"],
+                                  data=[[k, str(old), str(new)] for k, (old, new) in changes.items()])  # fmt: skip
+        self.run.log({"resume/changed_keys": len(changes), "resume/changes": table, "frame": int(frame)})
 
     def alert(self, title: str, text: str) -> None:
         """``wandb.alert`` (online runs only: offline runs cannot deliver alerts)."""

@@ -2,7 +2,8 @@
 
 Contents (see :meth:`drq.trainer.Trainer.snapshot_state`): ``format``, ``config`` (the resolved run config as plain
 containers), ``agent`` (networks, optimisers, log alpha), ``replay`` (optional), ``counters`` (frames, agent steps,
-episodes), ``rng`` (python / numpy / torch states as tensors and ints), ``logger`` (lines per log file), ``wandb_run_id``.
+episodes), ``rng`` (python / numpy / torch states as tensors and ints), ``logger`` (lines per log file),
+``wandb_run_id``, ``provenance`` (run.json's sessions: what each session ran on, :mod:`drq.provenance`).
 
 Writing is atomic: a temporary file in the same folder, ``fsync``, then ``os.replace`` over the old snapshot, so an
 interrupted or failed write (disk full) leaves the previous snapshot intact; a failed write warns and returns False.
@@ -74,13 +75,16 @@ def resolve_path(path: str | Path) -> Path:
     return path / FILENAME if path.is_dir() else path
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a snapshot with ``torch.load(weights_only=True)`` (on the CPU); raise :class:`SnapshotError` if unusable."""
+def load(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Read a snapshot with ``torch.load(weights_only=True)`` (on the CPU); raise :class:`SnapshotError` if unusable.
+
+    ``mmap``: map the tensors' storage instead of reading it (cheap when only the plain values, e.g. the config, are
+    wanted)."""
     path = resolve_path(path)
     if not path.is_file():
         raise SnapshotError(f"no snapshot at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 -- any unpickling failure means the file is unusable
         raise SnapshotError(
             f"snapshot {path} is corrupt or not a drq snapshot: torch.load(weights_only=True) failed with "

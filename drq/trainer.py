@@ -18,10 +18,11 @@ Snapshots and exact resume. Periodic snapshots (every ``snapshot_every_frames``,
 at an episode boundary, after the episode's train.csv row and before the next reset. They hold the agent, the replay,
 the RNG states of python / numpy / torch (the replay's sampler RNG is in its own state), the counters and the log
 files' positions. The environments' own RNGs (the task's ``RandomState``, in the env worker) are not read out: the env
-consumes it only when an episode starts, so on resume the trainer rebuilds each env with the run's seed and calls
-``reset()`` as many times as the run had (one per train episode, one per eval episode), which puts it in exactly the
-state it had. Resuming from such a snapshot therefore gives the same frames, rows and parameters (on CPU) as a run that
-never stopped, with or without the async env worker.
+consumes it only when an episode starts, so on resume the trainer rebuilds the train env with the run's seed and calls
+``reset()`` as many times as the run had (one per train episode), which puts it in exactly the state it had. The
+evaluation envs need no such thing: each evaluation episode re-seeds its env from ``(seed, frame, episode index)``
+(:func:`drq.eval_episodes.episode_seeds`), whichever worker plays it. Resuming from such a snapshot therefore gives the
+same frames, rows and parameters (on CPU) as a run that never stopped, with or without the async env worker.
 
 Stop signals (``stop_signals``, default SIGINT, SIGTERM, SIGUSR1, SIGUSR2; :mod:`drq.stop_signals`) only set a flag; the
 loop stops at its next safe point: before the next agent step, or after the current step of an evaluation, which is
@@ -46,12 +47,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 import torch
 
-from drq import config_schema, run_dir_lock
+from drq import config_schema, provenance, resume_changes, run_dir_lock
 from drq import snapshot as snapshots
 from drq import stop_signals
 from drq.config_schema import RunConfig
 from drq.env import episode_over
-from drq.eval_episodes import EpisodesStopped, EvalProgress, resets_per_env, run_episodes
+from drq.eval_episodes import EpisodesStopped, EvalProgress, episode_seeds, run_episodes
 from drq.health import HealthMonitor
 from drq.sinks import RunFiles, WandbSink, format_eval_line
 from drq.video import VideoRecorder
@@ -59,9 +60,6 @@ from drq.video import VideoRecorder
 if TYPE_CHECKING:
     from drq.interfaces import Agent, Env
 
-# Keys that must match between a snapshot and the run resuming it (anything else may change, e.g. num_train_frames).
-COMPATIBLE_KEYS = ("task_name", "agent.name", "frame_stack", "action_repeat", "image_size", "feature_dim",
-                   "hidden_dim", "nstep", "discount", "replay_buffer_size")  # fmt: skip
 LOSS_FIRST = ("critic_loss", "actor_loss", "alpha_loss")
 
 
@@ -123,14 +121,11 @@ def resolve_eval_workers(eval_workers: Any, num_eval_episodes: int) -> int:
     return int(eval_workers)
 
 
-EVAL_SEED_OFFSET = 10_000  # eval environment i > 0 is seeded with seed + i * EVAL_SEED_OFFSET
-
-
-def env_kwargs(cfg: RunConfig | Mapping[str, Any], seed_offset: int = 0) -> dict[str, Any]:
+def env_kwargs(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
     """``drq.env.make_env`` keyword arguments from a run config (a :class:`RunConfig`, or a composed dict)."""
     cfg = config_schema.as_config(cfg)
     return dict(task=cfg.task_name, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
-                seed=cfg.seed + seed_offset, size=cfg.image_size, camera_id=cfg.camera_id,
+                seed=cfg.seed, size=cfg.image_size, camera_id=cfg.camera_id,
                 fast_render=cfg.fast_render)  # fmt: skip
 
 
@@ -200,6 +195,7 @@ class Trainer:
 
         # Resume source (read before anything is written, so that a bad snapshot changes nothing).
         self.snapshot_path = self.run_dir / snapshots.FILENAME
+        self._resume_changes: dict[str, tuple[Any, Any]] = {}  # config keys a resume changed: (old, new)
         self._resume_state = self._load_resume_state()
 
         self.files = RunFiles(self.run_dir)
@@ -223,7 +219,6 @@ class Trainer:
         self.step = 0
         self.episode = 0  # finished training episodes
         self.train_resets = 0  # train env reset() calls (fast-forwarded on resume)
-        self.eval_resets = [0] * self.num_eval_workers  # reset() calls of each eval environment
         self.next_eval_frame = 0
         self.last_eval_frame = -1
         self.last_eval_return = float("nan")
@@ -241,8 +236,11 @@ class Trainer:
         self._acc_count_since_hist = 0
         if self._resume_state is not None:
             self._restore(self._resume_state)
+        self.sessions = self._record_session()
         self.wandb = self._make_wandb()
         self._start_time = time.time()
+        if self._resume_changes:
+            self._announce_resume_changes()
 
     # ------------------------------------------------------------------------------------------------- building
     @property
@@ -301,23 +299,32 @@ class Trainer:
             else:
                 from drq.env_worker import AsyncEnv
 
-                self._eval_envs = [AsyncEnv(**env_kwargs(self.cfg, seed_offset=i * EVAL_SEED_OFFSET))
-                                   for i in range(self.num_eval_workers)]
+                self._eval_envs = [AsyncEnv(**env_kwargs(self.cfg)) for _ in range(self.num_eval_workers)]
         return self._eval_envs
 
     def _make_wandb(self) -> WandbSink:
         c, w = self.cfg, self.cfg.wandb
         name = w.name or f"{c.task_name}_{c.agent.name}_seed{c.seed}"
-        return WandbSink(self.run_dir, mode=w.mode, project=w.project, config=self.config_dict(), entity=w.entity,
+        config = {**self.config_dict(), "provenance": self.sessions[-1]}
+        return WandbSink(self.run_dir, mode=w.mode, project=w.project, config=config, entity=w.entity,
                          group=w.group, tags=list(w.tags),
                          name=name, run_id=self.wandb_run_id or _wandb_id_of_earlier_session(self.run_dir),
                          say=self.say)  # fmt: skip
+
+    def _record_session(self) -> list[dict[str, Any]]:
+        """This session's provenance (versions, commit, machine, precision, threads, GL backend) appended to
+        ``run.json``; returns every session so far (they go into the snapshots)."""
+        resumed = self._resume_state
+        record = provenance.session(self.device, self.precision_resolved, self.precision_reason,
+                                    torch.get_num_threads(), getattr(self.train_env, "backend", None), self.frame,
+                                    resumed["_source"] if resumed else None, self._resume_changes)  # fmt: skip
+        return provenance.record_session(self.run_dir, record, earlier=(resumed or {}).get("provenance"))
 
     def _clean_up_after_a_lost_session(self) -> None:
         """After a kill -9: remove half-written temporary files, and, when there is no snapshot to resume from, the
         rows of the session that left none (the run starts again from frame 0, so they would repeat)."""
         for tmp in (*self.run_dir.glob(f".{snapshots.FILENAME}.tmp*"), *self.run_dir.glob("videos/.*.tmp*.mp4"),
-                    *self.run_dir.glob("*.tmp")):  # fmt: skip
+                    *self.run_dir.glob("*.tmp"), *self.run_dir.glob(f".{provenance.FILENAME}.tmp*")):  # fmt: skip
             tmp.unlink(missing_ok=True)
         if self._resume_state is None and any(n for n in self.files.position().values()):
             self.files.truncate({})
@@ -341,7 +348,8 @@ class Trainer:
         saved = state.get("config")
         if isinstance(saved, dict) and saved:  # a key the saved config predates: the schema's legacy value or default
             saved = config_schema.fill_saved(saved)
-        snapshots.check_compatible({**state, "config": saved}, self.cfg.to_dict(), COMPATIBLE_KEYS, source)
+        # keys that cannot change within a run are refused (ResumeRefused); the others are announced after the restore
+        self._resume_changes = resume_changes.check(saved or {}, self.config_dict(), source)
         if source.resolve().parent != self.run_dir.resolve():  # resume=PATH from another run dir: bring its logs
             for name in RunFiles.FILES:
                 if (source.parent / name).exists() and not (self.run_dir / name).exists():
@@ -378,12 +386,6 @@ class Trainer:
         for _ in range(self.train_resets):
             ts = self.train_env.reset()
         replayed = self._replay_interrupted_episode(ts, state.get("episode")) if self.in_episode_at_snapshot else False
-        saved_eval_resets = counters["eval_resets"]  # a list; an int in snapshots from before eval_workers
-        saved_eval_resets = [int(saved_eval_resets)] if isinstance(saved_eval_resets, int) else saved_eval_resets
-        for i, env in enumerate(self.eval_envs):
-            self.eval_resets[i] = int(saved_eval_resets[i]) if i < len(saved_eval_resets) else 0
-            for _ in range(self.eval_resets[i]):
-                env.reset()
         notes = [f"resumed from {source} at frame {self.frame:,} (episode {self.episode})"]
         if state.get("replay") is None:
             notes.append("the snapshot holds no replay (save_replay_in_snapshot=false): the replay starts empty")
@@ -392,6 +394,14 @@ class Trainer:
                          if replayed else "the snapshot was taken mid-episode: that episode is dropped and a new one "
                          "starts")  # fmt: skip
         self.say("; ".join(notes))
+
+    def _announce_resume_changes(self) -> None:
+        """One line listing every config key this session changed (old → new), a ``resume`` row in metrics.jsonl and
+        a wandb point at the resume frame, so the curves show where the settings changed."""
+        changed = resume_changes.describe(self._resume_changes)
+        self.say(f"resumed with other settings at frame {self.frame:,}: {changed}")
+        self.files.resume(self.frame, self.step, self.total_time, self._resume_changes)
+        self.wandb.resume_changes(self.frame, self._resume_changes)
 
     def _replay_interrupted_episode(self, ts: Any, episode: Mapping[str, Any] | None) -> bool:
         """Step the freshly reset train env with the interrupted episode's actions; True if it ends on the saved
@@ -413,7 +423,7 @@ class Trainer:
         """Everything a resume needs, as state dicts and plain values (``torch.load(weights_only=True)``-safe)."""
         counters = {
             "step": self.step, "frame": self.frame, "episode": self.episode, "train_resets": self.train_resets,
-            "eval_resets": list(self.eval_resets), "next_eval_frame": self.next_eval_frame,
+            "next_eval_frame": self.next_eval_frame,
             "last_eval_frame": self.last_eval_frame, "last_eval_return": self.last_eval_return,
             "next_snapshot_frame": self.next_snapshot_frame, "next_log_frame": self.next_log_frame,
             "next_histogram_frame": self.next_histogram_frame, "total_time": self.total_time,
@@ -432,6 +442,7 @@ class Trainer:
             "rng": snapshots.capture_rng(),
             "logger": self.files.position(),
             "wandb_run_id": self.wandb.run_id,
+            "provenance": self.sessions,  # run.json's sessions: what each session ran on
             "episode": episode,  # the current training episode (mid-episode snapshots), else None
             "health_window": {"sums": {k: v.detach().cpu() for k, v in self._acc.items()}, "count": self._acc_count,
                               "count_since_hist": self._acc_count_since_hist},
@@ -603,13 +614,11 @@ class Trainer:
             with EvalProgress(f"eval | frame {self.frame:,}", write=self.say) as progress:
                 results = run_episodes(envs, lambda obs: self.agent.act(obs, self.step, eval_mode=True), episodes,
                                        self.action_repeat, self.max_episode_frames, on_step=record,
-                                       should_stop=lambda: self._stop_signal is not None,
-                                       progress=progress)  # fmt: skip
+                                       should_stop=lambda: self._stop_signal is not None, progress=progress,
+                                       seeds=episode_seeds(self.cfg.seed, self.frame, episodes))  # fmt: skip
         except EpisodesStopped:  # a stop signal: nothing of this evaluation is kept; it runs again after a resume
             self.video.reset()
             return None
-        for i, n in enumerate(resets_per_env(episodes, len(envs))):
-            self.eval_resets[i] += n
         if self.video.enabled:
             path = self.video.save(self.run_dir / "videos" / f"eval_{self.frame}.mp4")
             if path is not None:

@@ -25,6 +25,12 @@ Conventions (all x axes are **frames** = agent steps x action_repeat):
   the point estimates against ``rliable.metrics`` and the intervals against a brute-force bootstrap.
 * Performance profile: fraction of runs with normalised score > tau, averaged over tasks, for tau in [0, 1].
 
+Warnings: the report prints one line (and lists it under Notes) for each way the runs it aggregates differ where they
+should not: the resolved precision (``run.json``, else a config's ``precision`` other than ``auto``), the major.minor
+version of python, torch, mujoco, dm_control or numpy (``run.json``, :mod:`drq.provenance`), and, among runs of the
+same agent and task, the agent config (``agent.*``) or the task config (:data:`TASK_CONFIG_KEYS`), from
+``.hydra/config.yaml``. Runs without these files are not compared.
+
 Reference curves (``--reference``, DrQ-v2's format ``agent,task,seed,frame,episode_reward,hour``) become one more
 agent labelled ``'<agent> (published)'``, drawn on the same axes over the frames the sweep covers.
 """
@@ -51,6 +57,14 @@ REQUIRED_REFERENCE_COLUMNS = ("agent", "task", "seed", "frame", "episode_reward"
 REPORT_DIR_NAME = "report"
 # DrQ-v2 names ball_in_cup_catch 'cup_catch'; matching sweep tasks to reference tasks goes through this table only.
 TASK_ALIASES = {"ball_in_cup_catch": "cup_catch"}
+
+
+# The keys, besides agent.*, that change what a curve measures (from .hydra/config.yaml); runs of one agent on one task
+# should agree on them. num_train_frames is not one: runs of other lengths are compared where they overlap.
+TASK_CONFIG_KEYS = ("frame_stack", "action_repeat", "discount", "image_size", "camera_id", "fast_render",
+                    "max_episode_frames", "num_seed_frames", "num_eval_episodes", "replay_buffer_size", "nstep",
+                    "batch_size")  # fmt: skip
+VERSION_KEYS = ("python", "torch", "mujoco", "dm_control", "numpy")
 
 
 class ReportError(Exception):
@@ -215,6 +229,92 @@ def find_runs(sweep_dir: Path, skip: Path | None = None) -> tuple[list[Run], lis
         raise ReportError(f"{sweep_dir}: none of its {len(paths)} eval.csv files has an evaluation row yet "
                           f"(first: {paths[0]})")
     return runs, notes
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out: dict = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: str(node)}
+
+
+def _run_facts(run_dir: Path) -> dict:
+    """What :func:`consistency_warnings` compares, from a run dir's run.json and .hydra/config.yaml (a value it cannot
+    tell is left out): ``{"precision": 'fp32' | 'bf16' | 'bf16+fp32', "versions": {name: 'major.minor'}, "config":
+    {dotted key: value as text}}``."""
+    from drq import provenance  # json and the standard library only
+
+    facts: dict = {"versions": {}, "config": {}}
+    config = run_dir / ".hydra" / "config.yaml"
+    if config.is_file():
+        from omegaconf import OmegaConf
+
+        try:
+            facts["config"] = _flat(OmegaConf.to_container(_load_yaml(config), resolve=True))
+        except Exception:  # an unresolvable interpolation: compare nothing of this run's config
+            pass
+    sessions = provenance.read(run_dir)
+    precisions = sorted({str(s["precision"]) for s in sessions if s.get("precision")})
+    if precisions:
+        facts["precision"] = "+".join(precisions)
+    elif facts["config"].get("precision") not in (None, "auto"):
+        facts["precision"] = facts["config"]["precision"]
+    for name in VERSION_KEYS:
+        found = sorted({".".join(str(v).split("+")[0].split(".")[:2]) for v in
+                        ((s.get("versions") or {}).get(name) for s in sessions) if v})  # fmt: skip
+        if found:
+            facts["versions"][name] = "+".join(found)
+    return facts
+
+
+def _spread(values: dict[str, list[str]]) -> str:
+    """``'fp32 in 2 runs (a, b), bf16 in 1 run (c)'``: each value with its count and up to 3 run dirs."""
+    parts = []
+    for value, dirs in sorted(values.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        shown = ", ".join(dirs[:3]) + (", ..." if len(dirs) > 3 else "")
+        parts.append(f"{value} in {len(dirs)} run{'s' if len(dirs) != 1 else ''} ({shown})")
+    return ", ".join(parts)
+
+
+def consistency_warnings(runs: Sequence[Run]) -> list[str]:
+    """One line per way the runs differ where an aggregate assumes they do not (see the module docstring)."""
+    facts = {r.source: _run_facts(Path(r.source).parent) for r in runs}
+    name = {r.source: str(Path(r.source).parent) for r in runs}
+    lines = []
+    precision: dict[str, list[str]] = defaultdict(list)
+    for r in runs:
+        if "precision" in facts[r.source]:
+            precision[facts[r.source]["precision"]].append(name[r.source])
+    if len(precision) > 1:
+        lines.append(f"the runs differ in precision: {_spread(precision)}; their curves mix different numerics")
+    version_parts = []
+    for package in VERSION_KEYS:
+        found: dict[str, list[str]] = defaultdict(list)
+        for r in runs:
+            if package in facts[r.source]["versions"]:
+                found[facts[r.source]["versions"][package]].append(name[r.source])
+        if len(found) > 1:
+            version_parts.append(f"{package} {_spread(found)}")
+    if version_parts:
+        lines.append(f"the runs differ in major versions: {'; '.join(version_parts)}")
+    for kind, wanted in (("agent config", lambda k: k.startswith("agent.") and k != "agent.name"),
+                         ("task config", lambda k: k in TASK_CONFIG_KEYS)):  # fmt: skip
+        parts = []
+        for agent, by_task in group(runs).items():
+            for task, members in by_task.items():
+                keys = sorted({k for r in members for k in facts[r.source]["config"] if wanted(k)})
+                for key in keys:
+                    found = defaultdict(list)
+                    for r in members:
+                        if key in facts[r.source]["config"]:
+                            found[facts[r.source]["config"][key]].append(name[r.source])
+                    if len(found) > 1:
+                        parts.append(f"{agent} on {task}: {key} {_spread(found)}")
+        if parts:
+            lines.append(f"runs of the same agent and task differ in {kind}: {'; '.join(parts)}")
+    return lines
 
 
 def read_reference_csv(path: Path) -> list[Run]:
@@ -588,11 +688,17 @@ def profile_frames(sweep: Sweep) -> dict[str, int]:
 
 
 def write_report(sweep_dir: Path, references: Sequence[Path] = (), frames: Sequence[int] | None = None,
-                 out_dir: Path | None = None, reps: int = 50_000, curve_reps: int = 2_000, seed: int = 0) -> Path:
-    """Read the sweep, write report.md, curves.png and performance_profile.png into out_dir; return report.md."""
+                 out_dir: Path | None = None, reps: int = 50_000, curve_reps: int = 2_000, seed: int = 0,
+                 warn: Callable[[str], None] | None = None) -> Path:
+    """Read the sweep, write report.md, curves.png and performance_profile.png into out_dir; return report.md.
+    ``warn``: gets each :func:`consistency_warnings` line (default: printed to stderr); they are also in the Notes."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / REPORT_DIR_NAME
     runs, notes = find_runs(sweep_dir, skip=out_dir)
+    warn = warn or (lambda line: print(f"drq.analysis.report: warning: {line}", file=sys.stderr))
+    for line in consistency_warnings(runs):
+        warn(line)
+        notes.append(f"warning: {line}")
     reference_runs = [r for path in references for r in read_reference_csv(Path(path))]
     sweep = build_sweep(runs, reference_runs, notes)
     frames = list(frames) if frames else default_frames(sweep)
