@@ -1,7 +1,7 @@
 """Snapshot cost at DrQ-v2's scale: the replay written once (segments) against the whole replay in snapshot.pt.
 
     python bench/snapshot.py [--sizes 10000,100000,500000] [--path segments|legacy] [--storage ram|disk]
-                             [--dir /tmp/drq-bench-snapshot] [--append 5000] [--cold-batches 0]
+                             [--dir /tmp/drq-bench-snapshot] [--append 5000] [--cold-batches 0] [--resume-into ram,disk]
 
 For each size N (transitions, 84x84 frames, frame stack 3, nstep 3), in a fresh subprocess: a full replay of capacity
 N is filled with synthetic frames (written through ``import_range``, as a resume does: ``add`` costs ~1 ms a step on
@@ -20,8 +20,9 @@ Per size: ``second_snapshot_s`` and ``second_snapshot_bytes`` (bytes written by 
 peak ``rss``/``rss_anon``/``rss_file`` while it ran (bytes, /proc/self/status sampled every 2 ms: mapped file pages
 count in RSS but are reclaimable, anonymous ones are not), ``buffer_bytes``, ``resume_s`` (the page cache dropped
 first when running as root: a resume after a reboot), and ``sample_ms`` (median of 30 batches of 256) from the
-resumed buffer in RAM and, with ``--path segments``, also resumed into disk storage (``sample_ms_disk``: page cache
-warm after 5 batches; ``sample_ms_disk_cold``: ``--cold-batches`` batches each after dropping the page cache).
+resumed buffer in RAM and, with ``--path segments``, also resumed into disk storage (``--resume-into``) (``sample_ms_disk``: page cache
+warm after 5 batches; ``sample_ms_cold_disk``: ``--cold-batches`` batches each after dropping the page cache). Each
+resume runs in a fresh process (as after a kill): ``resume_peak_rss_anon`` is that process's.
 Last line: one JSON object with every size and the ``machine``.
 """
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import shutil
 import subprocess
 import sys
@@ -118,7 +120,8 @@ def median_sample_ms(replay, batches: int = 30, cold: bool = False) -> float:
         replay.sample(256)
     times = []
     for _ in range(batches):
-        if cold:
+        if cold:  # unmap the frames file's pages from this process, then drop them from the page cache
+            replay._mapped._mmap.madvise(mmap.MADV_DONTNEED)
             drop_page_cache()
         t0 = time.perf_counter()
         replay.sample(256)
@@ -126,7 +129,7 @@ def median_sample_ms(replay, batches: int = 30, cold: bool = False) -> float:
     return round(float(np.median(times)), 2)
 
 
-def one_size(size: int, path: str, storage: str, directory: Path, append_steps: int, cold_batches: int) -> dict:
+def one_size(size: int, path: str, storage: str, directory: Path, append_steps: int) -> dict:
     import gc
 
     import torch
@@ -170,9 +173,8 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
         second_s = time.perf_counter() - t0
     second_bytes = written_bytes() - before
     buffer_bytes = replay.nbytes
-    reference = replay.sample(8)  # drawn after the snapshot: the resumed buffer must draw the same
+    torch.save(tuple(replay.sample(8)), run_dir / "reference.pt")  # drawn after the snapshot: a resume must too
     del replay
-    gc.collect()
 
     result = {"size": size, "path": path, "storage": storage, "buffer_bytes": buffer_bytes, "fill_s": round(fill_s, 2),
               "first_snapshot_s": round(first_s, 2), "second_snapshot_s": round(second_s, 3),
@@ -180,32 +182,35 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
               "peak_rss_anon": peak.peak["RssAnon"], "peak_rss_file": peak.peak["RssFile"],
               "snapshot_dir_bytes": sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file()
                                         and not p.name.endswith(".u8"))}  # fmt: skip
-    resume_storages = ["ram", "disk"] if path == "segments" else ["ram"]
-    if storage == "disk":
-        resume_storages = ["disk"]
-    for target in resume_storages:
-        result["page_cache_dropped"] = drop_page_cache()
-        t0 = time.perf_counter()
-        with PeakRSS() as resume_peak:
-            state = snapshots.load(run_dir / "snapshot.pt")
-            resumed = FrameReplay(size, SHAPE, (ACTION_DIM,), frame_stack=3, nstep=3, discount=0.99,
-                                  frames_file=run_dir / "resumed.u8" if target == "disk" else None)  # fmt: skip
-            if path == "legacy":
-                resumed.load_state_dict(state["replay"])
-            else:
-                ReplayFiles.load(resumed, state["replay"], run_dir / "replay")
+    return result
+
+
+def resume(run_dir: Path, size: int, path: str, storage: str, cold_batches: int) -> dict:
+    """A fresh process resumes the snapshot in ``run_dir`` into ``storage``; checks it draws the reference batch."""
+    import torch
+
+    from drq import snapshot as snapshots
+    from replay import FrameReplay
+    from replay.segments import ReplayFiles
+
+    result: dict = {"page_cache_dropped": drop_page_cache()}
+    t0 = time.perf_counter()
+    with PeakRSS() as peak:
+        state = snapshots.load(run_dir / "snapshot.pt")
+        resumed = FrameReplay(size, SHAPE, (ACTION_DIM,), frame_stack=3, nstep=3, discount=0.99,
+                              frames_file=run_dir / "resumed.u8" if storage == "disk" else None)  # fmt: skip
+        if path == "legacy":
+            resumed.load_state_dict(state["replay"])
+        else:
+            ReplayFiles.load(resumed, state["replay"], run_dir / "replay")
         del state
-        suffix = "" if target == "ram" else "_disk"
-        result[f"resume_s{suffix}"] = round(time.perf_counter() - t0, 2)
-        result[f"resume_peak_rss_anon{suffix}"] = resume_peak.peak["RssAnon"]
-        again = resumed.sample(8)
-        assert all(torch.equal(a, b) for a, b in zip(reference, again)), "the resumed buffer draws other batches"
-        result[f"sample_ms{suffix}"] = median_sample_ms(resumed)
-        if target == "disk" and cold_batches:
-            result["sample_ms_disk_cold"] = median_sample_ms(resumed, cold_batches, cold=True)
-        del resumed
-        gc.collect()
-    shutil.rmtree(run_dir, ignore_errors=True)
+    result["resume_s"] = round(time.perf_counter() - t0, 2)
+    result["resume_peak_rss_anon"], result["resume_peak_rss_file"] = peak.peak["RssAnon"], peak.peak["RssFile"]
+    reference = torch.load(run_dir / "reference.pt", weights_only=True)
+    assert all(torch.equal(a, b) for a, b in zip(reference, resumed.sample(8))), "the resumed buffer draws others"
+    result["sample_ms"] = median_sample_ms(resumed)
+    if storage == "disk" and cold_batches:
+        result["sample_ms_cold"] = median_sample_ms(resumed, cold_batches, cold=True)
     return result
 
 
@@ -217,20 +222,38 @@ def main() -> None:
     p.add_argument("--dir", default="/tmp/drq-bench-snapshot")
     p.add_argument("--append", type=int, default=5000)
     p.add_argument("--cold-batches", type=int, default=0)
+    p.add_argument("--resume-into", default="ram,disk", help="storages the segments are resumed into (segments path)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--resume", help=argparse.SUPPRESS)
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.resume:
+        print(json.dumps(resume(Path(args.resume), sizes[0], args.path, args.storage, args.cold_batches)))
+        return
     if args.one:
-        print(json.dumps(one_size(sizes[0], args.path, args.storage, Path(args.dir), args.append, args.cold_batches)))
+        print(json.dumps(one_size(sizes[0], args.path, args.storage, Path(args.dir), args.append)))
         return
     results = []
     for size in sizes:  # one process per size: peak RSS and the allocator start clean
         cmd = [sys.executable, __file__, "--one", "--sizes", str(size), "--path", args.path, "--storage",
-               args.storage, "--dir", args.dir, "--append", str(args.append), "--cold-batches", str(args.cold_batches)]
+               args.storage, "--dir", args.dir, "--append", str(args.append), "--cold-batches", str(args.cold_batches),
+               "--resume-into", args.resume_into]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"size {size} failed:\n{out.stderr[-3000:]}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        run_dir = Path(args.dir) / f"{args.path}-{args.storage}-{size}"
+        # each resume in a fresh process, after the filling one has exited (as after a kill; never two buffers)
+        for target in args.resume_into.split(",") if args.path == "segments" else ["ram"]:
+            cmd = [sys.executable, __file__, "--resume", str(run_dir), "--sizes", str(size), "--path", args.path,
+                   "--storage", target, "--cold-batches", str(args.cold_batches)]  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"resume of size {size} into {target} failed:\n{out.stderr[-3000:]}")
+            suffix = "" if target == "ram" else "_disk"
+            result.update({f"{k}{suffix}": v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()})
+        shutil.rmtree(run_dir, ignore_errors=True)
+        results.append(result)
         print(json.dumps(results[-1]), flush=True)
     from drq.hardware import describe
 

@@ -3,6 +3,8 @@
 Contents (see :meth:`drq.trainer.Trainer.snapshot_state`): ``format``, ``config`` (the resolved run config as plain
 containers), ``agent`` (networks, optimisers, log alpha), ``replay`` (optional), ``counters`` (frames, agent steps,
 episodes), ``rng`` (python / numpy / torch states as tensors and ints), ``logger`` (lines per log file), ``wandb_run_id``.
+``replay`` is the manifest of the segment files in ``RUN_DIR/replay`` (:mod:`replay.segments`); snapshots from before
+issue 22 held the whole replay there, and still load.
 
 Writing is atomic: a temporary file in the same folder, ``fsync``, then ``os.replace`` over the old snapshot, so an
 interrupted or failed write (disk full) leaves the previous snapshot intact; a failed write warns and returns False.

@@ -120,8 +120,8 @@ class FrameReplay:
             self._frames = torch.empty((s, *self.frame_shape), dtype=torch.uint8, device=self.device)
         else:  # a sparse file: disk blocks are allocated only as frames arrive, pages cached as RAM allows
             self.frames_file.parent.mkdir(parents=True, exist_ok=True)
-            mapped = np.memmap(self.frames_file, dtype=np.uint8, mode="w+", shape=(s, *self.frame_shape))
-            self._frames = torch.from_numpy(mapped)
+            self._mapped = np.memmap(self.frames_file, dtype=np.uint8, mode="w+", shape=(s, *self.frame_shape))
+            self._frames = torch.from_numpy(self._mapped)
         self._action = np.zeros((s, *self.action_shape), dtype=np.float32)
         self._reward = np.zeros(s, dtype=np.float32)
         self._discount = np.zeros(s, dtype=np.float32)

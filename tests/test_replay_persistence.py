@@ -221,3 +221,55 @@ def test_schema_choices_mirror_the_librarys():
     from drq import config_schema
 
     assert config_schema.REPLAY_STORAGES == replay_storage.CHOICES
+
+
+# ------------------------------------------------------------------------------------------------- trainer
+def compose(*overrides: str) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(root / "cfgs"), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=["preset=debug", "task=cartpole_swingup", "wandb.mode=disabled",
+                                                 "async_env=false", "save_video=false", *overrides])  # fmt: skip
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.slow
+def test_trainer_disk_storage_and_an_old_snapshot_resume_to_the_same_run(tmp_path, monkeypatch):
+    """A machine made small (DRQ_MEMORY_LIMIT) gets disk storage, said in one line; its snapshot names segment files.
+    The same snapshot rewritten in the old format (the whole replay inside snapshot.pt, no replay/ folder) resumes,
+    in RAM, to the same end: same replay manifest, same agent."""
+    import shutil
+
+    from drq import trainer
+
+    monkeypatch.setenv("DRQ_MEMORY_LIMIT", "1G")
+    said: list[str] = []
+    trainer.run(compose("num_train_frames=1000"), tmp_path / "new", say=said.append)
+    lines = [s for s in said if s.startswith("replay: ")]
+    assert len(lines) == 1 and "replay_storage=auto -> disk" in lines[0] and "1.1 GB usable" in lines[0], said
+    assert (tmp_path / "new" / "replay" / "frames.u8").is_file()
+    state = snapshots.load(tmp_path / "new")
+    assert is_manifest(state["replay"])
+    assert on_disk(tmp_path / "new" / "replay") == set(ReplayFiles.names(state["replay"]))
+
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    shutil.rmtree(tmp_path / "old" / "replay")
+    cfg = state["config"]
+    whole = FrameReplay(cfg["replay_buffer_size"], (3, cfg["image_size"], cfg["image_size"]), (1,),
+                        frame_stack=cfg["frame_stack"], nstep=cfg["nstep"], discount=cfg["discount"])  # fmt: skip
+    ReplayFiles.load(whole, state["replay"], tmp_path / "new" / "replay")
+    assert snapshots.save(tmp_path / "old" / "snapshot.pt", {**state, "replay": whole.state_dict()})
+
+    monkeypatch.delenv("DRQ_MEMORY_LIMIT")
+    ends = {}
+    for name, storage in (("new", "disk"), ("old", "ram")):
+        said.clear()
+        trainer.run(compose("num_train_frames=2000", f"replay_storage={storage}"), tmp_path / name, say=said.append)
+        assert any("resumed from" in s and "frame 1,000" in s for s in said), said
+        ends[name] = snapshots.load(tmp_path / name)
+    assert assert_same_state(ends["new"]["replay"], ends["old"]["replay"], "replay") >= 6
+    assert assert_same_state(ends["new"]["agent"], ends["old"]["agent"], "agent") > 10
+    assert on_disk(tmp_path / "old" / "replay") == set(ReplayFiles.names(ends["old"]["replay"]))
