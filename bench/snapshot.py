@@ -231,7 +231,10 @@ def main() -> None:
         print(json.dumps(resume(Path(args.resume), sizes[0], args.path, args.storage, args.cold_batches)))
         return
     if args.one:
-        print(json.dumps(one_size(sizes[0], args.path, args.storage, Path(args.dir), args.append)))
+        with PeakRSS() as whole:  # the filling process from start to end: fill, both snapshots, sample
+            result = one_size(sizes[0], args.path, args.storage, Path(args.dir), args.append)
+        result.update(process_peak_rss_anon=whole.peak["RssAnon"], process_peak_rss_file=whole.peak["RssFile"])
+        print(json.dumps(result))
         return
     results = []
     for size in sizes:  # one process per size: peak RSS and the allocator start clean
