@@ -247,7 +247,7 @@ def test_trainer_disk_storage_and_an_old_snapshot_resume_to_the_same_run(tmp_pat
 
     monkeypatch.setenv("DRQ_MEMORY_LIMIT", "1G")
     said: list[str] = []
-    trainer.run(compose("num_train_frames=1000"), tmp_path / "new", say=said.append)
+    trainer.run(compose("num_train_frames=400"), tmp_path / "new", say=said.append)
     lines = [s for s in said if s.startswith("replay: ")]
     assert len(lines) == 1 and "replay_storage=auto -> disk" in lines[0] and "1.1 GB usable" in lines[0], said
     assert (tmp_path / "new" / "replay" / "frames.u8").is_file()
@@ -267,8 +267,8 @@ def test_trainer_disk_storage_and_an_old_snapshot_resume_to_the_same_run(tmp_pat
     ends = {}
     for name, storage in (("new", "disk"), ("old", "ram")):
         said.clear()
-        trainer.run(compose("num_train_frames=2000", f"replay_storage={storage}"), tmp_path / name, say=said.append)
-        assert any("resumed from" in s and "frame 1,000" in s for s in said), said
+        trainer.run(compose("num_train_frames=800", f"replay_storage={storage}"), tmp_path / name, say=said.append)
+        assert any("resumed from" in s and "frame 400" in s for s in said), said
         ends[name] = snapshots.load(tmp_path / name)
     assert assert_same_state(ends["new"]["replay"], ends["old"]["replay"], "replay") >= 6
     assert assert_same_state(ends["new"]["agent"], ends["old"]["agent"], "agent") > 10
