@@ -345,10 +345,14 @@ class FrameReplay:
     def import_range(self, start: int, arrays: dict[str, np.ndarray]) -> None:
         """Write ``arrays`` (as from :meth:`export_range`) at logical indices ``start ..`` into their slots; used by a
         resume before :meth:`restore_position`. Writes nothing else."""
-        n = len(arrays["frames"])
-        slots = np.arange(start, start + n) % self.num_slots
-        self._frames[torch.from_numpy(slots).to(self._frames.device)] = torch.from_numpy(
-            np.ascontiguousarray(arrays["frames"])).to(self._frames.device)  # fmt: skip
+        n, s = len(arrays["frames"]), self.num_slots
+        frames = torch.from_numpy(np.ascontiguousarray(arrays["frames"])).to(self._frames.device)
+        if n <= s - start % s:  # one run of slots
+            slots: slice | np.ndarray = slice(start % s, start % s + n)
+            self._frames[slots].copy_(frames)
+        else:
+            slots = np.arange(start, start + n) % s
+            self._frames[torch.from_numpy(slots).to(self._frames.device)] = frames
         for name in ("action", "reward", "discount", "t", "last"):
             getattr(self, f"_{name}")[slots] = arrays[name]
 
