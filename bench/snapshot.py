@@ -245,6 +245,7 @@ def main() -> None:
         if out.returncode != 0:
             sys.exit(f"size {size} failed:\n{out.stderr[-3000:]}")
         result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(json.dumps(result), flush=True)  # the snapshot figures, before the (long) resumes
         run_dir = Path(args.dir) / f"{args.path}-{args.storage}-{size}"
         # each resume in a fresh process, after the filling one has exited (as after a kill; never two buffers)
         for target in args.resume_into.split(",") if args.path == "segments" else ["ram"]:
