@@ -18,11 +18,12 @@ ring wraps, evicting the oldest) and it is snapshotted again. A 32 MB tensor sta
 
 Per size: ``second_snapshot_s`` and ``second_snapshot_bytes`` (bytes written by write() calls: /proc/self/io wchar),
 peak ``rss``/``rss_anon``/``rss_file`` while it ran (bytes, /proc/self/status sampled every 2 ms: mapped file pages
-count in RSS but are reclaimable, anonymous ones are not), ``buffer_bytes``, ``resume_s`` (the page cache dropped
-first when running as root: a resume after a reboot), and ``sample_ms`` (median of 30 batches of 256) from the
-resumed buffer in RAM and, with ``--path segments``, also resumed into disk storage (``--resume-into``) (``sample_ms_disk``: page cache
-warm after 5 batches; ``sample_ms_cold_disk``: ``--cold-batches`` batches each after dropping the page cache). Each
-resume runs in a fresh process (as after a kill): ``resume_peak_rss_anon`` is that process's.
+count in RSS but are reclaimable, anonymous ones are not), ``buffer_bytes``, ``process_peak_rss_anon``/``_file`` (the
+filling process from start to end), and from a fresh process per resume (as after a kill; the page cache dropped first
+when running as root): ``resume_s``, ``resume_peak_rss_anon``, ``sample_ms`` (median of 30 batches of 256, page cache
+warm after 5 batches). Resumed into RAM: no suffix; into disk storage (``--resume-into``, segments path): ``_disk``,
+and ``sample_ms_cold_disk``: ``--cold-batches`` batches, each after the frames file's pages were unmapped
+(``MADV_DONTNEED``) and dropped from the page cache (a replay much larger than RAM).
 Last line: one JSON object with every size and the ``machine``.
 """
 

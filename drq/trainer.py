@@ -275,7 +275,8 @@ class Trainer:
 
     def _make_replay(self, obs_shape: tuple[int, ...]) -> Any:
         """The replay, its frames in RAM on the device or memory-mapped in the run dir (``replay_storage``, decided by
-        :mod:`drq.replay_storage` and said in one line), and its segment files (``RUN_DIR/replay``, :mod:`replay.segments`)."""
+        :mod:`drq.replay_storage` and said in one line), and its segment files (``RUN_DIR/replay``,
+        :mod:`replay.segments`), cleaned of what a killed session left."""
         from drq import replay_storage
         from drq.memory import usable_gpu_bytes, usable_ram_bytes
         from replay import FrameReplay
