@@ -5,11 +5,12 @@ and needs twice the buffer in RAM while it does (issue 22). Here a snapshot writ
 previous one; ``snapshot.pt`` holds a small manifest naming the segments instead of the frames.
 
 Layout. Logical indices (time steps, as in :mod:`replay.buffer`) are cut on a fixed grid of ``segment_steps`` (1000
-steps: 21 MB of frames at 84x84). The segment ``seg-<cell start>-<stop>.npz`` holds the steps ``[first, stop)`` of one
-grid cell (frames, action, reward, discount, t, last, and ``first``). A snapshot at step count ``T`` refers to the
-cells that overlap the held window ``[lo, T)``, ``lo = max(0, T - num_slots)``: full cells once complete, the newest
-cell as ``[cell start, T)`` (rewritten under a new name at each snapshot until it is full: at most ``segment_steps``
-steps rewritten per snapshot). A cell whose beginning was evicted before it was first written starts at ``lo``. The
+steps: 21 MB of frames at 84x84). The segment ``seg-<cell start>-<stop>.npys`` holds the steps ``[first, stop)`` of one
+grid cell: ``first`` then frames, action, reward, discount, t, last, as consecutive ``.npy`` records (``np.save`` one
+after another into one file, read back with ``np.load`` from the same file object: no zip, ~9x faster to read than
+``.npz``). A snapshot at step count ``T`` refers to the cells that overlap the held window ``[lo, T)``,
+``lo = max(0, T - num_slots)``: full cells once complete, the newest cell as ``[cell start, T)`` (rewritten under a
+new name at each snapshot until it is full: at most ``segment_steps`` steps rewritten per snapshot). A cell whose beginning was evicted before it was first written starts at ``lo``. The
 manifest records for each cell the steps still held (``start = max(first, lo)``, ``stop``) and the CRC-32 of those
 steps' fields, so the same run snapshotted at other moments ends with the same manifest (the preemption tests compare
 them) and a resume checks every step it reads.
@@ -41,11 +42,11 @@ from replay.buffer import FrameReplay
 FORMAT = "drq-replay-segments-v1"
 SEGMENT_STEPS = 1000
 FIELDS = ("frames", "action", "reward", "discount", "t", "last")
-_NAME = re.compile(r"seg-(\d{12})-(\d{12})\.npz")
+_NAME = re.compile(r"seg-(\d{12})-(\d{12})\.npys")
 
 
 def segment_name(start: int, stop: int) -> str:
-    return f"seg-{start:012d}-{stop:012d}.npz"
+    return f"seg-{start:012d}-{stop:012d}.npys"
 
 
 def is_manifest(state: Any) -> bool:
@@ -130,7 +131,9 @@ class ReplayFiles:
         tmp = self.directory / f".{name}.tmp{os.getpid()}"
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, first=np.int64(first), **arrays)
+                np.save(f, np.int64(first))
+                for field in FIELDS:
+                    np.save(f, np.ascontiguousarray(arrays[field]))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -184,9 +187,12 @@ class ReplayFiles:
             raise ValueError(f"{len(missing)} replay segment(s) missing in {directory}, e.g. {missing[0]}")
         for i, name in enumerate(names):
             start, stop = int(manifest["start"][i]), int(manifest["stop"][i])
-            with np.load(directory / name) as data:
-                skip = start - int(data["first"])  # steps of the file evicted from the ring since it was written
-                arrays = {field: data[field][skip:] for field in FIELDS}
+            try:
+                with open(directory / name, "rb") as f:
+                    skip = start - int(np.load(f))  # steps of the file evicted from the ring since it was written
+                    arrays = {field: np.load(f)[skip:] for field in FIELDS}
+            except (OSError, ValueError, EOFError) as error:
+                raise ValueError(f"replay segment {directory / name} is unreadable ({error})") from None
             for field in FIELDS:
                 if len(arrays[field]) != stop - start or _crc(arrays[field]) != int(manifest[f"crc_{field}"][i]):
                     raise ValueError(f"replay segment {directory / name}: its {field} differ from what the snapshot "
