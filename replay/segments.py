@@ -11,9 +11,9 @@ after another into one file, read back with ``np.load`` from the same file objec
 ``.npz``). A snapshot at step count ``T`` refers to the cells that overlap the held window ``[lo, T)``,
 ``lo = max(0, T - num_slots)``: full cells once complete, the newest cell as ``[cell start, T)`` (rewritten under a
 new name at each snapshot until it is full: at most ``segment_steps`` steps rewritten per snapshot). A cell whose
-beginning was evicted before it was first written starts at ``lo``. The manifest records for each cell the steps still held (``start = max(first, lo)``, ``stop``) and the CRC-32 of those
-steps' fields, so the same run snapshotted at other moments ends with the same manifest (the preemption tests compare
-them) and a resume checks every step it reads.
+beginning was evicted before it was first written starts at ``lo``. The manifest records for each cell the steps
+still held (``start = max(first, lo)``, ``stop``) and the CRC-32 of those steps' fields, so the same run snapshotted
+at other moments ends with the same manifest (the preemption tests compare them) and a resume checks every step.
 
 Crash safety (kill -9 at any moment): a segment is written to a hidden temporary name, fsynced, then renamed; the
 folder is fsynced before ``snapshot.pt`` is replaced; a segment is never modified after its rename. Files that no
