@@ -55,6 +55,7 @@ COMPILE_MODES = ("none", "default", "max-autotune")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 FAST_RENDER = ("false", "no_msaa", "no_shadows")
 AGENT_NAMES = ("drqv2", "sac")
+REPLAY_STORAGES = ("auto", "ram", "disk")  # drq.replay_storage.CHOICES
 DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit: 1000 frames per episode (cfgs/config.yaml max_episode_frames)
 
 
@@ -458,6 +459,9 @@ class RunConfig:
                            why="H = W of the evaluation videos; H.264 needs even sizes")
     # ---- replay
     replay_buffer_size: int = count(TRANSITIONS, "replay capacity, one transition per agent step")
+    replay_storage: str = choice(REPLAY_STORAGES, "where the replay's frames live: ram (on device), disk (a memory-"
+                                 "mapped file in the run dir, read through the page cache); auto: ram when the "
+                                 "replay's final size fits in usable memory with 3 GiB to spare, else disk")
     nstep: int = count(STEPS, "n-step returns, cut at the episode's end")
     batch_size: int = count(TRANSITIONS, "transitions per update, at most replay_buffer_size")
     # ---- shared agent hyper-parameters (agent/*.yaml reads them as ${lr} etc.)

@@ -4,6 +4,8 @@ Contents (see :meth:`drq.trainer.Trainer.snapshot_state`): ``format``, ``config`
 containers), ``agent`` (networks, optimisers, log alpha), ``replay`` (optional), ``counters`` (frames, agent steps,
 episodes), ``rng`` (python / numpy / torch states as tensors and ints), ``logger`` (lines per log file),
 ``wandb_run_id``, ``provenance`` (run.json's sessions: what each session ran on, :mod:`drq.provenance`).
+``replay`` is the manifest of the segment files in ``RUN_DIR/replay`` (:mod:`replay.segments`); snapshots from before
+issue 22 held the whole replay there, and still load.
 
 Writing is atomic: a temporary file in the same folder, ``fsync``, then ``os.replace`` over the old snapshot, so an
 interrupted or failed write (disk full) leaves the previous snapshot intact; a failed write warns and returns False.

@@ -36,6 +36,7 @@ transitions stay in the replay): continuous, not bit-exact. A signal after the l
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import shutil
@@ -204,12 +205,7 @@ class Trainer:
         self.num_eval_workers = resolve_eval_workers(c.eval_workers, c.num_eval_episodes)
         obs_shape = self.train_env.observation_shape
         self.action_shape = tuple(self.train_env.action_shape)
-        from replay import FrameReplay
-
-        storage = self.device  # frames stay where the agent learns (uint8 on the GPU when device is cuda)
-        self.replay = FrameReplay(capacity=c.replay_buffer_size, frame_shape=(3, *obs_shape[1:]),
-                                  action_shape=self.action_shape, frame_stack=c.frame_stack, nstep=c.nstep,
-                                  discount=c.discount, device=storage, seed=c.seed)  # fmt: skip
+        self.replay = self._make_replay(obs_shape)
         self.agent: Agent = make_agent_from_config(c, obs_shape, self.action_shape, self.device,
                                                    self.precision_resolved)
         self.health = _make_health_monitor(c.agent.name, int(np.prod(self.action_shape)), c)
@@ -288,6 +284,33 @@ class Trainer:
 
         return make_env(**kwargs)
 
+    def _make_replay(self, obs_shape: tuple[int, ...]) -> Any:
+        """The replay, its frames in RAM on the device or memory-mapped in the run dir (``replay_storage``, decided by
+        :mod:`drq.replay_storage` and said in one line), and its segment files (``RUN_DIR/replay``,
+        :mod:`replay.segments`), cleaned of what a killed session left."""
+        from drq import replay_storage
+        from drq.memory import usable_gpu_bytes, usable_ram_bytes
+        from replay import FrameReplay
+        from replay.segments import ReplayFiles
+
+        c = self.cfg
+        frame_bytes = 3 * int(np.prod(obs_shape[1:]))
+        needed = replay_storage.replay_final_bytes(c.replay_buffer_size, c.num_train_frames, c.action_repeat,
+                                                   frame_bytes)  # fmt: skip
+        usable = usable_gpu_bytes(self.device) if self.device.startswith("cuda") else usable_ram_bytes()
+        decision = replay_storage.choose(c.replay_storage, needed, usable)
+        self.say(f"replay: {decision.reason}")
+        self.replay_files = ReplayFiles(self.run_dir / "replay")
+        resuming_here = self._resume_state is not None and Path(self._resume_state["_source"]).parent.resolve() == \
+            self.run_dir.resolve()  # fmt: skip
+        manifest = self._resume_state.get("replay") if resuming_here else None
+        self.replay_files.clean(manifest if segments_manifest(manifest) else None)  # what a killed session left
+        frames_file = self.replay_files.directory / "frames.u8" if decision.storage == "disk" else None
+        # frames stay where the agent learns (uint8 on the GPU when device is cuda), or in the run dir's frames file
+        return FrameReplay(capacity=c.replay_buffer_size, frame_shape=(3, *obs_shape[1:]),
+                           action_shape=self.action_shape, frame_stack=c.frame_stack, nstep=c.nstep,
+                           discount=c.discount, device=self.device, seed=c.seed, frames_file=frames_file)  # fmt: skip
+
     @property
     def eval_envs(self) -> list[Env]:
         """The evaluation environments (built on first use): one in-process env, or ``eval_workers`` workers."""
@@ -365,7 +388,10 @@ class Trainer:
             raise snapshots.SnapshotError(f"snapshot {source} does not fit this agent: {error}") from None
         if state.get("replay") is not None:
             try:
-                self.replay.load_state_dict(state["replay"])
+                if segments_manifest(state["replay"]):
+                    self.replay_files.load(self.replay, state["replay"], Path(source).parent / "replay")
+                else:  # a snapshot from before issue 22: the whole replay inside snapshot.pt
+                    self.replay.load_state_dict(state["replay"])
             except Exception as error:  # noqa: BLE001
                 raise snapshots.SnapshotError(f"snapshot {source} does not fit this replay: {error}") from None
         counters = state["counters"]
@@ -437,7 +463,8 @@ class Trainer:
         return {
             "config": self.config_dict(),
             "agent": self.agent.state_dict(),
-            "replay": self.replay.state_dict() if self.cfg.save_replay_in_snapshot else None,
+            # the replay's new segments are written here (RUN_DIR/replay); snapshot.pt holds their manifest
+            "replay": self.replay_files.save(self.replay) if self.cfg.save_replay_in_snapshot else None,
             "counters": counters,
             "rng": snapshots.capture_rng(),
             "logger": self.files.position(),
@@ -451,7 +478,17 @@ class Trainer:
     def save_snapshot(self) -> bool:
         if not self.cfg.save_snapshot:
             return False
-        return snapshots.save(self.snapshot_path, self.snapshot_state())
+        try:
+            state = self.snapshot_state()
+        except OSError as error:  # a replay segment could not be written: the previous snapshot stays whole
+            reason = "disk full" if error.errno == errno.ENOSPC else str(error)
+            warnings.warn(f"could not write snapshot {self.snapshot_path} ({reason}); the previous snapshot is kept "
+                          "and training goes on", RuntimeWarning, stacklevel=2)  # fmt: skip
+            return False
+        saved = snapshots.save(self.snapshot_path, state)
+        if saved:  # segments the snapshot now on disk no longer names (evicted, superseded) go
+            self.replay_files.prune(state["replay"])
+        return saved
 
     # ----------------------------------------------------------------------------------------------------- loop
     @property
@@ -714,6 +751,13 @@ def run(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, say: Callable[[
         if own:
             stop.restore()
     return trainer
+
+
+def segments_manifest(state: Any) -> bool:
+    """Whether a snapshot's ``replay`` entry names segment files (else it is None or the whole replay, pre issue 22)."""
+    from replay.segments import is_manifest
+
+    return is_manifest(state)
 
 
 def _wandb_id_of_earlier_session(run_dir: Path) -> str | None:

@@ -37,6 +37,7 @@ frames are gathered on the storage device with one ``index_select``.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -77,8 +78,11 @@ class FrameReplay:
         frame_stack: k, frames per observation (>= 1).
         nstep: n, steps per return (>= 1).
         discount: gamma in [0, 1].
-        device: where frames live ("cpu", "cuda", ...). Metadata stays on the host either way.
+        device: where frames live ("cpu", "cuda", ...) and where batches are returned. Metadata stays on the host.
         seed: seed of the sampler's random generator.
+        frames_file: None (frames in memory on ``device``) or a path: the frames then live in a memory-mapped file
+            there (created sparse, ``num_slots`` x C x H x W bytes; the page cache holds what RAM allows) and batches
+            are gathered on the host, then moved to ``device``. Its contents are scratch: a resume rebuilds them.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class FrameReplay:
         discount: float = 0.99,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        frames_file: str | Path | None = None,
     ) -> None:
         self.capacity = _positive_int("capacity", capacity)
         self.frame_stack = _positive_int("frame_stack", frame_stack)
@@ -110,8 +115,14 @@ class FrameReplay:
 
         self.num_slots = self.capacity + self.nstep + self.frame_stack - 1
         s = self.num_slots
-        # empty, not zeros: memory is committed only as frames arrive (1M frames = 21 GB virtual until written)
-        self._frames = torch.empty((s, *self.frame_shape), dtype=torch.uint8, device=self.device)
+        self.frames_file = None if frames_file is None else Path(frames_file)
+        if self.frames_file is None:
+            # empty, not zeros: memory is committed only as frames arrive (1M frames = 21 GB virtual until written)
+            self._frames = torch.empty((s, *self.frame_shape), dtype=torch.uint8, device=self.device)
+        else:  # a sparse file: disk blocks are allocated only as frames arrive, pages cached as RAM allows
+            self.frames_file.parent.mkdir(parents=True, exist_ok=True)
+            self._mapped = np.memmap(self.frames_file, dtype=np.uint8, mode="w+", shape=(s, *self.frame_shape))
+            self._frames = torch.from_numpy(self._mapped)
         self._action = np.zeros((s, *self.action_shape), dtype=np.float32)
         self._reward = np.zeros(s, dtype=np.float32)
         self._discount = np.zeros(s, dtype=np.float32)
@@ -287,9 +298,12 @@ class FrameReplay:
         action = self._action[(g + 1) % s]
 
         idx = np.concatenate([obs_idx, nxt_idx], axis=1) % s  # (B, 2k)
-        idx_t = torch.from_numpy(idx.reshape(-1)).to(self.device, non_blocking=True)
         b = len(g)
-        frames = torch.index_select(self._frames, 0, idx_t, out=self._output_buffer(2 * k * b))  # (B*2k, C, H, W)
+        if self._frames.device == self.device:
+            idx_t = torch.from_numpy(idx.reshape(-1)).to(self.device, non_blocking=True)
+            frames = torch.index_select(self._frames, 0, idx_t, out=self._output_buffer(2 * k * b))  # (B*2k, C, H, W)
+        else:  # frames memory-mapped on the host, batches on an accelerator
+            frames = torch.index_select(self._frames, 0, torch.from_numpy(idx.reshape(-1))).to(self.device)
         c, h, w = self.frame_shape
         frames = frames.view(b, 2, k * c, h, w)
         to = dict(device=self.device, non_blocking=True)
@@ -302,6 +316,59 @@ class FrameReplay:
         )
 
     # ------------------------------------------------------------------ persistence
+    @property
+    def storage(self) -> str:
+        """``"ram"`` (frames in memory on ``device``) or ``"disk"`` (frames in ``frames_file``, memory-mapped)."""
+        return "ram" if self.frames_file is None else "disk"
+
+    @property
+    def total(self) -> int:
+        """Time steps added since the buffer was created; logical indices ``[total - num_slots, total)`` are held."""
+        return self._total
+
+    def export_range(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Logical indices ``[start, stop)`` (all held now) as host arrays: ``frames`` (N, C, H, W) uint8, ``action``,
+        ``reward``, ``discount``, ``t``, ``last``. A view of the storage where it is one contiguous host run, else a
+        copy of these N frames only (``device=cuda``: one host copy of N frames, never of the whole buffer)."""
+        if not max(0, self._total - self.num_slots) <= start <= stop <= self._total:
+            raise ValueError(f"[{start}, {stop}) is not held (held: [{max(0, self._total - self.num_slots)}, "
+                             f"{self._total}))")
+        s = self.num_slots
+        lo = start % s
+        if stop - start <= s - lo:  # one run of slots
+            slots: slice | np.ndarray = slice(lo, lo + stop - start)
+            frames = self._frames[slots]
+        else:
+            slots = np.arange(start, stop) % s
+            frames = self._frames[torch.from_numpy(slots).to(self._frames.device)]
+        frames = frames.cpu().numpy() if frames.device.type != "cpu" else frames.numpy()
+        return {"frames": frames, "action": self._action[slots], "reward": self._reward[slots],
+                "discount": self._discount[slots], "t": self._t[slots], "last": self._last[slots]}
+
+    def import_range(self, start: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write ``arrays`` (as from :meth:`export_range`) at logical indices ``start ..`` into their slots; used by a
+        resume before :meth:`restore_position`. Writes nothing else."""
+        n, s = len(arrays["frames"]), self.num_slots
+        frames = torch.from_numpy(np.ascontiguousarray(arrays["frames"])).to(self._frames.device)
+        if n <= s - start % s:  # one run of slots
+            slots: slice | np.ndarray = slice(start % s, start % s + n)
+            self._frames[slots].copy_(frames)
+        else:
+            slots = np.arange(start, start + n) % s
+            self._frames[torch.from_numpy(slots).to(self._frames.device)] = frames
+        for name in ("action", "reward", "discount", "t", "last"):
+            getattr(self, f"_{name}")[slots] = arrays[name]
+
+    def restore_position(self, total: int, rng_state: dict[str, Any]) -> None:
+        """After :meth:`import_range` filled the held slots: set the step count and the sampler's RNG state."""
+        self._total = int(total)
+        self._rng.bit_generator.state = rng_state
+        self._len = self._count_valid()
+
+    def rng_state(self) -> dict[str, Any]:
+        """The sampler's random generator state (plain values)."""
+        return self._rng.bit_generator.state
+
     @property
     def nbytes(self) -> int:
         """Bytes of storage held (frames + metadata)."""

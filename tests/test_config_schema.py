@@ -39,6 +39,7 @@ BAD: dict[str, list[tuple[object, str]]] = {
     "save_video": [("yes", ""), (1, "")],
     "video_size": [(255, ""), (8, ""), ("big", "")],
     "replay_buffer_size": [(0, ""), (-1, ""), ("1M", "")],
+    "replay_storage": [("ssd", ""), ("memory", ""), (1, "")],
     "nstep": [(0, ""), ("3", "")],
     "batch_size": [(0, ""), (-256, ""), ("big", "")],
     "lr": [(0, ""), (-1e-4, ""), ("fast", "")],

@@ -1,0 +1,201 @@
+"""The replay on disk: append-only segment files under ``RUN_DIR/replay/``, each time step written once.
+
+Why: a snapshot that holds the whole replay rewrites 21 GB (1M transitions at 84x84) every ``snapshot_every_frames``
+and needs twice the buffer in RAM while it does (issue 22). Here a snapshot writes only the steps added since the
+previous one; ``snapshot.pt`` holds a small manifest naming the segments instead of the frames.
+
+Layout. Logical indices (time steps, as in :mod:`replay.buffer`) are cut on a fixed grid of ``segment_steps`` (1000
+steps: 21 MB of frames at 84x84). The segment ``seg-<cell start>-<stop>.npys`` holds the steps ``[first, stop)`` of one
+grid cell: ``first`` then frames, action, reward, discount, t, last, as consecutive ``.npy`` records (``np.save`` one
+after another into one file, read back with ``np.load`` from the same file object: no zip, ~9x faster to read than
+``.npz``). A snapshot at step count ``T`` refers to the cells that overlap the held window ``[lo, T)``,
+``lo = max(0, T - num_slots)``: full cells once complete, the newest cell as ``[cell start, T)`` (rewritten under a
+new name at each snapshot until it is full: at most ``segment_steps`` steps rewritten per snapshot). A cell whose
+beginning was evicted before it was first written starts at ``lo``. The manifest records for each cell the steps
+still held (``start = max(first, lo)``, ``stop``) and the CRC-32 of those steps' fields, so the same run snapshotted
+at other moments ends with the same manifest (the preemption tests compare them) and a resume checks every step.
+
+Crash safety (kill -9 at any moment): a segment is written to a hidden temporary name, fsynced, then renamed; the
+folder is fsynced before ``snapshot.pt`` is replaced; a segment is never modified after its rename. Files that no
+snapshot on disk refers to (evicted cells, the newest cell's previous versions, what a killed session wrote after
+its last snapshot) are deleted only after a snapshot that no longer refers to them has been renamed into place
+(:meth:`ReplayFiles.prune`), or at the start of the next session (:meth:`ReplayFiles.clean`).
+
+The manifest (``torch.load(weights_only=True)``-safe): ``format``, ``config`` (the buffer's), ``total``, ``rng`` (the
+sampler's state), ``segment_steps``, and per segment ``start``/``stop`` (int64 tensors: the held steps) and a CRC-32
+of each field over them (``crc_frames`` ... ``crc_last``), checked when a resume reads the segment back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from replay.buffer import FrameReplay
+
+FORMAT = "drq-replay-segments-v1"
+SEGMENT_STEPS = 1000
+FIELDS = ("frames", "action", "reward", "discount", "t", "last")
+_NAME = re.compile(r"seg-(\d{12})-(\d{12})\.npys")
+
+
+def segment_name(start: int, stop: int) -> str:
+    return f"seg-{start:012d}-{stop:012d}.npys"
+
+
+def is_manifest(state: Any) -> bool:
+    """Whether a snapshot's ``replay`` entry is a segment manifest (else: the whole replay, as before issue 22)."""
+    return isinstance(state, dict) and state.get("format") == FORMAT
+
+
+def _crc(array: np.ndarray) -> int:
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def _crcs(arrays: dict[str, np.ndarray]) -> dict[str, int]:
+    return {field: _crc(arrays[field]) for field in FIELDS}
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def cells(total: int, num_slots: int, segment_steps: int) -> list[tuple[int, int, int]]:
+    """``(cell_start, held_start, stop)`` for each grid cell overlapping the held window ``[total - num_slots, total)``:
+    the cell begins at ``cell_start``, its steps from ``held_start`` on are still held, it ends at ``stop``."""
+    lo = max(0, total - num_slots)
+    out = []
+    for j in range(lo // segment_steps, -(-total // segment_steps)):
+        cell_start = j * segment_steps
+        out.append((cell_start, max(cell_start, lo), min(cell_start + segment_steps, total)))
+    return out
+
+
+class ReplayFiles:
+    """The segment files of one run dir: what a snapshot refers to, written once each.
+
+    ``directory``: ``RUN_DIR/replay``. ``segment_steps``: grid cell size in time steps (one frame each).
+    """
+
+    def __init__(self, directory: str | Path, segment_steps: int = SEGMENT_STEPS) -> None:
+        self.directory = Path(directory)
+        self.segment_steps = int(segment_steps)
+        self._written: dict[str, dict[str, int]] = {}  # name -> CRCs, for files on disk whose content is this replay's
+
+    # --------------------------------------------------------------------------------------------------- writing
+    def save(self, replay: FrameReplay) -> dict[str, Any]:
+        """Write the segments this replay's manifest needs and that are not on disk yet; return the manifest.
+
+        Raises OSError (disk full, ...) with nothing referred to yet: the previous snapshot stays valid."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        entries = []
+        wrote = False
+        for cell_start, held_start, stop in cells(replay.total, replay.num_slots, self.segment_steps):
+            name = segment_name(cell_start, stop)
+            if name not in self._written:
+                arrays = replay.export_range(held_start, stop)
+                self._write(name, arrays, held_start)
+                self._written[name] = {"from": held_start, **_crcs(arrays)}
+                wrote = True
+            known = self._written[name]
+            # the manifest's digests cover the held steps only: the oldest cell's shrink as the ring evicts
+            crcs = known if known["from"] == held_start else _crcs(replay.export_range(held_start, stop))
+            entries.append((held_start, stop, crcs))
+        if wrote:
+            _fsync_dir(self.directory)
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "config": replay.state_dict_config(),
+            "total": replay.total,
+            "rng": replay.rng_state(),
+            "segment_steps": self.segment_steps,
+            "start": torch.tensor([e[0] for e in entries], dtype=torch.int64),
+            "stop": torch.tensor([e[1] for e in entries], dtype=torch.int64),
+        }
+        for field in FIELDS:
+            manifest[f"crc_{field}"] = torch.tensor([e[2][field] for e in entries], dtype=torch.int64)
+        return manifest
+
+    def _write(self, name: str, arrays: dict[str, np.ndarray], first: int) -> None:
+        path = self.directory / name
+        tmp = self.directory / f".{name}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                np.save(f, np.int64(first))
+                for field in FIELDS:
+                    np.save(f, np.ascontiguousarray(arrays[field]))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    # ---------------------------------------------------------------------------------------------- housekeeping
+    def prune(self, manifest: dict[str, Any] | None) -> None:
+        """Delete every segment and temporary file that ``manifest`` (the snapshot now on disk) does not name."""
+        keep = set(self.names(manifest)) if manifest is not None else set()
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.iterdir():
+            if (_NAME.fullmatch(path.name) and path.name not in keep) or ".tmp" in path.name:
+                path.unlink(missing_ok=True)
+                self._written.pop(path.name, None)
+
+    def clean(self, manifest: dict[str, Any] | None) -> None:
+        """At the start of a session: drop what a killed session left (files the snapshot resumed from does not
+        name), and adopt the files it names (they are not rewritten). ``manifest``: None when not resuming from
+        this directory."""
+        self._written = {}
+        self.prune(manifest)
+        if manifest is not None:
+            for i, name in enumerate(self.names(manifest)):
+                self._written[name] = {"from": int(manifest["start"][i]),
+                                       **{field: int(manifest[f"crc_{field}"][i]) for field in FIELDS}}
+
+    @staticmethod
+    def names(manifest: dict[str, Any]) -> list[str]:
+        """The files ``manifest`` refers to: one per grid cell, named after the cell's first step and its stop."""
+        cell = int(manifest["segment_steps"])
+        return [segment_name(a - a % cell, b) for a, b in zip(manifest["start"].tolist(), manifest["stop"].tolist())]
+
+    # --------------------------------------------------------------------------------------------------- reading
+    @staticmethod
+    def load(replay: FrameReplay, manifest: dict[str, Any], directory: str | Path) -> None:
+        """Fill ``replay`` from the segments in ``directory`` named by ``manifest`` (one segment in memory at a time).
+
+        Raises ValueError naming the problem: another buffer configuration, a missing, short or altered segment."""
+        directory = Path(directory)
+        mine, theirs = replay.state_dict_config(), dict(manifest.get("config", {}))
+        if theirs != mine:
+            diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+            raise ValueError(f"replay state does not match this buffer (saved, current): {diff}")
+        total = int(manifest["total"])
+        names = ReplayFiles.names(manifest)
+        missing = [n for n in names if not (directory / n).is_file()]
+        if missing:
+            raise ValueError(f"{len(missing)} replay segment(s) missing in {directory}, e.g. {missing[0]}")
+        for i, name in enumerate(names):
+            start, stop = int(manifest["start"][i]), int(manifest["stop"][i])
+            try:
+                with open(directory / name, "rb") as f:
+                    skip = start - int(np.load(f))  # steps of the file evicted from the ring since it was written
+                    arrays = {field: np.load(f)[skip:] for field in FIELDS}
+            except (OSError, ValueError, EOFError) as error:
+                raise ValueError(f"replay segment {directory / name} is unreadable ({error})") from None
+            for field in FIELDS:
+                if len(arrays[field]) != stop - start or _crc(arrays[field]) != int(manifest[f"crc_{field}"][i]):
+                    raise ValueError(f"replay segment {directory / name}: its {field} differ from what the snapshot "
+                                     "recorded (a file altered or truncated after the snapshot)")
+            replay.import_range(start, arrays)
+        replay.restore_position(total, manifest["rng"])

@@ -1,0 +1,277 @@
+"""The replay written to disk once (replay.segments) and the disk-backed replay (replay_storage, issue 22).
+
+Reference: the buffer's own full ``state_dict()`` (the pre-issue-22 snapshot format), compared leaf by leaf with
+``assert_same_state``; and pixels that encode their step index, so a frame restored into the wrong slot, or a frame of
+another step, shows up as a wrong number rather than as a plausible image.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_same_state
+
+from drq import replay_storage
+from drq import snapshot as snapshots
+from replay import FrameReplay
+from replay.segments import ReplayFiles, cells, is_manifest, segment_name
+
+SHAPE = (3, 6, 6)
+EPISODE = 23  # steps per episode (not a divisor of the segment size or the ring: boundaries land everywhere)
+
+
+def make(capacity: int = 40, frames_file: Path | None = None, seed: int = 3) -> FrameReplay:
+    return FrameReplay(capacity, SHAPE, (2,), frame_stack=3, nstep=2, discount=0.9, seed=seed, frames_file=frames_file)
+
+
+def frame_of(g: int) -> np.ndarray:
+    """Step g's picture: its index in the first 4 bytes (little endian), g mod 251 everywhere else."""
+    frame = np.full(SHAPE, g % 251, np.uint8)
+    frame.reshape(-1)[:4] = np.frombuffer(np.uint32(g).tobytes(), np.uint8)
+    return frame
+
+
+def step_of(frames: torch.Tensor) -> np.ndarray:
+    return frames.reshape(len(frames), -1)[:, :4].contiguous().numpy().view(np.uint32).ravel()
+
+
+def fill(replay: FrameReplay, stop: int) -> None:
+    """Add steps replay.total .. stop-1 (episode boundaries every EPISODE steps)."""
+    for g in range(replay.total, stop):
+        t = g % EPISODE
+        replay.add(frame_of(g), np.array([g, -g], np.float32), reward=g * 0.5, discount=1.0 - (g % 3 == 0) * 0.5,
+                   first=t == 0, last=t == EPISODE - 1)  # fmt: skip
+
+
+def on_disk(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir() if p.name.startswith("seg-") or ".tmp" in p.name}
+
+
+def commit(path: Path, manifest: dict) -> dict:
+    """Stand-in for the trainer's snapshot: snapshot.pt written atomically, read back weights_only."""
+    assert snapshots.save(path, {"replay": manifest})
+    return snapshots.load(path)["replay"]
+
+
+def test_resume_from_segments_is_bit_identical_through_wrap_around(tmp_path):
+    """Snapshots every 37 steps while the 44-slot ring wraps 7 times: after each, the files on disk are exactly those
+    the snapshot names, each step was written once (plus the newest cell's rewrite), and a buffer read back from them
+    equals the live one (state_dict leaf by leaf, then the same batches: sampler RNG restored)."""
+    live, files = make(), ReplayFiles(tmp_path / "replay", segment_steps=16)
+    written = 0
+    real_write = files._write
+
+    def counting_write(name, arrays, first):
+        nonlocal written
+        written += len(arrays["frames"])
+        return real_write(name, arrays, first)
+
+    files._write = counting_write
+    for stop in range(37, 300, 37):
+        fill(live, stop)
+        before = written
+        manifest = commit(tmp_path / "snapshot.pt", files.save(live))
+        files.prune(manifest)
+        assert on_disk(files.directory) == set(ReplayFiles.names(manifest))
+        assert written - before <= 37 + 16  # the steps added since the last snapshot + the newest cell again
+        resumed = make(seed=99)
+        ReplayFiles.load(resumed, manifest, files.directory)
+        assert assert_same_state(resumed.state_dict(), live.state_dict(), f"after {stop} steps") >= 6
+        assert len(resumed) == len(live) == live._count_valid()
+        a, b = live.sample(8), resumed.sample(8)
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert live.total > 5 * live.num_slots  # the ring did wrap
+    held = step_of(live._frames)
+    assert sorted(held.tolist()) == list(range(live.total - live.num_slots, live.total))  # pixels = their steps
+
+
+def test_manifest_does_not_depend_on_when_snapshots_were_taken(tmp_path):
+    """Two buffers with the same steps, snapshotted at different moments, end with the same manifest (what the
+    preemption tests compare) and the same segment names."""
+    a, b = make(), make()
+    fa, fb = ReplayFiles(tmp_path / "a", segment_steps=16), ReplayFiles(tmp_path / "b", segment_steps=16)
+    for stop in (10, 50, 51, 130):
+        fill(a, stop)
+        fa.prune(fa.save(a))
+    for stop in (33, 97, 130):
+        fill(b, stop)
+        fb.prune(fb.save(b))
+    ma, mb = fa.save(a), fb.save(b)
+    assert assert_same_state(ma, mb, "manifest") >= 6
+    assert on_disk(fa.directory) == on_disk(fb.directory)
+
+
+def test_kill_between_segment_writes_and_snapshot_rename_resumes_the_last_snapshot(tmp_path):
+    """A kill after new segments (and a half-written temporary one) reached the disk but before snapshot.pt was
+    replaced: the next session deletes them and resumes exactly the state of the snapshot on disk."""
+    live, files = make(), ReplayFiles(tmp_path / "replay", segment_steps=16)
+    fill(live, 150)
+    manifest = commit(tmp_path / "snapshot.pt", files.save(live))
+    files.prune(manifest)
+    at_snapshot = live.state_dict()
+    fill(live, 230)  # 80 more steps: the oldest cells named by the snapshot are now evicted from the ring
+    files.save(live)  # new segments written ...
+    (files.directory / f".{segment_name(224, 240)}.tmp123").write_bytes(b"half")  # ... one of them half-way
+    # ... and the process dies here, before snapshot.pt is replaced and before prune().
+    state = snapshots.load(tmp_path / "snapshot.pt")["replay"]
+    session = ReplayFiles(tmp_path / "replay", segment_steps=16)
+    session.clean(state)
+    assert on_disk(session.directory) == set(ReplayFiles.names(state))
+    resumed = make()
+    ReplayFiles.load(resumed, state, session.directory)
+    assert assert_same_state(resumed.state_dict(), at_snapshot, "resumed") >= 6
+    # the adopted files are not rewritten by the next snapshot: only the new steps are
+    fill(resumed, 160)
+    before = {p.name: p.stat().st_mtime_ns for p in session.directory.iterdir()}
+    names = ReplayFiles.names(session.save(resumed))
+    assert [n for n in names if n not in before] == [segment_name(144, 160)]  # the newest cell only
+    assert all(before[n] == (session.directory / n).stat().st_mtime_ns for n in names if n in before)
+
+
+def test_a_snapshot_refers_only_to_files_that_exist_until_a_newer_one_is_in_place(tmp_path):
+    """Evicted and superseded segments survive a save whose snapshot.pt write failed (disk full): the snapshot on
+    disk still names them. They go only once a snapshot that no longer names them has been renamed into place."""
+    live, files = make(), ReplayFiles(tmp_path / "replay", segment_steps=16)
+    fill(live, 60)
+    old = commit(tmp_path / "snapshot.pt", files.save(live))
+    files.prune(old)
+    fill(live, 200)
+    files.save(live)  # the snapshot.pt write that would follow fails: no prune
+    assert set(ReplayFiles.names(old)) <= on_disk(files.directory)
+    resumed = make()
+    ReplayFiles.load(resumed, snapshots.load(tmp_path / "snapshot.pt")["replay"], files.directory)
+    assert resumed.total == 60
+
+
+def test_altered_or_missing_segment_is_a_clear_error(tmp_path):
+    live, files = make(), ReplayFiles(tmp_path / "replay", segment_steps=16)
+    fill(live, 50)
+    manifest = files.save(live)
+    first = files.directory / ReplayFiles.names(manifest)[0]
+    raw = first.read_bytes()
+    frames_at = 2 * 128 + 8  # after the header and int64 of `first`, and the frames record's own 128-byte header
+    first.write_bytes(raw[:frames_at + 5] + bytes([raw[frames_at + 5] ^ 1]) + raw[frames_at + 6:])
+    with pytest.raises(ValueError, match="frames differ"):
+        ReplayFiles.load(make(), manifest, files.directory)
+    first.write_bytes(raw[: len(raw) // 2])  # a short file
+    with pytest.raises(ValueError, match="unreadable"):
+        ReplayFiles.load(make(), manifest, files.directory)
+    first.unlink()
+    with pytest.raises(ValueError, match="missing"):
+        ReplayFiles.load(make(), manifest, files.directory)
+    with pytest.raises(ValueError, match="does not match this buffer"):
+        ReplayFiles.load(make(capacity=41), manifest, files.directory)
+
+
+def test_old_snapshots_with_the_whole_replay_still_load(tmp_path):
+    """A pre-issue-22 snapshot (replay.state_dict() inside snapshot.pt) is not a manifest and loads as before."""
+    live = make()
+    fill(live, 120)
+    assert snapshots.save(tmp_path / "snapshot.pt", {"replay": live.state_dict()})
+    state = snapshots.load(tmp_path / "snapshot.pt")["replay"]
+    assert not is_manifest(state) and is_manifest(ReplayFiles(tmp_path / "r").save(live))
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert assert_same_state(resumed.state_dict(), live.state_dict()) >= 6
+
+
+def test_cells_cover_the_held_window_once():
+    for total in (0, 1, 15, 16, 17, 44, 45, 100, 1000):
+        spans = cells(total, 44, 16)
+        held = [g for _, start, stop in spans for g in range(start, stop)]
+        assert held == list(range(max(0, total - 44), total)), total
+        assert all(c % 16 == 0 and c <= s < e <= c + 16 for c, s, e in spans)
+
+
+# ---------------------------------------------------------------------------------------- disk storage
+def test_disk_storage_samples_the_same_batches_as_ram(tmp_path):
+    """Frames memory-mapped in a file: same batches (index_select through the page cache), same snapshot files."""
+    ram, disk = make(), make(frames_file=tmp_path / "frames.u8")
+    assert (ram.storage, disk.storage) == ("ram", "disk")
+    fill(ram, 250)
+    fill(disk, 250)
+    for _ in range(3):
+        a, b = ram.sample(16), disk.sample(16)
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert os.path.getsize(tmp_path / "frames.u8") == disk.num_slots * int(np.prod(SHAPE))
+    manifest = ReplayFiles(tmp_path / "r", segment_steps=16).save(disk)
+    resumed = make(frames_file=tmp_path / "frames2.u8")
+    ReplayFiles.load(resumed, manifest, tmp_path / "r")
+    assert assert_same_state(resumed.state_dict(), ram.state_dict()) >= 6
+
+
+def test_auto_storage_picks_what_fits():
+    gib = 2**30
+    assert replay_storage.choose("auto", 21 * gib, 64 * gib).storage == "ram"
+    assert replay_storage.choose("auto", 21 * gib, 23 * gib).storage == "disk"  # no room left for the process
+    assert replay_storage.choose("auto", 1 * gib, None).storage == "ram"  # unknown: as before
+    assert replay_storage.choose("ram", 99 * gib, 1 * gib).storage == "ram"  # asked for: obeyed
+    assert replay_storage.choose("disk", 1, 99 * gib).storage == "disk"
+    line = replay_storage.choose("auto", 21 * gib, 23 * gib).reason
+    assert "\n" not in line and "disk" in line and "22.5 GB" in line and "24.7 GB" in line
+    # walker_walk's default run: 1.1M frames at action repeat 2 -> 550,001 steps of 84x84 frames
+    assert replay_storage.replay_final_bytes(1_000_000, 1_100_000, 2, 3 * 84 * 84) == 550_001 * (21_168 + 64)
+    with pytest.raises(ValueError, match="ssd"):
+        replay_storage.choose("ssd", 1, 1)
+
+
+def test_schema_choices_mirror_the_librarys():
+    from drq import config_schema
+
+    assert config_schema.REPLAY_STORAGES == replay_storage.CHOICES
+
+
+# ------------------------------------------------------------------------------------------------- trainer
+def compose(*overrides: str) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(root / "cfgs"), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=["preset=debug", "task=cartpole_swingup", "wandb.mode=disabled",
+                                                 "async_env=false", "save_video=false", *overrides])  # fmt: skip
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.slow
+def test_trainer_disk_storage_and_an_old_snapshot_resume_to_the_same_run(tmp_path, monkeypatch):
+    """A machine made small (DRQ_MEMORY_LIMIT) gets disk storage, said in one line; its snapshot names segment files.
+    The same snapshot rewritten in the old format (the whole replay inside snapshot.pt, no replay/ folder) resumes,
+    in RAM, to the same end: same replay manifest, same agent."""
+    import shutil
+
+    from drq import trainer
+
+    monkeypatch.setenv("DRQ_MEMORY_LIMIT", "1G")
+    said: list[str] = []
+    trainer.run(compose("num_train_frames=400"), tmp_path / "new", say=said.append)
+    lines = [s for s in said if s.startswith("replay: ")]
+    assert len(lines) == 1 and "replay_storage=auto -> disk" in lines[0] and "1.1 GB usable" in lines[0], said
+    assert (tmp_path / "new" / "replay" / "frames.u8").is_file()
+    state = snapshots.load(tmp_path / "new")
+    assert is_manifest(state["replay"])
+    assert on_disk(tmp_path / "new" / "replay") == set(ReplayFiles.names(state["replay"]))
+
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    shutil.rmtree(tmp_path / "old" / "replay")
+    cfg = state["config"]
+    whole = FrameReplay(cfg["replay_buffer_size"], (3, cfg["image_size"], cfg["image_size"]), (1,),
+                        frame_stack=cfg["frame_stack"], nstep=cfg["nstep"], discount=cfg["discount"])  # fmt: skip
+    ReplayFiles.load(whole, state["replay"], tmp_path / "new" / "replay")
+    assert snapshots.save(tmp_path / "old" / "snapshot.pt", {**state, "replay": whole.state_dict()})
+
+    monkeypatch.delenv("DRQ_MEMORY_LIMIT")
+    ends = {}
+    for name, storage in (("new", "disk"), ("old", "ram")):
+        said.clear()
+        trainer.run(compose("num_train_frames=800", f"replay_storage={storage}"), tmp_path / name, say=said.append)
+        assert any("resumed from" in s and "frame 400" in s for s in said), said
+        ends[name] = snapshots.load(tmp_path / name)
+    assert assert_same_state(ends["new"]["replay"], ends["old"]["replay"], "replay") >= 6
+    assert assert_same_state(ends["new"]["agent"], ends["old"]["agent"], "agent") > 10
+    assert on_disk(tmp_path / "old" / "replay") == set(ReplayFiles.names(ends["old"]["replay"]))
