@@ -55,7 +55,7 @@ COMPILE_MODES = ("none", "default", "max-autotune")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 FAST_RENDER = ("false", "no_msaa", "no_shadows")
 AGENT_NAMES = ("drqv2", "sac")
-REPLAY_STORAGES = ("auto", "ram", "disk")  # drq.replay_storage.CHOICES
+REPLAY_STORAGES = ("auto", "ram", "disk")  # auto: drq.run_footprint.storage_decision
 DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit: 1000 frames per episode (cfgs/config.yaml max_episode_frames)
 
 
@@ -646,7 +646,7 @@ RULES: tuple[Rule, ...] = (
 MACHINE_RULES: tuple[Rule, ...] = (
     Rule(("cuda_graphs", "device"), "`cuda_graphs=true` needs a CUDA device (checked on the machine that runs)",
          _cuda_graphs),
-    Rule(("replay_buffer_size", "batch_size", "image_size", "video_size", "save_video", "eval_workers",
+    Rule(("replay_buffer_size", "replay_storage", "batch_size", "image_size", "video_size", "save_video", "eval_workers",
           "num_eval_episodes", "async_env", "num_train_frames", "action_repeat", "max_episode_frames", "nstep",
           "frame_stack", "feature_dim", "hidden_dim", "device", "task_name", "agent.name"),
          "the run's memory at its end (replay, learner, batch, environments, video; drq/run_footprint.py) fits in the "
@@ -721,6 +721,16 @@ def check(cfg: Mapping[str, Any], machine: bool = False) -> list[str]:
 
     ``machine``: also the checks that ask this machine (CUDA for ``device`` / ``cuda_graphs``, ``resume=PATH``)."""
     return _check(cfg, machine)[0]
+
+
+def values(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The checked values by dotted key (``{"replay_buffer_size": 1000000, "agent.name": "drqv2", ...}``), the form
+    the rules and :mod:`drq.run_footprint` read; raises :class:`ConfigError` if a key is bad."""
+    cfg = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
+    lines, found = _check(cfg, machine=False, rules=False)
+    if lines:
+        raise ConfigError("\n".join(lines))
+    return found
 
 
 def load(cfg: Mapping[str, Any], machine: bool = False, rules: bool = True) -> RunConfig:

@@ -287,6 +287,7 @@ class Footprint:
     video: int
     storage: str
     gpu: bool
+    replay_meta_reserved: int = 0  # the metadata arrays (action, reward, ...) for every slot, in RAM whatever storage
 
     @property
     def learner(self) -> int:
@@ -328,7 +329,8 @@ def footprint(v: Mapping[str, Any], machine: Machine) -> Footprint:
     return Footprint(replay_reserved=slots * frame_bytes(v), replay_frames=written * frame_bytes(v),
                      replay_meta=written * (slot_bytes(v) - frame_bytes(v)), process=PROCESS_BYTES,
                      networks=16 * trained + 4 * target, batch=batch_bytes(v), envs=env_count * ENV_PROCESS_BYTES,
-                     env_count=env_count, video=video, storage=_storage(v), gpu=gpu)  # fmt: skip
+                     env_count=env_count, video=video, storage=_storage(v), gpu=gpu,
+                     replay_meta_reserved=slots * (slot_bytes(v) - frame_bytes(v)))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ the rules
@@ -360,8 +362,14 @@ def _problems(v: Mapping[str, Any], machine: Machine) -> list[Problem]:
                 and fp.replay_reserved > machine.allocation_limit):  # fmt: skip
             over.append(Problem("allocation", f"one allocation ({machine.allocation_source})", fp.replay_reserved,
                                 machine.allocation_limit))  # fmt: skip
-        if storage == "disk" and machine.disk_free is not None and fp.replay_frames > machine.disk_free:
-            over.append(Problem("disk", f"disk (free at {machine.disk_path})", fp.replay_frames, machine.disk_free))
+        # disk: the frames file is sized for every slot (a sparse file, but the whole of it may be written), and it
+        # is counted so; the metadata arrays stay in RAM, each one allocation
+        if storage == "disk" and machine.disk_free is not None and fp.replay_reserved > machine.disk_free:
+            over.append(Problem("disk", f"disk (free at {machine.disk_path})", fp.replay_reserved, machine.disk_free))
+        if (storage == "disk" and machine.allocation_limit is not None
+                and fp.replay_meta_reserved > machine.allocation_limit):  # fmt: skip
+            over.append(Problem("allocation", f"one allocation ({machine.allocation_source})",
+                                fp.replay_meta_reserved, machine.allocation_limit))  # fmt: skip
         if fp.gpu:
             free = machine.gpu_free(v["device"] if v["device"] != "auto" else "cuda")
             if free is not None and fp.gpu_memory(storage) > free:
@@ -457,7 +465,7 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     fix = f"the largest {key} that fits: {best}" if best is not None else f"no {key} fits here"
     if key == "replay_buffer_size" and fp.storage == "ram" and _disk_storage_available():
         if _fits(dict(v, replay_storage="disk"), machine):
-            fix += (f", or replay_storage=disk (the frames in a file in the run dir: {format_size(fp.replay_frames)}"
+            fix += (f", or replay_storage=disk (the frames in a file in the run dir: {format_size(fp.replay_reserved)}"
                     f" of {format_size(machine.disk_free or 0)} free at {machine.disk_path})")
     for other_key, others in blamed.items():
         if other_key != key:
@@ -501,3 +509,25 @@ def eval_workers_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     return [("eval_workers", v["eval_workers"], f"'auto' or at most {most} on this machine ({machine.cores} cores: "
              f"{WORKERS_PER_CORE} worker processes per core, never fewer than auto's {MAX_AUTO_EVAL_WORKERS})",
              "processes; each steps and renders in its own process of ~0.3 GB, and beyond the cores they only wait")]
+
+
+def storage_decision(v: Mapping[str, Any], machine: Machine) -> tuple[str, str]:
+    """``replay_storage`` resolved for this machine, and one line saying why (the trainer prints it at start).
+
+    ``ram`` / ``disk`` as asked; ``auto``: ``ram`` when the run's estimate with its frames in RAM (the same
+    :func:`footprint` the memory rule checks) fits every limit, else ``disk`` (a memory-mapped file in the run dir)."""
+    fp = footprint(v, machine)
+    written = format_size(fp.replay_frames + fp.replay_meta)
+    requested = fp.storage
+    if requested != "auto":
+        return requested, f"replay_storage={requested}: {written} of replay by the end of the run"
+    problems = _problems(dict(v, replay_storage="ram"), machine)
+    if not problems:
+        room = "unknown" if machine.usable_ram is None else format_size(machine.usable_ram)
+        return "ram", (f"replay_storage=auto -> ram: the run's estimate with its frames in RAM "
+                       f"({format_size(fp.ram('ram'))}, {written} of them replay) fits in {room} usable "
+                       f"({machine.ram_source})")  # fmt: skip
+    worst = problems[0]
+    return "disk", (f"replay_storage=auto -> disk: with its frames in RAM the run needs {format_size(worst.needed)} "
+                    f"of {worst.words}, {format_size(worst.available)} available; the frames ({written}) go to a "
+                    "memory-mapped file in the run dir")  # fmt: skip

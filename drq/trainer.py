@@ -286,26 +286,22 @@ class Trainer:
 
     def _make_replay(self, obs_shape: tuple[int, ...]) -> Any:
         """The replay, its frames in RAM on the device or memory-mapped in the run dir (``replay_storage``, decided by
-        :mod:`drq.replay_storage` and said in one line), and its segment files (``RUN_DIR/replay``,
+        :func:`drq.run_footprint.storage_decision` and said in one line), and its segment files (``RUN_DIR/replay``,
         :mod:`replay.segments`), cleaned of what a killed session left."""
-        from drq import replay_storage
-        from drq.memory import usable_gpu_bytes, usable_ram_bytes
+        from drq import run_footprint
         from replay import FrameReplay
         from replay.segments import ReplayFiles
 
         c = self.cfg
-        frame_bytes = 3 * int(np.prod(obs_shape[1:]))
-        needed = replay_storage.replay_final_bytes(c.replay_buffer_size, c.num_train_frames, c.action_repeat,
-                                                   frame_bytes)  # fmt: skip
-        usable = usable_gpu_bytes(self.device) if self.device.startswith("cuda") else usable_ram_bytes()
-        decision = replay_storage.choose(c.replay_storage, needed, usable)
-        self.say(f"replay: {decision.reason}")
+        # the same estimate as the pre-run memory check (drq/run_footprint.py), so auto picks what that check passed
+        storage, reason = run_footprint.storage_decision(config_schema.values(c), run_footprint.Machine.here(self.run_dir))
+        self.say(f"replay: {reason}")
         self.replay_files = ReplayFiles(self.run_dir / "replay")
         resuming_here = self._resume_state is not None and Path(self._resume_state["_source"]).parent.resolve() == \
             self.run_dir.resolve()  # fmt: skip
         manifest = self._resume_state.get("replay") if resuming_here else None
         self.replay_files.clean(manifest if segments_manifest(manifest) else None)  # what a killed session left
-        frames_file = self.replay_files.directory / "frames.u8" if decision.storage == "disk" else None
+        frames_file = self.replay_files.directory / "frames.u8" if storage == "disk" else None
         # frames stay where the agent learns (uint8 on the GPU when device is cuda), or in the run dir's frames file
         return FrameReplay(capacity=c.replay_buffer_size, frame_shape=(3, *obs_shape[1:]),
                            action_shape=self.action_shape, frame_stack=c.frame_stack, nstep=c.nstep,

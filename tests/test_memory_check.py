@@ -136,7 +136,7 @@ def test_two_billion_transitions_name_the_largest_replay_that_fits(monkeypatch):
 
 
 def test_default_walker_on_a_small_machine(configs):
-    v = values(configs["walker"])
+    v = values(configs["walker"], replay_storage="ram")
     assert rule(v, machine(ram_gb=24)) == []  # ~550k transitions, 11.8 GB + 4 GB: fits on a 24 GB machine
     line = one_line(rule(v, machine(ram_gb=8)))  # its 1M slots are one 21.2 GB allocation; 15.8 GB by the end
     assert line.startswith("replay_buffer_size=1000000: needs 21.2 GB of one allocation (test) but 8.0 GB is available")
@@ -147,10 +147,11 @@ def test_default_walker_on_a_small_machine(configs):
 
 
 def test_a_medium_preset_names_disk_storage_where_the_schema_has_it(configs, monkeypatch):
-    v = values(configs["cheetah"])  # 3.1M frames: the 1M replay fills (21.4 GB)
+    v = values(configs["cheetah"], replay_storage="ram")  # 3.1M frames: the 1M replay fills (21.4 GB)
+    monkeypatch.setattr(run_footprint, "_disk_storage_available", lambda: False)  # a schema without the key
     line = one_line(rule(v, machine(ram_gb=23)))
     assert "21.4 GB written by the end (1,000,005 frames of 3x84x84)" in line and "replay_storage=disk" not in line
-    monkeypatch.setattr(run_footprint, "_disk_storage_available", lambda: True)  # once replay_storage exists
+    monkeypatch.undo()
     line = one_line(rule(v, machine(ram_gb=23)))
     assert line.endswith("or replay_storage=disk (the frames in a file in the run dir: 21.2 GB of 100.0 GB free at "
                          "/runs) (estimated from the config before the run: drq/run_footprint.py)")
@@ -190,12 +191,14 @@ def test_eval_workers_beyond_the_cores_and_the_memory(configs):
 
 
 def test_cuda_counts_the_whole_replay_on_the_gpu(configs):
-    v = values(configs["walker"], device="cuda")  # torch.empty on a GPU allocates all 1M slots at once
+    v = values(configs["walker"], device="cuda", replay_storage="ram")  # torch.empty on a GPU: all 1M slots at once
     line = one_line(rule(v, machine(ram_gb=24, gpu_gb=16)))
     assert line.startswith("replay_buffer_size=1000000: needs 24.0 GB of GPU memory (free) but 16.0 GB is available")
     assert rule(v, machine(ram_gb=24, gpu_gb=40)) == []
-    assert rule(values(configs["walker"]), machine(ram_gb=24, gpu_gb=16)) == [line]  # device=auto with CUDA: the GPU
-    assert rule(values(configs["walker"]), machine(ram_gb=24)) == []  # device=auto without CUDA: the CPU
+    ram = values(configs["walker"], replay_storage="ram")
+    assert rule(ram, machine(ram_gb=24, gpu_gb=16)) == [line]  # device=auto with CUDA: the GPU
+    assert rule(ram, machine(ram_gb=24)) == []  # device=auto without CUDA: the CPU
+    assert rule({**v, "replay_storage": "auto"}, machine(ram_gb=24, gpu_gb=16)) == []  # auto: frames on disk
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -15,7 +15,6 @@ import pytest
 import torch
 from conftest import assert_same_state
 
-from drq import replay_storage
 from drq import snapshot as snapshots
 from replay import FrameReplay
 from replay.segments import ReplayFiles, cells, is_manifest, segment_name
@@ -205,24 +204,27 @@ def test_disk_storage_samples_the_same_batches_as_ram(tmp_path):
 
 
 def test_auto_storage_picks_what_fits():
+    from drq import config_schema, run_footprint
+    from drq.run_footprint import Machine
+
     gib = 2**30
-    assert replay_storage.choose("auto", 21 * gib, 64 * gib).storage == "ram"
-    assert replay_storage.choose("auto", 21 * gib, 23 * gib).storage == "disk"  # no room left for the process
-    assert replay_storage.choose("auto", 1 * gib, None).storage == "ram"  # unknown: as before
-    assert replay_storage.choose("ram", 99 * gib, 1 * gib).storage == "ram"  # asked for: obeyed
-    assert replay_storage.choose("disk", 1, 99 * gib).storage == "disk"
-    line = replay_storage.choose("auto", 21 * gib, 23 * gib).reason
-    assert "\n" not in line and "disk" in line and "22.5 GB" in line and "24.7 GB" in line
-    # walker_walk's default run: 1.1M frames at action repeat 2 -> 550,001 steps of 84x84 frames
-    assert replay_storage.replay_final_bytes(1_000_000, 1_100_000, 2, 3 * 84 * 84) == 550_001 * (21_168 + 64)
-    with pytest.raises(ValueError, match="ssd"):
-        replay_storage.choose("ssd", 1, 1)
+    walker = config_schema.values(config_schema.defaults("drqv2"))  # 1.1M frames at action repeat 2: ~550k steps
 
+    def small(ram_gib: float) -> Machine:
+        return Machine(usable_ram=int(ram_gib * gib), ram_source="test", allocation_limit=int(ram_gib * gib),
+                       allocation_source="test", cores=2, disk_free=100 * gib, disk_path="/runs")  # fmt: skip
 
-def test_schema_choices_mirror_the_librarys():
-    from drq import config_schema
+    assert run_footprint.storage_decision(walker, small(64))[0] == "ram"
+    storage, line = run_footprint.storage_decision(walker, small(8))
+    assert storage == "disk" and "\n" not in line and "memory-mapped" in line
+    for asked in ("ram", "disk"):  # asked for: obeyed
+        assert run_footprint.storage_decision({**walker, "replay_storage": asked}, small(8))[0] == asked
+        assert run_footprint.storage_decision({**walker, "replay_storage": asked}, small(64))[0] == asked
+    # the decision and the pre-run check agree: auto passes the check exactly where one of the two storages fits
+    with run_footprint.on_machine(small(8)):
+        assert run_footprint.memory_rule(walker) == []
+        assert run_footprint.memory_rule({**walker, "replay_storage": "ram"}) != []
 
-    assert config_schema.REPLAY_STORAGES == replay_storage.CHOICES
 
 
 # ------------------------------------------------------------------------------------------------- trainer
@@ -251,7 +253,7 @@ def test_trainer_disk_storage_and_an_old_snapshot_resume_to_the_same_run(tmp_pat
     said: list[str] = []
     trainer.run(compose("num_train_frames=400"), tmp_path / "new", say=said.append)
     lines = [s for s in said if s.startswith("replay: ")]
-    assert len(lines) == 1 and "replay_storage=auto -> disk" in lines[0] and "1.1 GB usable" in lines[0], said
+    assert len(lines) == 1 and "replay_storage=auto -> disk" in lines[0] and "1.1 GB available" in lines[0], said
     assert (tmp_path / "new" / "replay" / "frames.u8").is_file()
     state = snapshots.load(tmp_path / "new")
     assert is_manifest(state["replay"])

@@ -235,33 +235,30 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval
 
 
 def test_eval_workers_play_the_episodes_of_their_seeded_envs(debug_run):
-    """eval_workers=2, 3 episodes: episodes 0 and 2 on an env seeded like the run, episode 1 on one seeded
-    seed + 10000; each env's resets continue across evaluations. Reference: the trained agent played by hand on
-    in-process envs, fast-forwarded past the earlier evaluations' resets."""
+    """eval_workers=2, 3 episodes: episode j of the evaluation at frame F starts from the state drawn from
+    (seed, F, j), whichever worker plays it. Reference: the trained agent played by hand on one in-process env,
+    reset with those seeds (drq.eval_episodes.episode_seeds)."""
     from drq.env import make_env
-    from drq.trainer import EVAL_SEED_OFFSET, env_kwargs
+    from drq.eval_episodes import episode_seeds
+    from drq.trainer import env_kwargs
 
     cfg, trainer = debug_run.cfg, debug_run.trainer
     assert (cfg["agent"]["name"], cfg["num_eval_episodes"], cfg["eval_workers"]) == ("drqv2", 3, 2)
-    assert trainer.eval_resets == [6, 3]  # 3 evaluations (frames 0, 1000, 2000)
+    final = rows(debug_run.run_dir / "eval.csv")[-1]
+    frame = int(final["frame"])
 
-    def play(env) -> float:
-        ts, ret, frames = env.reset(), 0.0, 0
+    def play(env, seed: int) -> float:
+        ts, ret, frames = env.reset(seed=seed), 0.0, 0
         while not ts.last and frames < 200:
             ts = env.step(trainer.agent.act(ts.observation, trainer.step, eval_mode=True))
             ret, frames = ret + ts.reward, frames + 8
         return ret
 
-    envs = [make_env(**env_kwargs(cfg, seed_offset=i * EVAL_SEED_OFFSET)) for i in range(2)]
-    for env, earlier in zip(envs, (4, 2)):
-        for _ in range(earlier):
-            env.reset()
-    first, second, third = play(envs[0]), play(envs[1]), play(envs[0])
-    for env in envs:
-        env.close()
-    assert len({first, second, third}) == 3  # different starts: the reference can tell the envs apart
-    final = rows(debug_run.run_dir / "eval.csv")[-1]
-    assert float(final["episode_reward"]) == pytest.approx((first + second + third) / 3, rel=1e-6)
+    env = make_env(**env_kwargs(cfg))
+    returns = [play(env, seed) for seed in episode_seeds(cfg["seed"], frame, 3)]
+    env.close()
+    assert len(set(returns)) == 3  # different starts: the reference can tell the episodes apart
+    assert float(final["episode_reward"]) == pytest.approx(sum(returns) / 3, rel=1e-6)
 
 
 def test_resume_without_replay_says_so(tmp_path):
