@@ -1,7 +1,8 @@
 """The GPU kit's tools: wheel slimming, the tag/parity check, the scripts' bad-input lines, and (slow) the rehearsal.
 
 The rehearsal (``bash bench/gpu/check.sh --rehearse``) builds a device-like venv from the registry and needs the
-3.11 kit (``bash bench/gpu/build_kit.sh 3.11``): it is skipped, with that reason, where the kit was not built.
+3.11 kit (``bash bench/gpu/build_kit.sh 3.11``): it is skipped, with that reason, where the kit was not built. CI
+checks the parts without the kit in tests/test_gpu_check.py (every part's command; the rehearsal's parts, run).
 """
 
 from __future__ import annotations

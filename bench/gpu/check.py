@@ -92,7 +92,11 @@ def parts(rehearse: bool) -> list[tuple[str, list[str], int]]:
             if rehearse and name == "update_sac_eager_bf16":  # bf16 is emulated on this CPU (~12x slower than fp32)
                 late.append((name, [], 1))
                 continue
-            entry = (name, upd + ["--agent", agent] + flags, 150 if "compile" in setting else 60)
+            # the rehearsal measures the FLOP/s peak once (bench/peak.py: ~5 s of CPU a run), and allows a busy
+            # 2-core machine twice the GPU's 60 s
+            peak = ["--no-peak"] if rehearse and name != "update_drqv2_eager_fp32" else []
+            entry = (name, upd + ["--agent", agent] + flags + peak,
+                     150 if "compile" in setting else 120 if rehearse else 60)
             (late if "compile" in setting else out).append(entry)
     if rehearse:
         env = [PY, "bench/env.py", "--task", "walker_walk", "--overlap-steps", "0"]
