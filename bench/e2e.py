@@ -186,10 +186,14 @@ def run_config(args: argparse.Namespace, extra: list[str] = ()) -> tuple[dict, d
     ours = {"frames": args.frames}
     if not any(o.split("=", 1)[0].lstrip("+") == "log_every_frames" for o in args.overrides):
         ours["log_every_frames"] = args.log_every_frames
-    counts, rounded = round_up(ours, int(cfg["action_repeat"]))
+    repeat = int(cfg["action_repeat"])
+    counts, rounded = round_up(ours, repeat)
     cfg["log_every_frames"] = counts.get("log_every_frames", cfg["log_every_frames"])
-    cfg["num_train_frames"] = int(cfg["num_seed_frames"]) + counts["frames"] + int(cfg["log_every_frames"])
-    cfg["eval_every_frames"] = 10 * cfg["num_train_frames"]  # only the eval at frame 0 (before the seed phase)
+    # a multiple already unless the user's own num_seed_frames= or log_every_frames= is not (reported by the check)
+    total = round_up({"num_train_frames": int(cfg["num_seed_frames"]) + counts["frames"] + cfg["log_every_frames"]},
+                     repeat)[0]["num_train_frames"]
+    cfg["num_train_frames"] = total
+    cfg["eval_every_frames"] = 10 * total  # only the eval at frame 0 (before the seed phase)
     return cfg, rounded
 
 

@@ -19,9 +19,12 @@ frames run out. Settings chosen for a 2-core CPU (everything else is the task's 
          (At action repeat 8 DrQ-v2's actor saturated in 3 runs out of 3; lr 2e-4 saturated it too; batch 32 learned
          slower per frame. See docs/benchmarks.md, "Learning on a 2-core CPU".)
 
-Extra arguments are hydra overrides and win over these. Last line: one JSON object with task, agent, precision,
-frames, minutes, final_eval_return, best_eval_return, minutes_to_target (null if never), frames_to_target, target,
-first_eval_return (the random policy's), run_dir and the overrides used.
+Extra arguments are hydra overrides and win over these. The config is composed and checked before train.py starts
+(a bad value: one line, exit 2); this bench's own frame counts above are rounded up to the action repeat in force
+(with a user's ``action_repeat=6``: 4000 -> 4002), the user's never. Last line: one JSON object with task, agent,
+precision, frames, minutes, final_eval_return, best_eval_return, minutes_to_target (null if never), frames_to_target,
+target, first_eval_return (the random policy's), run_dir, the overrides used and rounded_to_action_repeat
+(``{key: [asked, used]}``).
 """
 
 from __future__ import annotations

@@ -124,6 +124,20 @@ def test_e2e_rounds_its_frame_counts_to_the_action_repeat(argv, capsys):
     assert cfg["num_train_frames"] == cfg["num_seed_frames"] + rounded["frames"][1] + cfg["log_every_frames"]
 
 
+@pytest.mark.parametrize("script,argv,line", [
+    ("bench/e2e.py", ["--frames", "100", "preset=debug", "num_seed_frames=401"],
+     "bench/e2e.py: num_seed_frames=401: a multiple of action_repeat=8, e.g. 400 or 408"),
+    ("bench/learn.py", ["task=walker_wlak"], "bench/learn.py: In 'config': Could not find 'task/walker_wlak'"),
+])
+def test_a_users_bad_value_is_one_line_and_exit_2_not_rounded(script, argv, line, monkeypatch, capsys):
+    module = bench(script)
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    with pytest.raises(SystemExit) as exit_:
+        module.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(line), err
+
+
 @pytest.mark.parametrize("argv", [["--agent", "drqv2"], ["--agent", "sac", "--task", "cheetah_run"],
                                   ["--agent", "sac", "preset=debug"], ["--agent", "drqv2", "preset=debug"]],
                          ids=["drqv2", "sac-cheetah", "sac-debug", "drqv2-debug"])
