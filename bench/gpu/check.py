@@ -94,10 +94,10 @@ def parts(rehearse: bool) -> list[tuple[str, list[str], int]]:
                 late.append((name, [], 1))
                 continue
             # the rehearsal measures the FLOP/s peak once (bench/peak.py: ~5 s of CPU a run); its timeouts allow
-            # a busy 2-core machine (other jobs running) about twice the GPU's
+            # a busy 2-core machine (other jobs running) 2-3x the GPU's
             peak = ["--no-peak"] if rehearse and name != "update_drqv2_eager_fp32" else []
             entry = (name, upd + ["--agent", agent] + flags + peak,
-                     150 if "compile" in setting else 120 if rehearse else 60)
+                     150 if "compile" in setting else 180 if rehearse else 60)
             (late if "compile" in setting else out).append(entry)
     if rehearse:
         env = [PY, "bench/env.py", "--task", "walker_walk", "--overlap-steps", "0"]
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--rehearse", action="store_true")
-    ap.add_argument("--budget-s", type=float, default=None, help="whole check's wall budget (285 s; rehearsal 900)")
+    ap.add_argument("--budget-s", type=float, default=None, help="whole check's wall budget (285 s; rehearsal 1200)")
     ap.add_argument("--only", default=None, help="run only the parts whose name matches this regex (a second call: "
                                                  "--only 'compile|both')")
     return ap
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
-    budget = args.budget_s if args.budget_s is not None else (900.0 if args.rehearse else 285.0)
+    budget = args.budget_s if args.budget_s is not None else (1200.0 if args.rehearse else 285.0)
     out_dir = Path(args.out)
     start = time.perf_counter()
     failures = run_parts(parts(args.rehearse), out_dir, budget, args.only)
