@@ -10,7 +10,10 @@ the seed phase plus ``--frames`` frames, with evaluation only at frame 0 (1 epis
 off. Frames/s is measured between the first and the last health log after the seed phase, from the run's own
 metrics.jsonl (frame and wall time of each log line), so compilation and CUDA-graph capture (first updates) are not
 counted. ``--cuda-graphs auto`` turns them on when the device is CUDA. Extra arguments are hydra overrides
-(``batch_size=128``).
+(``batch_size=128``). ``--frames`` and ``--log-every-frames`` are rounded up to multiples of the action repeat in force
+(``preset=debug``: 8; ``--agent sac``: DrQ's per-domain action repeat, cartpole 8), as the config requires of every
+frame count; a line on stderr and the JSON's ``rounded_to_action_repeat`` (``{name: [asked, used]}``) say when. A bad
+override is one line and exit 2, before anything runs.
 
 Last line: one JSON object with frames_per_s, updates_per_s, env_ms_per_step (one synchronous step: physics over the
 action repeat + one 84x84 render, measured separately), task, agent, device, precision and the settings used, and
@@ -53,15 +56,8 @@ from drq.compiling import COMPILE_MODES  # noqa: E402
 from drq.cuda_graphs import GRAPH_CHOICES, cuda_graphs_wanted  # noqa: E402
 from drq.hardware import describe  # noqa: E402
 
-
-def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(ROOT / "cfgs"), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+sys.path.append(str(ROOT / "bench"))  # last: bench/replay.py must not shadow the replay package
+from bench_config import compose, compose_or_exit, exit_on_bad_config, round_up, rounding_note  # noqa: E402
 
 
 def env_ms_per_step(cfg: dict, steps: int = 60) -> float:
@@ -154,16 +150,18 @@ class LoopTimer:
                 "bottleneck": max(ms, key=ms.get)}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="cartpole_swingup")
     p.add_argument("--agent", default="drqv2", choices=["drqv2", "sac"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--frames", type=int, default=2000, help="frames measured after the seed phase")
+    p.add_argument("--frames", type=int, default=2000,
+                   help="frames measured after the seed phase (rounded up to the action repeat in force)")
     p.add_argument("--device", default="auto")
     p.add_argument("--async-env", default="true", choices=["true", "false"])
     p.add_argument("--num-threads", default="auto")
-    p.add_argument("--log-every-frames", type=int, default=200)
+    p.add_argument("--log-every-frames", type=int, default=200,
+                   help="health log interval in frames (rounded up to the action repeat in force)")
     p.add_argument("--compile", default="none", choices=COMPILE_MODES)
     p.add_argument("--cuda-graphs", default="auto", choices=GRAPH_CHOICES)
     p.add_argument("--breakdown", default="true", choices=["true", "false"],
@@ -171,32 +169,59 @@ def main() -> None:
     p.add_argument("--side-by-side", action="store_true",
                    help="also run facebookresearch/drqv2's published setup (plain eager fp32 update, env in process)")
     p.add_argument("overrides", nargs="*", help="extra hydra overrides, e.g. batch_size=128")
-    args = p.parse_args()
-    graphs = cuda_graphs_wanted(args.cuda_graphs, args.device)
+    return p
 
+
+def run_config(args: argparse.Namespace, extra: list[str] = ()) -> tuple[dict, dict[str, list[int]]]:
+    """The trainer config this bench runs (composed from cfgs/ as train.py composes it, then ``extra`` overrides),
+    and ``{name: [asked, used]}`` for the frame counts it rounded up to the action repeat in force.
+
+    ``--frames`` and ``--log-every-frames`` are rounded up to multiples of ``action_repeat`` (frames per agent step),
+    then ``num_train_frames`` = seed frames + frames + one log interval and ``eval_every_frames`` = 10 x that (only
+    the evaluation at frame 0), so every count the bench composes is a multiple of the action repeat. A
+    ``log_every_frames=`` override is the user's own value: kept as it is and checked like any other."""
+    graphs = cuda_graphs_wanted(args.cuda_graphs, args.device)
     base = [f"task={args.task}", f"agent={args.agent}", f"precision={args.precision}", f"device={args.device}",
             f"async_env={args.async_env}", f"num_threads={args.num_threads}", "save_video=false",
-            "save_snapshot=false", "wandb.mode=disabled", "num_eval_episodes=1",
-            f"log_every_frames={args.log_every_frames}", "resume=never", f"compile={args.compile}",
-            f"cuda_graphs={str(graphs).lower()}"]  # fmt: skip
-    cfg = compose(base + args.overrides)
+            "save_snapshot=false", "wandb.mode=disabled", "num_eval_episodes=1", "resume=never",
+            f"compile={args.compile}", f"cuda_graphs={str(graphs).lower()}"]  # fmt: skip
+    cfg = compose(base + list(args.overrides) + list(extra))
+    ours = {"frames": args.frames}
+    if not any(o.split("=", 1)[0].lstrip("+") == "log_every_frames" for o in args.overrides):
+        ours["log_every_frames"] = args.log_every_frames
+    repeat = int(cfg["action_repeat"])
+    counts, rounded = round_up(ours, repeat)
+    cfg["log_every_frames"] = counts.get("log_every_frames", cfg["log_every_frames"])
+    # a multiple already unless the user's own num_seed_frames= or log_every_frames= is not (reported by the check)
+    total = round_up({"num_train_frames": int(cfg["num_seed_frames"]) + counts["frames"] + cfg["log_every_frames"]},
+                     repeat)[0]["num_train_frames"]
+    cfg["num_train_frames"] = total
+    cfg["eval_every_frames"] = 10 * total  # only the eval at frame 0 (before the seed phase)
+    return cfg, rounded
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    graphs = cuda_graphs_wanted(args.cuda_graphs, args.device)
+    cfg, rounded = compose_or_exit("bench/e2e.py", lambda: run_config(args))
+    exit_on_bad_config("bench/e2e.py", cfg)
+    if rounded:
+        print(rounding_note("bench/e2e.py", rounded, cfg["action_repeat"]), file=sys.stderr)
     if args.side_by_side and (cfg["image_size"], cfg["frame_stack"]) != (84, 3):
         sys.exit(f"bench/e2e.py: --side-by-side needs image_size=84 frame_stack=3 (the baseline's 9x84x84 encoder); "
                  f"got image_size={cfg['image_size']} frame_stack={cfg['frame_stack']}")
     seed_frames = int(cfg["num_seed_frames"])
-    cfg["num_train_frames"] = seed_frames + args.frames + args.log_every_frames
-    cfg["eval_every_frames"] = 10 * cfg["num_train_frames"]  # only the eval at frame 0 (before the seed phase)
 
     env_ms = env_ms_per_step(cfg)
     ours = measure(cfg, seed_frames, args.breakdown == "true")
     out = {"task": cfg["task_name"], "agent": args.agent, "device": ours["device"], "precision": args.precision,
            **ours, "env_ms_per_step": round(env_ms, 2), "compile": args.compile, "cuda_graphs": graphs,
            "seed_frames": seed_frames, "action_repeat": cfg["action_repeat"], "batch_size": cfg["batch_size"],
-           "nstep": cfg["nstep"], "async_env": cfg["async_env"], "overrides": args.overrides}  # fmt: skip
+           "nstep": cfg["nstep"], "async_env": cfg["async_env"], "num_train_frames": cfg["num_train_frames"],
+           "log_every_frames": cfg["log_every_frames"], "rounded_to_action_repeat": rounded,
+           "overrides": args.overrides}  # fmt: skip
     if args.side_by_side:
-        ref_cfg = compose(base + args.overrides + ["async_env=false", "precision=fp32", "compile=none",
-                                                   "cuda_graphs=false"])  # fmt: skip
-        ref_cfg["num_train_frames"], ref_cfg["eval_every_frames"] = cfg["num_train_frames"], cfg["eval_every_frames"]
+        ref_cfg = run_config(args, ["async_env=false", "precision=fp32", "compile=none", "cuda_graphs=false"])[0]
         out["reference"] = {"setup": "facebookresearch/drqv2 published: plain eager update (bench/update.py "
                                      "baseline), fp32, env in the training process",
                             **measure(ref_cfg, seed_frames, args.breakdown == "true", reference=True)}  # fmt: skip

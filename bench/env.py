@@ -33,7 +33,7 @@ from drq.env_worker import AsyncEnv
 SETTINGS: dict[str, object] = {"default": False, "no_msaa": "no_msaa", "no_shadows": "no_shadows"}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="walker_walk")
     parser.add_argument("--size", type=int, default=84)
@@ -41,7 +41,11 @@ def main() -> None:
     parser.add_argument("--action-repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--overlap-steps", type=int, default=40, help="agent steps per overlap measurement (0: skip)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     envs = {
         name: make_env(args.task, action_repeat=args.action_repeat, seed=args.seed, size=args.size, fast_render=value)

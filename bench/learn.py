@@ -19,9 +19,12 @@ frames run out. Settings chosen for a 2-core CPU (everything else is the task's 
          (At action repeat 8 DrQ-v2's actor saturated in 3 runs out of 3; lr 2e-4 saturated it too; batch 32 learned
          slower per frame. See docs/benchmarks.md, "Learning on a 2-core CPU".)
 
-Extra arguments are hydra overrides and win over these. Last line: one JSON object with task, agent, precision,
-frames, minutes, final_eval_return, best_eval_return, minutes_to_target (null if never), frames_to_target, target,
-first_eval_return (the random policy's), run_dir and the overrides used.
+Extra arguments are hydra overrides and win over these. The config is composed and checked before train.py starts
+(a bad value: one line, exit 2); this bench's own frame counts above are rounded up to the action repeat in force
+(with a user's ``action_repeat=6``: 4000 -> 4002), the user's never. Last line: one JSON object with task, agent,
+precision, frames, minutes, final_eval_return, best_eval_return, minutes_to_target (null if never), frames_to_target,
+target, first_eval_return (the random policy's), run_dir, the overrides used and rounded_to_action_repeat
+(``{key: [asked, used]}``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,11 @@ sys.path.insert(0, str(ROOT))
 
 from drq.hardware import describe  # noqa: E402
 from drq.precision import resolve_precision  # noqa: E402
+from drq.config_schema import FRAME_COUNTS  # noqa: E402
 from drq.trainer import resolve_device  # noqa: E402
+
+sys.path.append(str(ROOT / "bench"))  # last: bench/replay.py must not shadow the replay package
+from bench_config import compose, compose_or_exit, exit_on_bad_config, round_up, rounding_note  # noqa: E402
 
 COMMON = ["action_repeat=8", "batch_size=64", "agent.update_every_steps=1", "num_seed_frames=1000",
           "num_eval_episodes=5", "eval_every_frames=4000", "fast_render=no_shadows", "num_train_frames=500000",
@@ -69,7 +76,7 @@ def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agent", default="drqv2", choices=sorted(PER_AGENT))
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -80,11 +87,33 @@ def main() -> None:
     p.add_argument("--run-dir", default=None)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("overrides", nargs="*")
-    args = p.parse_args()
+    return p
 
+
+def train_overrides(args: argparse.Namespace) -> tuple[list[str], dict, dict[str, list[int]]]:
+    """The overrides this bench gives ``train.py`` (without ``hydra.run.dir``), the config they compose, and
+    ``{key: [asked, used]}`` for this bench's own frame counts (COMMON, PER_AGENT) rounded up to the action repeat in
+    force (a user's ``action_repeat=``; they are multiples of the bench's own 2 and 8). The user's overrides come last
+    and win; their values are never rounded."""
+    head = [f"task={args.task}", f"agent={args.agent}", f"precision={args.precision}", f"seed={args.seed}"]
+    ours = dict(o.split("=", 1) for o in COMMON + PER_AGENT[args.agent])  # later entries win, as in hydra
+    user = {o.split("=", 1)[0].lstrip("+") for o in args.overrides}
+    repeat = int(compose(head + [f"{k}={v}" for k, v in ours.items()] + args.overrides)["action_repeat"])
+    frames = {k: int(v) for k, v in ours.items() if k in FRAME_COUNTS and k not in user}
+    counts, rounded = round_up(frames, repeat)
+    ours.update({k: str(v) for k, v in counts.items()})
+    overrides = head + [f"{k}={v}" for k, v in ours.items()] + list(args.overrides)
+    return overrides, compose(overrides), rounded
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     run_dir = Path(args.run_dir or f"/tmp/drq_learn/{args.task}_{args.agent}_{args.precision}_s{args.seed}").resolve()
-    overrides = [f"task={args.task}", f"agent={args.agent}", f"precision={args.precision}", f"seed={args.seed}",
-                 *COMMON, *PER_AGENT[args.agent], *args.overrides, f"hydra.run.dir={run_dir}"]  # fmt: skip
+    overrides, cfg, rounded = compose_or_exit("bench/learn.py", lambda: train_overrides(args))
+    exit_on_bad_config("bench/learn.py", cfg)
+    if rounded:
+        print(rounding_note("bench/learn.py", rounded, cfg["action_repeat"]), file=sys.stderr)
+    overrides.append(f"hydra.run.dir={run_dir}")
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides]
     print(" ".join(cmd), file=sys.stderr)
     start = time.time()
@@ -130,6 +159,7 @@ def main() -> None:
         "first_eval_return": round(evals[0]["episode_reward"], 1),
         "minutes_to_target": minutes_to_target, "frames_to_target": frames_to_target, "target": args.target,
         "budget_minutes": args.minutes, "run_dir": str(run_dir), "overrides": overrides[:-1],
+        "rounded_to_action_repeat": rounded,
     }))  # fmt: skip
 
 

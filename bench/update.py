@@ -295,7 +295,7 @@ def time_interleaved(updates: dict[str, Callable[[Batch, int], object]], batch: 
     return {name: done[name] / elapsed[name] for name in updates}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", choices=["drqv2", "sac"], default="drqv2")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -315,7 +315,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cuda-graphs", choices=GRAPH_CHOICES, default="auto",
                         help="replay our update as CUDA graphs (auto: on when the device is CUDA)")
     parser.add_argument("--no-peak", action="store_true", help="skip measuring the peak FLOP/s (saves ~5-20 s)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     for name in ("batch_size", "iters", "rounds", "action_dim"):
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")

@@ -137,11 +137,12 @@ def _combinations(overrides: list[Any]) -> list[list[str]]:
     return out
 
 
-def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
+def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR, machine: bool = True) -> None:
     """Raise :class:`ConfigError` (one line per violation) if the overrides in ``argv`` (``sys.argv[1:]``) give a
     config that :mod:`drq.config_schema` rejects: unknown groups and keys (with the closest names), wrong types,
-    out-of-range values, rules between keys, and what this machine lacks (CUDA). A sweep (``-m key=a,b``) is checked
-    value by value (every combination when there are at most MAX_COMBINATIONS)."""
+    out-of-range values, rules between keys, and what this machine lacks (CUDA; ``machine=False`` leaves that out,
+    to check here a command meant for another machine). A sweep (``-m key=a,b``) is checked value by value (every
+    combination when there are at most MAX_COMBINATIONS)."""
     from hydra.core.override_parser.types import OverrideType
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
@@ -176,10 +177,10 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         combinations = _combinations(overrides)
         from drq import launcher_checks, run_footprint
 
-        machine = run_footprint.Machine.here(launcher_checks.run_dir(argv), remote=launcher_checks.runs_elsewhere(argv),
-                                             jobs=launcher_checks.jobs_at_once(argv, len(combinations), config_dir))
-        with run_footprint.on_machine(machine):
-            lines = _check_combinations(combinations, config_dir)
+        here = run_footprint.Machine.here(launcher_checks.run_dir(argv), remote=launcher_checks.runs_elsewhere(argv),
+                                          jobs=launcher_checks.jobs_at_once(argv, len(combinations), config_dir))
+        with run_footprint.on_machine(here):
+            lines = _check_combinations(combinations, config_dir, machine)
     if not lines and not multirun:
         sweep = next((o for o in overrides if o.is_sweep_override()), None)
         if sweep is not None:
@@ -189,7 +190,7 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         raise ConfigError("\n".join(dict.fromkeys(lines)))  # each violation once, in order
 
 
-def _check_combinations(combinations: list[list[str]], config_dir: Path) -> list[str]:
+def _check_combinations(combinations: list[list[str]], config_dir: Path, machine: bool = True) -> list[str]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -201,7 +202,7 @@ def _check_combinations(combinations: list[list[str]], config_dir: Path) -> list
             except Exception as error:  # noqa: BLE001 -- turn any composition failure into one line
                 lines.append(f"invalid configuration: {_first_line(error)}")
                 continue
-            lines.extend(schema.check(cfg, machine=True))
+            lines.extend(schema.check(cfg, machine=machine))
     return lines
 
 

@@ -23,13 +23,17 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
     ap.add_argument("--reference", default=None)
     ap.add_argument("--wall-s", type=float, default=None)
     ap.add_argument("--train-rc", type=int, default=None)
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     run = Path(args.run)
     eval_csv = run if run.suffix == ".csv" else run / "eval.csv"
     out: dict = {"part": "learn", "run": str(run), "wall_s": args.wall_s, "train_rc": args.train_rc}
