@@ -44,7 +44,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -283,18 +283,21 @@ def consistency_warnings(runs: Sequence[Run]) -> list[str]:
     facts = {r.source: _run_facts(Path(r.source).parent) for r in runs}
     name = {r.source: str(Path(r.source).parent) for r in runs}
     lines = []
-    precision: dict[str, list[str]] = defaultdict(list)
-    for r in runs:
-        if "precision" in facts[r.source]:
-            precision[facts[r.source]["precision"]].append(name[r.source])
+    def who_has(members: list[Run], table: str | None, key: str) -> dict[Any, list[str]]:
+        """The runs of ``members`` by their value of ``key`` (in ``facts[...][table]``, or the facts themselves)."""
+        found: dict[Any, list[str]] = defaultdict(list)
+        for r in members:
+            where = facts[r.source][table] if table else facts[r.source]
+            if key in where:
+                found[where[key]].append(name[r.source])
+        return found
+
+    precision = who_has(runs, None, "precision")
     if len(precision) > 1:
         lines.append(f"the runs differ in precision: {_spread(precision)}; their curves mix different numerics")
     version_parts = []
     for package in VERSION_KEYS:
-        found: dict[str, list[str]] = defaultdict(list)
-        for r in runs:
-            if package in facts[r.source]["versions"]:
-                found[facts[r.source]["versions"][package]].append(name[r.source])
+        found = who_has(runs, "versions", package)
         if len(found) > 1:
             version_parts.append(f"{package} {_spread(found)}")
     if version_parts:
@@ -306,10 +309,7 @@ def consistency_warnings(runs: Sequence[Run]) -> list[str]:
             for task, members in by_task.items():
                 keys = sorted({k for r in members for k in facts[r.source]["config"] if wanted(k)})
                 for key in keys:
-                    found = defaultdict(list)
-                    for r in members:
-                        if key in facts[r.source]["config"]:
-                            found[facts[r.source]["config"][key]].append(name[r.source])
+                    found = who_has(members, "config", key)
                     if len(found) > 1:
                         parts.append(f"{agent} on {task}: {key} {_spread(found)}")
         if parts:
