@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from typing import Any
 
 import torch
 
+from drq.memory import usable_cores
 from drq.precision import native_bf16
 
 __all__ = ["cpu_model", "describe"]
@@ -44,7 +44,7 @@ def describe(device: str | torch.device = "cpu") -> dict[str, Any]:
     native, basis = native_bf16(device)
     info: dict[str, Any] = {
         "cpu": cpu_model(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": usable_cores(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": native,
         "bf16_basis": basis,

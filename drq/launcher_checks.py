@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from drq.config_errors import CONFIG_DIR, ConfigError
+from drq.memory import usable_cores
 
 SLURM_EXTRA = 'pip install -e ".[slurm]"  (hydra-submitit-launcher)'
 RAY_EXTRA = 'pip install -e ".[ray]"  (hydra-ray-launcher, ray)'
@@ -123,7 +124,7 @@ def _ray_address(argv: list[str]) -> str:
 def local_resources() -> tuple[int, int]:
     """(CPUs, GPUs) a Ray started here would have: the usable cores, and the NVIDIA GPUs ``CUDA_VISIBLE_DEVICES``
     lists (else the driver's device nodes); read without importing torch or Ray."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cores()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         gpus = len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
@@ -224,7 +225,7 @@ def jobs_at_once(argv: list[str], runs: int, config_dir: Path = CONFIG_DIR) -> i
     if name not in ("local", "joblib"):
         return 1
     n_jobs = _launcher_value(argv, config_dir, name, "n_jobs")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     jobs = int(n_jobs) if n_jobs and n_jobs.lstrip("-").isdigit() else 1
     jobs = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 = all cores, -2 = all but one
     return max(1, min(jobs, runs))

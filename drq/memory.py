@@ -11,7 +11,8 @@
 Returns None where none of these can be read (not Linux): the checks then trust the user.
 
 ``usable_gpu_bytes(device)``: free memory on a CUDA device (``torch.cuda.mem_get_info``), or None without CUDA.
-No torch import at module level: the config checks run before torch is loaded.
+``usable_cores()``: the CPU cores this process may run on (the one count the trainer, the checks and the launcher checks
+use). No torch import at module level: the config checks run before torch is loaded.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["ENV_LIMIT", "parse_size", "format_size", "usable_ram_bytes", "usable_gpu_bytes"]
+__all__ = ["ENV_LIMIT", "parse_size", "format_size", "meminfo", "usable_cores", "usable_ram_bytes", "usable_gpu_bytes"]
 
 ENV_LIMIT = "DRQ_MEMORY_LIMIT"
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -42,15 +43,22 @@ def format_size(nbytes: float) -> str:
     return f"{int(nbytes)} B"
 
 
-def _meminfo_available() -> int | None:
+def meminfo() -> dict[str, int]:
+    """``/proc/meminfo`` in bytes (``{"MemTotal": ..., "MemAvailable": ..., ...}``); empty where it cannot be read."""
+    out = {}
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+                key, _, rest = line.partition(":")
+                out[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _cgroup_headroom() -> int | None:
@@ -91,7 +99,7 @@ def usable_ram_bytes() -> int | None:
     override = os.environ.get(ENV_LIMIT)
     if override:
         return parse_size(override)
-    available = _meminfo_available()
+    available = meminfo().get("MemAvailable")
     headroom = _cgroup_headroom()
     if headroom is not None and (available is None or headroom < available):
         return headroom

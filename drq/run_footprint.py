@@ -147,23 +147,11 @@ class Machine:
             disk_free = shutil.disk_usage(place).free
         except OSError:
             disk_free = None
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = memory.usable_cores()
         return cls(usable_ram=usable, ram_source=source, allocation_limit=limit, allocation_source=limit_source,
                    cores=cores, disk_free=disk_free, disk_path=str(place),
                    gpu_free=functools.lru_cache(maxsize=None)(memory.usable_gpu_bytes),  # asked once per device
                    cuda_present=_nvidia_device_present(), remote=remote)  # fmt: skip
-
-
-def _meminfo() -> dict[str, int]:
-    out = {}
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                out[key] = int(rest.split()[0]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return out
 
 
 def _allocation_limit() -> tuple[int | None, str]:
@@ -173,7 +161,7 @@ def _allocation_limit() -> tuple[int | None, str]:
         mode = int(Path("/proc/sys/vm/overcommit_memory").read_text())
     except (OSError, ValueError):
         return None, ""
-    info = _meminfo()
+    info = memory.meminfo()
     if mode == 0 and "MemTotal" in info:
         return info["MemTotal"] + info.get("SwapTotal", 0), "RAM + swap, vm.overcommit_memory=0"
     if mode == 2 and "CommitLimit" in info:

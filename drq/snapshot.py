@@ -49,13 +49,15 @@ def save(path: str | Path, state: dict[str, Any]) -> bool:
             tmp.unlink()
         except OSError:
             pass
-        reason = "disk full" if error.errno == errno.ENOSPC else str(error)
-        warnings.warn(
-            f"could not write snapshot {path} ({reason}); the previous snapshot is kept and training goes on",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warn_not_written(path, error)
         return False
+
+
+def warn_not_written(path: Path, error: OSError) -> None:
+    """The one warning for a snapshot (or its replay segments) that could not be written: training goes on."""
+    reason = "disk full" if error.errno == errno.ENOSPC else str(error)
+    warnings.warn(f"could not write snapshot {path} ({reason}); the previous snapshot is kept and training goes on",
+                  RuntimeWarning, stacklevel=3)  # fmt: skip
 
 
 def _fsync_dir(directory: Path) -> None:

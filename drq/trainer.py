@@ -36,9 +36,7 @@ transitions stay in the replay): continuous, not bit-exact. A signal after the l
 
 from __future__ import annotations
 
-import errno
 import math
-import os
 import shutil
 import time
 import warnings
@@ -55,6 +53,7 @@ from drq.config_schema import RunConfig
 from drq.env import episode_over
 from drq.eval_episodes import EpisodesStopped, EvalProgress, episode_seeds, run_episodes
 from drq.health import HealthMonitor
+from drq.memory import usable_cores
 from drq.sinks import RunFiles, WandbSink, format_eval_line
 from drq.video import VideoRecorder
 
@@ -103,7 +102,7 @@ def resolve_num_threads(num_threads: Any, async_env: bool) -> int:
         if n < 1:
             raise ValueError(f"num_threads must be 'auto' or >= 1, got {num_threads!r}")
         return n
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return cores - 1 if async_env and cores > 4 else cores
 
 
@@ -115,7 +114,7 @@ def resolve_eval_workers(eval_workers: Any, num_eval_episodes: int) -> int:
     single core gets the in-process environment. Evaluation blocks training; with Mesa's software renderer, which
     already uses every core, 2 workers on 2 cores took 1.25x less wall time (bench/eval.py, docs/benchmarks.md)."""
     if eval_workers in (None, "auto"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         return max(1, min(cores, num_eval_episodes, 8))
     if isinstance(eval_workers, bool) or not str(eval_workers).isdigit() or int(eval_workers) < 1:
         raise ValueError(f"eval_workers must be 'auto' or an integer >= 1, got {eval_workers!r}")
@@ -290,7 +289,7 @@ class Trainer:
         :mod:`replay.segments`), cleaned of what a killed session left."""
         from drq import run_footprint
         from replay import FrameReplay
-        from replay.segments import ReplayFiles
+        from replay.segments import ReplayFiles, is_manifest
 
         c = self.cfg
         # the same estimate as the pre-run memory check (drq/run_footprint.py), so auto picks what that check passed
@@ -300,7 +299,7 @@ class Trainer:
         resuming_here = self._resume_state is not None and Path(self._resume_state["_source"]).parent.resolve() == \
             self.run_dir.resolve()  # fmt: skip
         manifest = self._resume_state.get("replay") if resuming_here else None
-        self.replay_files.clean(manifest if segments_manifest(manifest) else None)  # what a killed session left
+        self.replay_files.clean(manifest if is_manifest(manifest) else None)  # what a killed session left
         frames_file = self.replay_files.directory / "frames.u8" if storage == "disk" else None
         # frames stay where the agent learns (uint8 on the GPU when device is cuda), or in the run dir's frames file
         return FrameReplay(capacity=c.replay_buffer_size, frame_shape=(3, *obs_shape[1:]),
@@ -335,7 +334,7 @@ class Trainer:
         ``run.json``; returns every session so far (they go into the snapshots)."""
         resumed = self._resume_state
         record = provenance.session(self.device, self.precision_resolved, self.precision_reason,
-                                    torch.get_num_threads(), getattr(self.train_env, "backend", None), self.frame,
+                                    self.num_threads, getattr(self.train_env, "backend", None), self.frame,
                                     resumed["_source"] if resumed else None, self._resume_changes)  # fmt: skip
         return provenance.record_session(self.run_dir, record, earlier=(resumed or {}).get("provenance"))
 
@@ -383,8 +382,10 @@ class Trainer:
         except Exception as error:  # noqa: BLE001
             raise snapshots.SnapshotError(f"snapshot {source} does not fit this agent: {error}") from None
         if state.get("replay") is not None:
+            from replay.segments import is_manifest
+
             try:
-                if segments_manifest(state["replay"]):
+                if is_manifest(state["replay"]):
                     self.replay_files.load(self.replay, state["replay"], Path(source).parent / "replay")
                 else:  # a snapshot from before issue 22: the whole replay inside snapshot.pt
                     self.replay.load_state_dict(state["replay"])
@@ -477,9 +478,7 @@ class Trainer:
         try:
             state = self.snapshot_state()
         except OSError as error:  # a replay segment could not be written: the previous snapshot stays whole
-            reason = "disk full" if error.errno == errno.ENOSPC else str(error)
-            warnings.warn(f"could not write snapshot {self.snapshot_path} ({reason}); the previous snapshot is kept "
-                          "and training goes on", RuntimeWarning, stacklevel=2)  # fmt: skip
+            snapshots.warn_not_written(self.snapshot_path, error)
             return False
         saved = snapshots.save(self.snapshot_path, state)
         if saved:  # segments the snapshot now on disk no longer names (evicted, superseded) go
@@ -747,13 +746,6 @@ def run(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path, say: Callable[[
         if own:
             stop.restore()
     return trainer
-
-
-def segments_manifest(state: Any) -> bool:
-    """Whether a snapshot's ``replay`` entry names segment files (else it is None or the whole replay, pre issue 22)."""
-    from replay.segments import is_manifest
-
-    return is_manifest(state)
 
 
 def _wandb_id_of_earlier_session(run_dir: Path) -> str | None:

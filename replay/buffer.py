@@ -395,11 +395,7 @@ class FrameReplay:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore contents saved by :meth:`state_dict`; the buffer's configuration must match."""
-        mine = self.state_dict_config()
-        theirs = dict(state.get("config", {}))
-        if theirs != mine:
-            diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-            raise ValueError(f"replay state does not match this buffer (saved, current): {diff}")
+        self.check_saved_config(state.get("config", {}))
         used = min(int(state["total"]), self.num_slots)
         if state["frames"].shape[0] != used:
             raise ValueError(f"replay state holds {state['frames'].shape[0]} frames, expected {used}")
@@ -412,6 +408,13 @@ class FrameReplay:
         self._total = int(state["total"])
         self._rng.bit_generator.state = state["rng"]
         self._len = self._count_valid()
+
+    def check_saved_config(self, saved: Any) -> None:
+        """Raise ValueError naming the differences if a saved replay's ``config`` is not this buffer's."""
+        mine, theirs = self.state_dict_config(), dict(saved or {})
+        if theirs != mine:
+            diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+            raise ValueError(f"replay state does not match this buffer (saved, current): {diff}")
 
     def state_dict_config(self) -> dict[str, Any]:
         return {

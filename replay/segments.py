@@ -176,10 +176,7 @@ class ReplayFiles:
 
         Raises ValueError naming the problem: another buffer configuration, a missing, short or altered segment."""
         directory = Path(directory)
-        mine, theirs = replay.state_dict_config(), dict(manifest.get("config", {}))
-        if theirs != mine:
-            diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-            raise ValueError(f"replay state does not match this buffer (saved, current): {diff}")
+        replay.check_saved_config(manifest.get("config"))
         total = int(manifest["total"])
         names = ReplayFiles.names(manifest)
         missing = [n for n in names if not (directory / n).is_file()]
