@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from drq import stop_signals
-from drq.process_tuning import tune_process
+from drq.machine import stop_signals
+from drq.machine.process_tuning import tune_process
 
 tune_process()  # before torch loads: huge pages, passive OpenMP waiting, glibc keeping freed memory
 
@@ -26,17 +26,22 @@ if not {"-m", "--multirun"} & set(sys.argv[1:]):
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from drq.config_errors import exit_on_bad_overrides  # noqa: E402
+from drq.config.errors import exit_on_bad_overrides  # noqa: E402
 
 
 @hydra.main(config_path="cfgs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from drq import config_schema, rendering, resume_changes, run_dir_lock, snapshot, trainer
-    from drq.tasks import UnknownTaskError
+    from drq.config import schema as config_schema
+    from drq.envs import rendering
+    from drq.run import resume_changes
+    from drq.run import lock as run_dir_lock
+    from drq.run import snapshot
+    from drq.run import trainer
+    from drq.envs.tasks import UnknownTaskError
 
-    from drq.protocol import protocol_line
+    from drq.config.protocol import protocol_line
 
     run_dir = HydraConfig.get().runtime.output_dir
     try:  # checked before hydra ran (exit_on_bad_overrides); again here for sweep jobs, now into the typed config

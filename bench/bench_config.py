@@ -1,7 +1,7 @@
 """The run configs benches compose: hydra composition from cfgs/ (as train.py composes), the frame counts a bench
 sets itself rounded up to the action repeat in force, and the config check before anything runs.
 
-The config rule (``drq.config_schema``): every ``*_frames`` count is a multiple of ``action_repeat``, since the loop
+The config rule (``drq.config.schema``): every ``*_frames`` count is a multiple of ``action_repeat``, since the loop
 advances ``action_repeat`` frames per agent step. A bench that derives frame counts from its own flags (``bench/e2e.py
 --frames 100``) does not know the action repeat until the config is composed (``preset=debug``: 8; SAC's per-domain
 protocol: cartpole 8, cheetah 4, walker 2, ...), so it rounds the counts it composes with :func:`round_up` and says
@@ -60,9 +60,9 @@ def compose_or_exit(prog: str, build: Callable[[], T]) -> T:
 
 
 def exit_on_bad_config(prog: str, cfg: Mapping, machine: bool = True) -> None:
-    """Exit with status 2 and one ``prog: <violation>`` line each if ``drq.config_schema`` rejects the composed,
+    """Exit with status 2 and one ``prog: <violation>`` line each if ``drq.config.schema`` rejects the composed,
     resolved config ``cfg`` (``machine``: also what this machine lacks, e.g. CUDA for ``device=cuda``)."""
-    from drq import config_schema
+    from drq.config import schema as config_schema
 
     lines = config_schema.check(cfg, machine=machine)
     for line in lines:

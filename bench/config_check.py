@@ -3,9 +3,9 @@
     python bench/config_check.py [--subprocess-repeats 1]
 
 In-process: every bad value of tests/test_config_schema.py's table (at least one per schema key) is put into the
-composed config and ``drq.trainer.run`` is called with it; each call must raise ConfigError before anything is built
+composed config and ``drq.run.trainer.run`` is called with it; each call must raise ConfigError before anything is built
 (environments, workers, renderer, wandb and the run-dir lock are made to fail loudly if reached). The command line:
-``drq.config_errors.check_overrides`` (hydra's parser and one composition per combination) on a few bad overrides,
+``drq.config.errors.check_overrides`` (hydra's parser and one composition per combination) on a few bad overrides,
 and ``python train.py <override>`` as a subprocess (interpreter start, imports, composition, check, exit 2). Last line:
 one JSON object with
   keys, bad_values              schema keys and bad values tried
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 CLI_CASES = ["eval_every_frames=-100", "discount=1.5", "eval_every_frames=1001", "task=walker_wlak",
              "agent=sac agent.init_temperature=0",
-             # values that cannot be allocated, rendered or run here (drq/run_footprint.py, the render-size rule)
+             # values that cannot be allocated, rendered or run here (drq/config/footprint.py, the render-size rule)
              "preset=debug task=cartpole_balance replay_buffer_size=2000000000",
              "preset=debug task=cartpole_balance image_size=100000",
              "preset=debug task=cartpole_balance batch_size=100000000 replay_buffer_size=200000000",
@@ -51,8 +51,14 @@ def main() -> None:
     p.add_argument("--subprocess-repeats", type=int, default=1)
     args = p.parse_args()
 
-    from drq import config_schema, env, env_worker, rendering, run_dir_lock, sinks, trainer
-    from drq.config_errors import ConfigError, check_overrides
+    from drq.config import schema as config_schema
+    from drq.envs import pixels as env
+    from drq.envs import worker as env_worker
+    from drq.envs import rendering
+    from drq.run import lock as run_dir_lock
+    from drq.run import sinks
+    from drq.run import trainer
+    from drq.config.errors import ConfigError, check_overrides
 
     def started(*a, **k):
         raise AssertionError("something was built before the config was checked")

@@ -45,23 +45,23 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drq.process_tuning import tune_process  # noqa: E402
+from drq.machine.process_tuning import tune_process  # noqa: E402
 
 tune_process()  # before torch: huge pages, passive OpenMP waiting, glibc keeping freed memory (as train.py)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from drq.compiling import COMPILE_MODES  # noqa: E402
-from drq.cuda_graphs import GRAPH_CHOICES, cuda_graphs_wanted  # noqa: E402
-from drq.hardware import describe  # noqa: E402
+from drq.speed.compiling import COMPILE_MODES  # noqa: E402
+from drq.speed.cuda_graphs import GRAPH_CHOICES, cuda_graphs_wanted  # noqa: E402
+from drq.speed.hardware import describe  # noqa: E402
 
 sys.path.append(str(ROOT / "bench"))  # last: bench/replay.py must not shadow the replay package
 from bench_config import compose, compose_or_exit, exit_on_bad_config, round_up, rounding_note  # noqa: E402
 
 
 def env_ms_per_step(cfg: dict, steps: int = 60) -> float:
-    from drq.env import make_env
+    from drq.envs.pixels import make_env
 
     env = make_env(task=cfg["task_name"], frame_stack=cfg["frame_stack"], action_repeat=cfg["action_repeat"], seed=0,
                    size=cfg["image_size"], fast_render=cfg["fast_render"])  # fmt: skip
@@ -254,7 +254,7 @@ def reference_update(tr) -> Callable:
 
 def measure(cfg: dict, seed_frames: int, breakdown: bool, reference: bool = False) -> dict:
     """Train for ``cfg``'s frames in a temporary run dir; frames/s and updates/s after the seed phase."""
-    from drq import trainer
+    from drq.run import trainer
 
     with tempfile.TemporaryDirectory(prefix="drq_e2e_") as run_dir:
         t0 = time.perf_counter()

@@ -12,7 +12,7 @@ env's own step time is accumulated separately (interleaving spreads the noise of
 default one on the same state, over all steps and pixels. ``physics_steps_per_s`` is frames per second with no
 rendering at all (a bare ``suite.load`` env).
 
-Overlap (``drq.env_worker.AsyncEnv``, default quality): ms per agent step for a plain synchronous ``step``, and for
+Overlap (``drq.envs.worker.AsyncEnv``, default quality): ms per agent step for a plain synchronous ``step``, and for
 ``step`` + 50 ms of other work (the agent update) done sequentially (``sync_plus_work_ms``) vs. overlapped as
 ``step_async; work; step_wait`` (``async_plus_work_ms``), with the work either sleeping (``_sleep``: a GPU update) or
 spinning one CPU core (``_busy``: a CPU update). Overlap works when ``async_plus_work_ms`` is close to
@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from drq.env import make_env
-from drq.env_worker import AsyncEnv
+from drq.envs.pixels import make_env
+from drq.envs.worker import AsyncEnv
 
 SETTINGS: dict[str, object] = {"default": False, "no_msaa": "no_msaa", "no_shadows": "no_shadows"}
 
@@ -94,7 +94,7 @@ def main() -> None:
         result.update(_overlap_ms(envs["default"], kwargs, actions[: args.overlap_steps]))
     for env in envs.values():
         env.close()
-    from drq.hardware import describe
+    from drq.speed.hardware import describe
 
     result["machine"] = describe("cpu")
     print(json.dumps(result))

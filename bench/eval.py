@@ -4,7 +4,7 @@
                          [--workers 2] [--action-repeat 2] [--fast-render no_msaa] [--repeats 2]
 
 Plays ``--episodes`` episodes with a freshly initialised agent (the speed does not depend on the weights) through
-``drq.eval_episodes.run_episodes``: once on one in-process environment (``eval_workers=1``) and once on
+``drq.run.evaluation.run_episodes``: once on one in-process environment (``eval_workers=1``) and once on
 ``--workers`` ``AsyncEnv`` worker processes (``eval_workers=K``), alternating ``--repeats`` times, after one untimed
 evaluation of each (worker start-up, first renders). The last line is one JSON object: task, agent, precision,
 episodes, workers, fast_render, seconds_one_env, seconds_workers (the best of the repeats), speedup, frames_per_eval.
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drq.process_tuning import tune_process  # noqa: E402
+from drq.machine.process_tuning import tune_process  # noqa: E402
 
 tune_process()  # before torch: huge pages, passive OpenMP waiting, glibc keeping freed memory (as train.py)
 
@@ -39,10 +39,10 @@ def main() -> None:
     args = p.parse_args()
 
     from drq.agents import make_agent
-    from drq.env import make_env
-    from drq.env_worker import AsyncEnv
-    from drq.eval_episodes import episode_seeds, run_episodes
-    from drq.hardware import describe
+    from drq.envs.pixels import make_env
+    from drq.envs.worker import AsyncEnv
+    from drq.run.evaluation import episode_seeds, run_episodes
+    from drq.speed.hardware import describe
 
     fast_render = False if args.fast_render == "false" else args.fast_render
     kwargs = dict(task=args.task, frame_stack=3, action_repeat=args.action_repeat, seed=1, size=84, camera_id=None,

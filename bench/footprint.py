@@ -1,4 +1,4 @@
-"""The memory a run really takes, beside what the pre-run check estimates (drq/run_footprint.py).
+"""The memory a run really takes, beside what the pre-run check estimates (drq/config/footprint.py).
 
     python bench/footprint.py learner [--configs drqv2:84:256 drqv2:84:512 sac:84:256]
     python bench/footprint.py train -- task=walker_walk num_train_frames=1000 num_seed_frames=960 ...
@@ -8,7 +8,7 @@ torch and drq.agents, builds the agent and a small FrameReplay, runs 3 updates a
 parts: imports, agent, the updates. The estimate printed beside it is run_footprint's networks + batch (without its
 process allowance). ``train``: runs ``python train.py <overrides>`` and reads the RSS of it and of every child process
 every 0.3 s; it prints each process's peak and run_footprint's estimate of the same config by part. Last line: one JSON
-object (``"machine"``: drq.hardware.describe()).
+object (``"machine"``: drq.speed.hardware.describe()).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ print(json.dumps({"imports": imported, "agent": built - imported, "replay": repl
 
 
 def learner(configs: list[str]) -> dict:
-    from drq import run_footprint
+    from drq.config import footprint as run_footprint
 
     rows = []
     for config in configs:
@@ -104,9 +104,9 @@ def _rss(pid: int) -> int | None:
 
 
 def train(overrides: list[str]) -> dict:
-    from drq import run_footprint
-    from drq import config_schema as schema
-    from drq.config_errors import CONFIG_DIR
+    from drq.config import footprint as run_footprint
+    from drq.config import schema
+    from drq.config.errors import CONFIG_DIR
 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -151,7 +151,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="train: train.py overrides (after --)")
     args = p.parse_args()
     result = learner(args.configs) if args.mode == "learner" else train(args.overrides)
-    from drq.hardware import describe
+    from drq.speed.hardware import describe
 
     result["machine"] = describe("cpu")
     result["load"] = os.getloadavg()

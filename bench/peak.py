@@ -9,7 +9,7 @@
 Each is the best of ``--repeats`` timed calls after one untimed call, so it is a ceiling the update could reach, not
 an average. ``bench/update.py`` measures the same (``measure_peak``) in its own process and reports the update's
 achieved FLOP/s as a fraction of it. The last line printed is one JSON object: ``matmul_fp32_gflops``,
-``conv_fp32_gflops`` (``*_bf16_gflops`` where native), ``device``, ``torch_threads``, ``machine`` (drq.hardware).
+``conv_fp32_gflops`` (``*_bf16_gflops`` where native), ``device``, ``torch_threads``, ``machine`` (drq.speed.hardware).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from drq.process_tuning import tune_process  # noqa: E402
+from drq.machine.process_tuning import tune_process  # noqa: E402
 
 tune_process()  # before torch: huge pages, passive OpenMP waiting, glibc keeping freed memory (as train.py)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from drq.hardware import describe  # noqa: E402
+from drq.speed.hardware import describe  # noqa: E402
 
 MATMUL_N = 2048
 CONV_SHAPE = (64, 32, 39, 39)  # (B, C, H, W) of the encoder's second conv's input, batch 64

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from drq.process_tuning import tune_process  # noqa: E402
+from drq.machine.process_tuning import tune_process  # noqa: E402
 
 tune_process()  # before torch: huge pages, passive OpenMP waiting, glibc keeping freed memory (as train.py)
 
@@ -77,7 +77,7 @@ def main() -> None:
         "sample_ms": round(float(np.median(times)), 3),
         "sample_ms_p90": round(float(np.percentile(times, 90)), 3),
     }
-    from drq.hardware import describe
+    from drq.speed.hardware import describe
 
     result["machine"] = describe(buf.device)
     print(json.dumps(result))

@@ -9,10 +9,10 @@ this CPU, which would time the filling, not the snapshot), then snapshotted; 5,0
 ring wraps, evicting the oldest) and it is snapshotted again. A 32 MB tensor stands for the agent and its optimisers
 (DrQ-v2 at 84x84 holds ~8M parameters with Adam's two moments) in both paths.
 
-- ``--path segments`` (this branch): ``replay.segments.ReplayFiles.save`` + ``drq.snapshot.save`` of the manifest,
-  then ``prune``; resume = ``drq.snapshot.load`` + ``ReplayFiles.load`` into a fresh buffer.
-- ``--path legacy`` (main at 73f7003): ``FrameReplay.state_dict()`` (a clone of every frame) + ``drq.snapshot.save``;
-  resume = ``drq.snapshot.load`` + ``load_state_dict``. Needs twice the buffer in RAM: 500k (2 x 10.6 GB) does not
+- ``--path segments`` (this branch): ``replay.segments.ReplayFiles.save`` + ``drq.run.snapshot.save`` of the manifest,
+  then ``prune``; resume = ``drq.run.snapshot.load`` + ``ReplayFiles.load`` into a fresh buffer.
+- ``--path legacy`` (main at 73f7003): ``FrameReplay.state_dict()`` (a clone of every frame) + ``drq.run.snapshot.save``;
+  resume = ``drq.run.snapshot.load`` + ``load_state_dict``. Needs twice the buffer in RAM: 500k (2 x 10.6 GB) does not
   fit beside other work on a 24 GB machine, so run it at 10k/100k/200k.
 - ``--storage disk``: the frames of the filled and of the resumed buffer are memory-mapped in ``--dir``.
 
@@ -135,7 +135,7 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
 
     import torch
 
-    from drq import snapshot as snapshots
+    from drq.run import snapshot as snapshots
     from replay import FrameReplay
     from replay.segments import ReplayFiles
 
@@ -190,7 +190,7 @@ def resume(run_dir: Path, size: int, path: str, storage: str, cold_batches: int)
     """A fresh process resumes the snapshot in ``run_dir`` into ``storage``; checks it draws the reference batch."""
     import torch
 
-    from drq import snapshot as snapshots
+    from drq.run import snapshot as snapshots
     from replay import FrameReplay
     from replay.segments import ReplayFiles
 
@@ -260,7 +260,7 @@ def main() -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
         results.append(result)
         print(json.dumps(results[-1]), flush=True)
-    from drq.hardware import describe
+    from drq.speed.hardware import describe
 
     print(json.dumps({"path": args.path, "storage": args.storage, "append": args.append, "sizes": results,
                       "machine": describe("cpu")}))

@@ -5,17 +5,17 @@
                            [--target-encoder true|false|both]   (SAC; both: also ours without it, same run)
 
 Ours: ``drq.agents.make_agent(...).update(batch, step)`` (uint8 integer-crop augmentation, ``precision=auto``: bf16
-autocast where the hardware has it natively, else fp32 (``drq.precision``); channels_last, batched augmentations,
+autocast where the hardware has it natively, else fp32 (``drq.speed.precision``); channels_last, batched augmentations,
 fused Adam, metrics left on the device; on CUDA also the whole update replayed as one CUDA graph, and optionally
 torch.compile'd networks).
-Baseline: the same networks (``drq.networks``) and the same algorithm written straightforwardly, the way DrQ-v2 / DrQ
+Baseline: the same networks (``drq.agents.networks``) and the same algorithm written straightforwardly, the way DrQ-v2 / DrQ
 do it: float conversion, then pad + ``grid_sample`` augmentation on float frames, NCHW, fp32, no autocast, one encoder
 pass per augmentation, default Adam, DrQ-v2's per-parameter soft-update loop and ``.item()`` on every metric.
 
 Frames are 84x84 with a 3-frame stack (9 channels); the batch is random uint8 frames already on the device (as the
 replay returns it). The last line printed is one JSON object: agent, updates_per_s, baseline_updates_per_s, ratio,
 device, precision (as asked) and precision_resolved / precision_reason, plus compile, cuda_graphs, batch_size, iters,
-torch_threads, machine (``drq.hardware.describe``: CPU model, cores, torch capability, native bf16, GPU). Warm-up
+torch_threads, machine (``drq.speed.hardware.describe``: CPU model, cores, torch capability, native bf16, GPU). Warm-up
 updates (untimed) include compilation and graph capture.
 
 Ceiling: ``update_gflop`` is the update's FLOPs counted once from the shapes (``update_flops``: 2 FLOPs per
@@ -40,18 +40,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Before torch: OMP_WAIT_POLICY=PASSIVE, THP_MEM_ALLOC_ENABLE=1 (huge pages for large tensors) and glibc keeping freed
 # memory, for ours and the baseline alike, since both run in this process -- the settings `python train.py` trains with.
-from drq import process_tuning  # noqa: E402
+from drq.machine import process_tuning  # noqa: E402
 
 process_tuning.tune_process()
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from drq.agents import make_agent  # noqa: E402
-from drq.compiling import COMPILE_MODES  # noqa: E402
-from drq.cuda_graphs import GRAPH_CHOICES, cuda_graphs_wanted  # noqa: E402
-from drq.hardware import describe  # noqa: E402
-from drq.networks import Critic, DrQV2Actor, Encoder, SACActor, conv_output_hw  # noqa: E402
-from drq.precision import PRECISIONS, resolve_precision  # noqa: E402
+from drq.speed.compiling import COMPILE_MODES  # noqa: E402
+from drq.speed.cuda_graphs import GRAPH_CHOICES, cuda_graphs_wanted  # noqa: E402
+from drq.speed.hardware import describe  # noqa: E402
+from drq.agents.networks import Critic, DrQV2Actor, Encoder, SACActor, conv_output_hw  # noqa: E402
+from drq.speed.precision import PRECISIONS, resolve_precision  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peak import measure_peak  # noqa: E402
@@ -230,7 +230,7 @@ class BaselineSAC:
 # --------------------------------------------------------------------------------------------------------------------
 def update_flops(agent: str, batch_size: int, action_dim: int, obs_shape: tuple[int, int, int] = OBS_SHAPE,
                  feature_dim: int = 50, hidden_dim: int = 1024, num_augs: int = 2, target_encoder: bool = False) -> float:
-    """FLOPs of one update (2 per multiply-add), counted from the layer shapes of ``drq.networks``.
+    """FLOPs of one update (2 per multiply-add), counted from the layer shapes of ``drq.agents.networks``.
 
     Per module: forward ``f``; forward + backward ``3 f`` when it computes weight and input gradients, ``2 f`` when
     only one of them (conv1: no input gradient; the actor's trunk: detached features; the critic in the actor loss:
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=5, help="ours and the baseline alternate in this many chunks")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads (CPU)")
     parser.add_argument("--compile", choices=COMPILE_MODES, default="none",
-                        help="torch.compile our agent's networks (drq.compiling)")
+                        help="torch.compile our agent's networks (drq.speed.compiling)")
     parser.add_argument("--target-encoder", choices=["true", "false", "both"], default="true",
                         help="SAC: agent.target_encoder for ours and the baseline; both: also time ours without it "
                              "in the same run (updates_per_s_no_target_encoder)")

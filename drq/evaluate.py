@@ -4,13 +4,13 @@
                            [--precision auto|fp32|bf16]
 
 Episode ``j`` starts from the initial state the trainer's evaluation at the snapshot's frame gives its episode ``j``
-(``drq.eval_episodes.episode_seeds(seed, frame, j)``), so the returns repeat that evaluation's (same precision and
+(``drq.run.evaluation.episode_seeds(seed, frame, j)``), so the returns repeat that evaluation's (same precision and
 machine). The snapshot carries the run's config, so the task, frame stack, action repeat and networks are rebuilt
 from it. The agent acts with its mean action (``eval_mode=True``), in ``--precision`` (default ``auto``: bf16 only
-where the hardware has it natively, ``drq.precision``; the training run's precision does not matter for acting).
+where the hardware has it natively, ``drq.speed.precision``; the training run's precision does not matter for acting).
 ``--camera`` changes only the video's camera, never what the agent sees. Shows the episodes' progress on stderr while
 they run (a bar with episodes done, frames/s and ETA on a terminal, else one line per finished episode:
-``drq.eval_episodes.EvalProgress``), then prints the precision, one line per episode and a JSON object as the last line
+``drq.run.evaluation.EvalProgress``), then prints the precision, one line per episode and a JSON object as the last line
 on stdout:
 ``{"snapshot", "frame", "task", "agent", "episodes", "mean_return", "returns", "video"}``.
 """
@@ -25,18 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if __name__ == "__main__":  # the entry point, before torch loads (a call of main() from python changes nothing)
-    from drq.process_tuning import tune_process
+    from drq.machine.process_tuning import tune_process
 
     tune_process()
 
 import numpy as np  # noqa: E402
 
-from drq import config_schema
-from drq import snapshot as snapshots
-from drq.eval_episodes import EvalProgress, episode_seeds, run_episodes
-from drq.precision import PRECISIONS, check_precision, resolve_precision
-from drq.trainer import env_kwargs, make_agent_from_config, resolve_device
-from drq.video import VideoRecorder
+from drq.config import schema as config_schema
+from drq.run import snapshot as snapshots
+from drq.run.evaluation import EvalProgress, episode_seeds, run_episodes
+from drq.speed.precision import PRECISIONS, check_precision, resolve_precision
+from drq.run.trainer import env_kwargs, make_agent_from_config, resolve_device
+from drq.run.video import VideoRecorder
 
 if TYPE_CHECKING:
     from drq.interfaces import Env
@@ -55,13 +55,13 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
     state = snapshots.load(path)
     if not isinstance(state.get("config"), dict) or not state["config"]:
         raise snapshots.SnapshotError(f"snapshot {path} holds no run config")
-    try:  # a key the saved config predates takes the schema's legacy value or default (drq.config_schema)
+    try:  # a key the saved config predates takes the schema's legacy value or default (drq.config.schema)
         cfg = config_schema.from_saved(state["config"])
     except config_schema.ConfigError as error:
         raise snapshots.SnapshotError(f"snapshot {path} holds a config this drq cannot read: "
                                       f"{str(error).splitlines()[0]}") from None
     frame = int(state["counters"]["frame"])
-    from drq.env import make_env
+    from drq.envs.pixels import make_env
 
     seed = cfg.seed if seed is None else seed
     env = make_env(**{**env_kwargs(cfg), "seed": seed})

@@ -1,8 +1,8 @@
 """The two interfaces the loop is written against: ``Agent`` and ``Env`` (structural, ``typing.Protocol``).
 
-``drq.trainer``, ``drq.eval_episodes`` and ``drq.evaluate`` use an agent and an environment through these members only,
-so any object that has them plugs in (tests/test_interfaces.py checks that both agents, ``drq.env.PixelEnv`` and
-``drq.env_worker.AsyncEnv`` do, signatures included). Units: ``step`` is agent steps (``frame = step *
+``drq.run.trainer``, ``drq.run.evaluation`` and ``drq.evaluate`` use an agent and an environment through these members only,
+so any object that has them plugs in (tests/test_interfaces.py checks that both agents, ``drq.envs.pixels.PixelEnv`` and
+``drq.envs.worker.AsyncEnv`` do, signatures included). Units: ``step`` is agent steps (``frame = step *
 action_repeat``); observations are uint8 ``(3k, H, W)``, actions float32 ``(A,)`` in [-1, 1].
 
 Both are ``runtime_checkable``: ``isinstance(x, Agent)`` checks that the members exist (not their signatures).
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # annotations only: importing this module costs nothing (no t
     import numpy as np
     import torch
 
-    from drq.env import TimeStep
+    from drq.envs.pixels import TimeStep
 
 __all__ = ["Agent", "Env", "TransitionBatch"]
 
@@ -74,8 +74,8 @@ class Agent(Protocol):
 
 @runtime_checkable
 class Env(Protocol):
-    """A pixel environment as the trainer and the evaluation use it: ``drq.env.make_env``'s in-process env and
-    ``drq.env_worker.AsyncEnv`` (the same env in a worker process).
+    """A pixel environment as the trainer and the evaluation use it: ``drq.envs.pixels.make_env``'s in-process env and
+    ``drq.envs.worker.AsyncEnv`` (the same env in a worker process).
 
     ``observation_shape = (3k, H, W)``, ``action_shape = (A,)``. ``step(a)`` equals ``step_async(a)`` then
     ``step_wait()``; the split lets the caller learn while the env steps and renders."""
@@ -84,7 +84,7 @@ class Env(Protocol):
     action_shape: tuple[int, ...]
 
     def reset(self, seed: int | None = None) -> TimeStep:
-        """Start an episode: a ``drq.env.TimeStep`` with ``first=True``; ``seed`` re-seeds the task's initial-state
+        """Start an episode: a ``drq.envs.pixels.TimeStep`` with ``first=True``; ``seed`` re-seeds the task's initial-state
         RandomState first (``None``: the env's own stream goes on)."""
         ...
 

@@ -7,15 +7,15 @@ import os
 from typing import Any
 
 os.environ.setdefault("WANDB_SILENT", "true")
-# The pre-run memory check (drq.run_footprint) compares a config with the machine's free RAM, which varies with what
+# The pre-run memory check (drq.config.footprint) compares a config with the machine's free RAM, which varies with what
 # else runs; tests see a large machine, and tests/test_memory_check.py makes it small where it means to.
 os.environ.setdefault("DRQ_MEMORY_LIMIT", "1T")
 
-from drq.process_tuning import tune_process  # noqa: E402
+from drq.machine.process_tuning import tune_process  # noqa: E402
 
 tune_process()  # the test session runs as train.py does (huge pages, passive OpenMP waiting, glibc keeping memory)
 
-from drq.rendering import setup_rendering  # noqa: E402
+from drq.envs.rendering import setup_rendering  # noqa: E402
 
 setup_rendering()
 
@@ -70,7 +70,7 @@ in its worker and three evaluation episodes on two eval workers; no video, no wa
 
 
 class FinishedRun:
-    """A finished in-process training run: ``trainer`` (closed, returned by ``drq.trainer.run``), its ``run_dir`` and
+    """A finished in-process training run: ``trainer`` (closed, returned by ``drq.run.trainer.run``), its ``run_dir`` and
     the composed ``cfg`` it ran with. Readers only: a test that changes a run starts its own."""
 
     def __init__(self, trainer: Any, run_dir: Any, cfg: dict) -> None:
@@ -93,7 +93,7 @@ def compose_debug(*overrides: str, base: tuple[str, ...] = ()) -> dict:
 def debug_run(tmp_path_factory) -> FinishedRun:
     """One debug-preset run for the whole test session (~10 s), shared by every check that only reads a finished run
     (:data:`DEBUG_RUN_OVERRIDES`)."""
-    from drq import trainer
+    from drq.run import trainer
 
     cfg = compose_debug(base=DEBUG_RUN_OVERRIDES)
     run_dir = tmp_path_factory.mktemp("debug_run")

@@ -10,8 +10,8 @@ import torch
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 from drq.agents import AGENTS, make_agent
-from drq.distributions import TanhNormal
-from drq.schedules import parse_schedule
+from drq.agents.distributions import TanhNormal
+from drq.agents.schedules import parse_schedule
 
 OBS_SHAPE, A = (9, 84, 84), 3
 SMALL = dict(hidden_dim=64, feature_dim=16)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drq.augment import random_shift, sample_shifts
+from drq.agents.augment import random_shift, sample_shifts
 
 
 def grid_sample_shift(x: torch.Tensor, shift: torch.Tensor, pad: int = 4) -> torch.Tensor:

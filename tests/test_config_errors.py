@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from drq import config_schema, tasks
-from drq.config_errors import ConfigError, check_overrides, group_choices
+from drq.config import schema as config_schema
+from drq.envs import tasks
+from drq.config.errors import ConfigError, check_overrides, group_choices
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from drq import config_schema as schema
-from drq.config_schema import ConfigError, show
+from drq.config import schema
+from drq.config.schema import ConfigError, show
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,11 @@ def test_every_key_has_bad_values():
 @pytest.fixture
 def nothing_may_start(monkeypatch):
     """Environments, workers, renderers, wandb and the run-dir lock fail loudly if anything builds them."""
-    from drq import env, env_worker, rendering, run_dir_lock, sinks
+    from drq.envs import pixels as env
+    from drq.envs import worker as env_worker
+    from drq.envs import rendering
+    from drq.run import lock as run_dir_lock
+    from drq.run import sinks
 
     def started(*args, **kwargs):
         raise AssertionError("something was built before the config was checked")
@@ -144,7 +148,7 @@ def nothing_may_start(monkeypatch):
 
 
 def test_each_bad_value_is_one_line_before_anything_is_built(composed, nothing_may_start, tmp_path):
-    from drq import trainer
+    from drq.run import trainer
 
     slowest = 0.0
     for key, value, extra in CASES:
@@ -289,7 +293,12 @@ def test_agent_keys_are_the_constructor_keywords():
 
 
 def test_mirrored_choices_equal_the_librarys():
-    from drq import agents, compiling, env, precision, sinks, stop_signals
+    from drq import agents
+    from drq.speed import compiling
+    from drq.envs import pixels as env
+    from drq.speed import precision
+    from drq.run import sinks
+    from drq.machine import stop_signals
 
     assert schema.PRECISIONS == precision.PRECISIONS and schema.COMPILE_MODES == compiling.COMPILE_MODES
     assert schema.WANDB_MODES == sinks.WANDB_MODES and schema.AGENT_NAMES == tuple(sorted(agents.AGENTS))
@@ -298,7 +307,7 @@ def test_mirrored_choices_equal_the_librarys():
 
 
 def test_image_size_bound_is_the_encoders():
-    from drq.networks import Encoder
+    from drq.agents.networks import Encoder
 
     low = 15
     assert schema.keys()["image_size"].allowed == f"an integer >= {low}"
@@ -345,7 +354,7 @@ def test_aliases_are_normalised_and_extra_keys_kept(composed):
 
 
 def test_trainer_and_evaluate_read_typed_values_only():
-    for path in ("drq/trainer.py", "drq/evaluate.py", "drq/protocol.py"):
+    for path in ("drq/run/trainer.py", "drq/evaluate.py", "drq/config/protocol.py"):
         source = (ROOT / path).read_text()
         assert not re.search(r"\b(c|cfg|w)\.get\(|\b(c|cfg|w)\[\"", source), path
 
@@ -371,6 +380,6 @@ def test_saved_configs_fill_missing_keys_by_the_schemas_rule(composed):
 # ------------------------------------------------------------------------------------------------------ the docs
 def test_docs_configuration_md_is_generated_from_the_schema():
     text = (ROOT / "docs" / "configuration.md").read_text()
-    assert text == schema.markdown(), "run: python -m drq.config_schema --markdown > docs/configuration.md"
+    assert text == schema.markdown(), "run: python -m drq.config.schema --markdown > docs/configuration.md"
     for name in schema.keys():
         assert f"| `{name}`" in text, name

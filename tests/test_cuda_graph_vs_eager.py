@@ -1,7 +1,7 @@
 """A graphed update trains like the eager one: parameters and metrics compared after several updates, with tolerances.
 
 Two agents start from the same weights and the same RNG seed; one runs ``agent.update`` eagerly, the other through
-``drq.cuda_graphs.GraphedUpdate`` (warm-up calls, then one captured graph per branch, replayed with fresh inputs).
+``drq.speed.cuda_graphs.GraphedUpdate`` (warm-up calls, then one captured graph per branch, replayed with fresh inputs).
 Both see the same batches, so after ``STEPS`` updates their metrics (every step) and their parameters must agree.
 Random numbers match too: PyTorch's graph-safe Philox offsets make a replay draw what the same ops would draw eagerly.
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import drq.cuda_graphs as cuda_graphs
+import drq.speed.cuda_graphs as cuda_graphs
 from drq.agents import make_agent
 from tests.test_agents import SMALL, A, Batch
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from drq.augment import random_shift, sample_shifts
+from drq.agents.augment import random_shift, sample_shifts
 from replay import FrameReplay
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bench/gpu/check.sh runs it)")

@@ -39,7 +39,7 @@ def test_spec_panels_carry_the_right_keys():
     assert {"health/critic_q1", "health/critic_q2", "health/critic_target_q"} <= keys["Q values"]
     assert keys["Grad norms"] == {"health/encoder_grad_norm", "health/actor_grad_norm", "health/critic_grad_norm"}
     assert keys["Eval return"] == {"eval/episode_reward"}
-    assert keys["Eval videos"] == {"video/eval"}  # drq.sinks: run.log({"video/eval": wandb.Video(...)})
+    assert keys["Eval videos"] == {"video/eval"}  # drq.run.sinks: run.log({"video/eval": wandb.Video(...)})
     videos = dashboard.build_spec()["sections"][-1]["panels"]
     assert [p["kind"] for p in videos] == ["media"]
 
@@ -48,7 +48,7 @@ def test_every_agent_metric_has_a_panel_and_no_key_is_invented():
     all_keys = set().union(*keys_by_section(dashboard.build_spec()).values())
     assert {f"health/{m}" for m in AGENT_METRICS} <= all_keys
     assert {k for k in all_keys if k.startswith("health/")} == {f"health/{m}" for m in AGENT_METRICS}
-    # drq.sinks logs agent.histograms under histograms/<name>
+    # drq.run.sinks logs agent.histograms under histograms/<name>
     assert {"histograms/actor_logprob", "histograms/abs_pre_tanh"} <= all_keys
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
-from drq.distributions import (ClippedNormal, TanhNormal, expected_tanh_log_det_jacobian, log_one_minus_tanh_sq,
+from drq.agents.distributions import (ClippedNormal, TanhNormal, expected_tanh_log_det_jacobian, log_one_minus_tanh_sq,
                                tanh_log_det_jacobian)
 
 F64 = torch.float64

@@ -1,4 +1,4 @@
-"""drq.env checked against bare dm_control environments stepped and rendered by hand."""
+"""drq.envs.pixels checked against bare dm_control environments stepped and rendered by hand."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dm_env import specs
 from dm_env import TimeStep as DmTimeStep
 from dm_env import StepType
 
-from drq import rendering
-from drq.env import PixelEnv, TimeStep, make_env
+from drq.envs import rendering
+from drq.envs.pixels import PixelEnv, TimeStep, make_env
 
 rendering.setup_rendering()
 from dm_control import manipulation, suite  # noqa: E402  (after the backend is chosen)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drq.env import make_env
-from drq.env_worker import AsyncEnv
-from drq.tasks import UnknownTaskError
+from drq.envs.pixels import make_env
+from drq.envs.worker import AsyncEnv
+from drq.envs.tasks import UnknownTaskError
 
 KWARGS = dict(task="cartpole_swingup", frame_stack=3, action_repeat=2, seed=11, size=32, fast_render="no_shadows")
 

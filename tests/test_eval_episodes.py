@@ -1,4 +1,4 @@
-"""drq.eval_episodes: episodes on several environments in lockstep, checked against playing each environment's
+"""drq.run.evaluation: episodes on several environments in lockstep, checked against playing each environment's
 episodes one after another (a brute-force loop), with scripted environments whose rewards encode who stepped; and the
 progress report (EvalProgress: bar on a terminal, one line per episode otherwise) against a fake clock that each env
 step advances, so frames/s and the ETA have exact expected values."""
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from drq.eval_episodes import EpisodeResult, EvalProgress, Progress, resets_per_env, run_episodes
+from drq.run.evaluation import EpisodeResult, EvalProgress, Progress, resets_per_env, run_episodes
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Step:
 class ScriptedEnv:
     """Episode ``n`` (its n-th reset) lasts ``lengths[n]`` steps; the reward of step t is ``env_id * 1000 + n * 10 +
     action`` so that a result says which env, which of its episodes and which action produced it. Like
-    ``drq.env.PixelEnv``, ``step_async`` stores the action and ``step_wait`` runs it."""
+    ``drq.envs.pixels.PixelEnv``, ``step_async`` stores the action and ``step_wait`` runs it."""
 
     pending = None
 

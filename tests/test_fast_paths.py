@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from drq.agents import make_agent
-from drq.compiling import check_compile_mode, compile_agent, compiled_modules
-from drq.cuda_graphs import GraphedUpdate
+from drq.speed.compiling import check_compile_mode, compile_agent, compiled_modules
+from drq.speed.cuda_graphs import GraphedUpdate
 from tests.test_agents import OBS_SHAPE, SMALL, A, random_batch
 
 FAST_STD = "linear(1.0,0.1,10)"  # changes every step: a std baked into a graph would show
@@ -122,8 +122,8 @@ def test_compiled_networks_compute_the_eager_update(name):
 
 
 def test_run_config_keys_reach_the_agent():
-    from drq.config_schema import defaults
-    from drq.trainer import make_agent_from_config
+    from drq.config.schema import defaults
+    from drq.run.trainer import make_agent_from_config
 
     base = defaults("sac")  # a whole run config (cfgs/config.yaml + cfgs/agent/sac.yaml)
     cfg = {**base, "agent": {**base["agent"], **SMALL}, "precision": "fp32", "compile": "default", "cuda_graphs": False}
@@ -134,7 +134,7 @@ def test_run_config_keys_reach_the_agent():
 
 
 def test_bench_cuda_graphs_choice():
-    from drq.cuda_graphs import cuda_graphs_wanted
+    from drq.speed.cuda_graphs import cuda_graphs_wanted
 
     assert cuda_graphs_wanted("on", "cpu") and not cuda_graphs_wanted("off", "cuda")
     assert cuda_graphs_wanted("auto", torch.device("cuda:0")) and not cuda_graphs_wanted("auto", "cpu")

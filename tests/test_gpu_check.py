@@ -4,7 +4,7 @@ the way the real run sees it, and the rehearsal's CPU parts run on this suite's 
 The GPU check (``bash bench/gpu/check.sh``) is what the first GPU window runs, with no time to spare; its rehearsal
 needs the offline kit, which CI does not build. So the fast tests build :func:`check.parts` for the GPU and for the
 rehearsal and check each part's command: its script exists, its flags parse with that bench's own parser, and the run
-config it composes (``bench/e2e.py``'s ``run_config``) passes ``drq.config_schema``'s checks -- without the machine
+config it composes (``bench/e2e.py``'s ``run_config``) passes ``drq.config.schema``'s checks -- without the machine
 checks for the GPU list (no CUDA here), with every rule between keys. ``learn.sh --dry-run`` prints its three
 commands, checked the same way. The slow test runs the rehearsal's parts through check.py's own runner.
 """
@@ -24,9 +24,9 @@ from types import ModuleType
 
 import pytest
 
-from drq import config_schema
-from drq.config_errors import check_overrides
-from drq.sinks import EVAL_COLUMNS
+from drq.config import schema as config_schema
+from drq.config.errors import check_overrides
+from drq.run.sinks import EVAL_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "gpu"))
@@ -175,7 +175,7 @@ def test_learn_sh_commands_exist_and_its_config_passes(tmp_path, capsys):
     args = compare_curve.build_parser().parse_args(compare[2:])
     assert args.run == health[3] == train[-1].split("=", 1)[1]
 
-    # compare_curve.py on a run dir shaped like the trainer's (drq.sinks' eval.csv columns) and a reference file
+    # compare_curve.py on a run dir shaped like the trainer's (drq.run.sinks' eval.csv columns) and a reference file
     # shaped like DrQ-v2's curves (an unnamed index column, agent, task, seed, frame, episode_reward, hour).
     run = tmp_path / "run"
     run.mkdir()

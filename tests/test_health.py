@@ -1,4 +1,4 @@
-"""drq.health (the detector, the monitor's once-per-episode warnings) and drq.analysis.health (the PNG report, CLI).
+"""drq.run.health (the detector, the monitor's once-per-episode warnings) and drq.analysis.health (the PNG report, CLI).
 
 The synthetic streams are written here from what healthy and broken SAC / DrQ-v2 runs look like (numbers in the shapes
 of the agents' metrics, docs/architecture.md), independently of the detector. Each problem is also checked on the
@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from conftest import run_module_as_main
 
-from drq import health
+from drq.run import health
 from drq.analysis import health as health_report
-from drq.health import THRESHOLDS, HealthMonitor, diagnose
+from drq.run.health import THRESHOLDS, HealthMonitor, diagnose
 
 FRAMES_PER_LOG = 2000
 RECORDED_RUNS = sorted((Path(__file__).parent / "data").glob("health_*.jsonl")) + [
@@ -410,9 +410,9 @@ def test_cli_missing_run_dir_exits_nonzero_without_traceback(tmp_path):
 
 
 def test_old_command_line_names_the_new_one(tmp_path):
-    code, out, err = run_module_as_main("drq.health", str(tmp_path))
+    code, out, err = run_module_as_main("drq.run.health", str(tmp_path))
     assert code == 2
-    assert err.strip() == "drq.health is the detector only; the report is: python -m drq.analysis.health RUN_DIR"
+    assert err.strip() == "drq.run.health is the detector only; the report is: python -m drq.analysis.health RUN_DIR"
 
 
 def test_detector_on_a_real_saturated_drqv2_run():
@@ -453,7 +453,7 @@ def test_training_path_does_not_import_the_analysis_wing():
         "                  or m.split('.')[0] in ('matplotlib', 'rliable', 'wandb_workspaces'))\n"
         "spec = importlib.util.spec_from_file_location('train_entry', 'train.py')\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        "import drq.trainer, drq.agents, drq.env, drq.env_worker, drq.sinks, drq.snapshot, drq.health, replay\n"
+        "import drq.run.trainer, drq.agents, drq.envs.pixels, drq.envs.worker, drq.run.sinks, drq.run.snapshot, drq.run.health, replay\n"
         "print(wing())\n"
         "import drq.analysis.health\n"  # the check can fail: importing the wing shows up
         "print(wing())\n"

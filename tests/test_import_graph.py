@@ -66,7 +66,7 @@ def _imported(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> 
                 else:
                     target = child.module or ""
                 for alias in child.names:
-                    add(f"{target}.{alias.name}")  # 'from drq import snapshot' imports the module drq.snapshot
+                    add(f"{target}.{alias.name}")  # 'from drq import snapshot' imports the module drq.run.snapshot
             visit(child)
 
     visit(tree)
@@ -105,7 +105,7 @@ def sibling_imports(graph: dict[str, set[str]]) -> list[str]:
 
 def analysis_on_training_path(graph: dict[str, set[str]]) -> list[str]:
     """``'module -> drq.analysis...'`` for every module reachable from train.py that imports the analysis wing."""
-    path = reachable(graph, ["train", "drq.trainer"])
+    path = reachable(graph, ["train", "drq.run.trainer"])
     return sorted(f"{m} -> {t}" for m in path for t in graph.get(m, ())
                   if t == ANALYSIS or t.startswith(ANALYSIS + "."))
 
@@ -113,13 +113,13 @@ def analysis_on_training_path(graph: dict[str, set[str]]) -> list[str]:
 # ------------------------------------------------------------------------------------------------------------ tests
 def test_the_walker_finds_imports_inside_functions_and_relative_ones():
     graph = import_graph()
-    assert "drq.agents" in graph["drq.trainer"]  # `from drq.agents import make_agent` inside a function
-    assert "drq.snapshot" in graph["drq.trainer"]  # `from drq import snapshot as snapshots`
+    assert "drq.agents" in graph["drq.run.trainer"]  # `from drq.agents import make_agent` inside a function
+    assert "drq.run.snapshot" in graph["drq.run.trainer"]  # `from drq import snapshot as snapshots`
     assert "replay.buffer" in graph["replay"]  # `from replay.buffer import ...` or relative
-    path = reachable(graph, ["train", "drq.trainer"])
-    assert {"drq.agents.drqv2", "drq.agents.sac", "drq.agents.core", "replay.buffer", "drq.env"} <= path
-    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import drq.health\nimport drq.env\n")
-    assert _imported(tree, "x", False, {"drq.health", "drq.env"}) == {"drq.env"}
+    path = reachable(graph, ["train", "drq.run.trainer"])
+    assert {"drq.agents.drqv2", "drq.agents.sac", "drq.agents.core", "replay.buffer", "drq.envs.pixels"} <= path
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import drq.run.health\nimport drq.envs.pixels\n")
+    assert _imported(tree, "x", False, {"drq.run.health", "drq.envs.pixels"}) == {"drq.envs.pixels"}
 
 
 def test_no_agent_imports_its_sibling():
@@ -134,8 +134,8 @@ def test_training_path_does_not_import_the_analysis_wing():
     graph = import_graph(extra_known={ANALYSIS, f"{ANALYSIS}.health", f"{ANALYSIS}.report", f"{ANALYSIS}.dashboard"})
     assert analysis_on_training_path(graph) == []
     # and the check fails when a training-path module imports it
-    tainted = {**graph, "drq.sinks": graph["drq.sinks"] | {f"{ANALYSIS}.dashboard"}}
-    assert analysis_on_training_path(tainted) == [f"drq.sinks -> {ANALYSIS}.dashboard"]
+    tainted = {**graph, "drq.run.sinks": graph["drq.run.sinks"] | {f"{ANALYSIS}.dashboard"}}
+    assert analysis_on_training_path(tainted) == [f"drq.run.sinks -> {ANALYSIS}.dashboard"]
 
 
 if __name__ == "__main__":

@@ -52,8 +52,8 @@ def test_both_agents_are_agents(name):
 
 
 def test_both_env_kinds_are_envs():
-    from drq.env import make_env
-    from drq.env_worker import AsyncEnv
+    from drq.envs.pixels import make_env
+    from drq.envs.worker import AsyncEnv
 
     with make_env(**KWARGS) as env, AsyncEnv(**KWARGS) as worker:
         for e in (env, worker):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from drq import launcher_checks
-from drq.config_errors import ConfigError
+from drq.config import launchers as launcher_checks
+from drq.config.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["preset=debug", "task=cartpole_balance", "num_train_frames=800", "eval_every_frames=400", "save_video=false",

@@ -1,8 +1,8 @@
-"""The pre-run memory and machine checks (drq/run_footprint.py, the render-size rule, the local Ray's resources): each
+"""The pre-run memory and machine checks (drq/config/footprint.py, the render-size rule, the local Ray's resources): each
 value that cannot be allocated is one line naming the value to change and the largest that fits, before anything
 starts.
 
-References: ``replay.FrameReplay.nbytes`` (what the buffer really allocates per slot), ``drq.networks.conv_output_hw``
+References: ``replay.FrameReplay.nbytes`` (what the buffer really allocates per slot), ``drq.agents.networks.conv_output_hw``
 and the agents' real parameter counts, the installed dm_control's framebuffer (a model loaded and rendered), and the
 suggested value itself (the check passes with it and fails just above it).
 """
@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from drq import config_schema as schema
-from drq import launcher_checks, run_footprint
-from drq.config_errors import ConfigError, check_overrides
-from drq.run_footprint import Machine, on_machine
+from drq.config import schema
+from drq.config import launchers as launcher_checks
+from drq.config import footprint as run_footprint
+from drq.config.errors import ConfigError, check_overrides
+from drq.config.footprint import Machine, on_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 10**9
@@ -74,7 +75,7 @@ def test_slot_bytes_and_transitions_match_the_replay_and_the_run():
     import numpy as np
     from replay import FrameReplay
 
-    from drq.networks import conv_output_hw
+    from drq.agents.networks import conv_output_hw
 
     v = {"image_size": 48, "replay_buffer_size": 100, "nstep": 2, "frame_stack": 3}
     buffer = FrameReplay(100, (3, 48, 48), (run_footprint.ACTION_DIM_BOUND,), frame_stack=3, nstep=2)
@@ -109,8 +110,8 @@ def test_network_parameters_are_the_agents_own(agent):
 
 
 def test_the_framebuffer_side_is_what_mujoco_renders():
-    from drq import tasks
-    from drq.env import make_env
+    from drq.envs import tasks
+    from drq.envs.pixels import make_env
 
     assert tasks.framebuffer_side("cartpole_balance") == 480 and tasks.framebuffer_side("dog_run") == 1080
     env = make_env("cartpole_balance", frame_stack=1, action_repeat=1, seed=0, size=48)
@@ -154,7 +155,7 @@ def test_a_medium_preset_names_disk_storage_where_the_schema_has_it(configs, mon
     monkeypatch.undo()
     line = one_line(rule(v, machine(ram_gb=23)))
     assert line.endswith("or replay_storage=disk (the frames in a file in the run dir: 21.2 GB of 100.0 GB free at "
-                         "/runs) (estimated from the config before the run: drq/run_footprint.py)")
+                         "/runs) (estimated from the config before the run: drq/config/footprint.py)")
     assert rule({**v, "replay_storage": "disk"}, machine(ram_gb=23)) == []
     assert rule({**v, "replay_storage": "auto"}, machine(ram_gb=23)) == []
     line = one_line(rule({**v, "replay_storage": "disk"}, machine(ram_gb=23, disk_gb=10)))

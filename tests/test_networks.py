@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drq.distributions import ClippedNormal, TanhNormal
-from drq.networks import Critic, DrQV2Actor, Encoder, SACActor
+from drq.agents.distributions import ClippedNormal, TanhNormal
+from drq.agents.networks import Critic, DrQV2Actor, Encoder, SACActor
 
 
 def reference_encoder(enc: Encoder, obs: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ def test_bad_shapes():
 
 def test_output_heads_stay_float32_under_bf16_autocast():
     """Q values and pre-tanh means must not be rounded to bf16's 8 significant bits."""
-    from drq.networks import Critic
+    from drq.agents.networks import Critic
 
     torch.manual_seed(0)
     critic = Critic(repr_dim=64, action_dim=2, feature_dim=8, hidden_dim=16)

@@ -1,14 +1,14 @@
 """precision=auto: the choice on both kinds of CPU (the capability queries mocked, not the math), the reasons, the
-emulated-bf16 warning, and where the choice reaches (make_agent, config checks, drq.hardware)."""
+emulated-bf16 warning, and where the choice reaches (make_agent, config checks, drq.speed.hardware)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from drq import precision as P
+from drq.speed import precision as P
 from drq.agents import make_agent
-from drq.hardware import describe
+from drq.speed.hardware import describe
 
 OBS_SHAPE = (9, 16, 16)
 
@@ -88,7 +88,7 @@ def test_make_agent_resolves_auto(monkeypatch, native, expected):
 @pytest.mark.parametrize("name", ["drqv2", "sac"])
 @pytest.mark.parametrize("bad", ["auto", "fp16"])
 def test_agents_take_a_resolved_precision_from_drq_precision(name, bad):
-    """The agents accept what drq.precision resolves to (no list of their own); 'auto' is make_agent's to resolve."""
+    """The agents accept what drq.speed.precision resolves to (no list of their own); 'auto' is make_agent's to resolve."""
     from drq.agents import AGENTS
 
     assert P.RESOLVED_PRECISIONS == ("fp32", "bf16")

@@ -47,7 +47,7 @@ def compose(*overrides: str) -> dict:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    from drq import trainer
+    from drq.run import trainer
 
     run_dir = tmp_path_factory.mktemp("reference")
     trainer.run(compose("wandb.mode=disabled"), run_dir, say=lambda s: None)
@@ -212,7 +212,8 @@ def test_kill_9_at_random_moments_loses_at_most_one_snapshot_interval_and_tears_
 
 
 def test_a_second_run_on_the_same_run_dir_is_refused(tmp_path):
-    from drq import run_dir_lock, trainer
+    from drq.run import lock as run_dir_lock
+    from drq.run import trainer
 
     held = run_dir_lock.acquire(tmp_path)
     with pytest.raises(run_dir_lock.RunDirLocked, match=f"in use by another run \\(pid {os.getpid()}\\)"):

@@ -1,4 +1,4 @@
-"""``import drq`` changes nothing in the process; :func:`drq.process_tuning.tune_process` (the entry points') does.
+"""``import drq`` changes nothing in the process; :func:`drq.machine.process_tuning.tune_process` (the entry points') does.
 
 One fresh interpreter (the test session itself is tuned by conftest, so only a new process can tell what an import
 does), started without the tuned variables. glibc has no getter for ``mallopt``'s parameters, so the child observes
@@ -39,9 +39,9 @@ def big_block_is_mapped():
     return mapped
 
 environ = dict(os.environ)
-import drq, replay, drq.trainer, drq.agents, drq.evaluate, replay.buffer
+import drq, replay, drq.run.trainer, drq.agents, drq.evaluate, replay.buffer
 out = {"environ_unchanged": dict(os.environ) == environ, "mapped_after_import": big_block_is_mapped()}
-from drq.process_tuning import ENVIRONMENT, tune_process
+from drq.machine.process_tuning import ENVIRONMENT, tune_process
 out["tuned"] = tune_process()
 out["environment_set"] = all(os.environ[k] == v for k, v in ENVIRONMENT.items())
 out["mapped_after_tuning"] = big_block_is_mapped()
@@ -51,7 +51,7 @@ print(json.dumps(out))
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt / mallinfo2")
 def test_import_drq_changes_nothing_and_tune_process_does():
-    from drq.process_tuning import ENVIRONMENT
+    from drq.machine.process_tuning import ENVIRONMENT
 
     env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT and k != "DRQ_MALLOC"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from drq import config_schema, tasks
-from drq.protocol import protocol_line
+from drq.config import schema as config_schema
+from drq.envs import tasks
+from drq.config.protocol import protocol_line
 
 ROOT = Path(__file__).resolve().parents[1]
 

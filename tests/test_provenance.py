@@ -1,4 +1,4 @@
-"""run.json (drq.provenance) and the sweep report's warnings when the runs it aggregates differ in numerics,
+"""run.json (drq.run.provenance) and the sweep report's warnings when the runs it aggregates differ in numerics,
 versions or config. Fake run dirs, no training: each test takes well under a second (the report end to end, with
 its figures, a few seconds)."""
 
@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from drq import provenance
+from drq.run import provenance
 from drq.analysis import report
 
 EVAL_HEADER = "frame,step,episode,episode_reward,episode_length,total_time\n"
@@ -107,7 +107,7 @@ def test_a_session_record_is_plain_json():
 def test_resume_changes_lists_every_difference_and_refuses_the_fixed_keys():
     import pytest
 
-    from drq import resume_changes
+    from drq.run import resume_changes
 
     saved = {"batch_size": 16, "frame_stack": 3, "resume": "auto", "wandb": {"mode": "disabled", "tags": ["a"]},
              "agent": {"name": "drqv2", "lr": 1e-4}, "gone": 1}  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import assert_same_state
 
-from drq import snapshot as snapshots
+from drq.run import snapshot as snapshots
 from replay import FrameReplay
 from replay.segments import ReplayFiles, cells, is_manifest, segment_name
 
@@ -204,8 +204,9 @@ def test_disk_storage_samples_the_same_batches_as_ram(tmp_path):
 
 
 def test_auto_storage_picks_what_fits():
-    from drq import config_schema, run_footprint
-    from drq.run_footprint import Machine
+    from drq.config import schema as config_schema
+    from drq.config import footprint as run_footprint
+    from drq.config.footprint import Machine
 
     gib = 2**30
     walker = config_schema.values(config_schema.defaults("drqv2"))  # 1.1M frames at action repeat 2: ~550k steps
@@ -247,7 +248,7 @@ def test_trainer_disk_storage_and_an_old_snapshot_resume_to_the_same_run(tmp_pat
     in RAM, to the same end: same replay manifest, same agent."""
     import shutil
 
-    from drq import trainer
+    from drq.run import trainer
 
     monkeypatch.setenv("DRQ_MEMORY_LIMIT", "900M")  # the debug run's estimate with its frames in RAM: 1.0 GB
     said: list[str] = []

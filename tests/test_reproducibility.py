@@ -41,7 +41,7 @@ def jsonl(run_dir: Path) -> list[dict]:
 def test_reset_with_a_seed_starts_where_a_fresh_env_with_that_seed_starts():
     from dm_control import suite
 
-    from drq.env import make_env
+    from drq.envs.pixels import make_env
 
     env = make_env("cartpole_balance", frame_stack=1, action_repeat=8, seed=1, size=16)
     try:
@@ -65,7 +65,7 @@ def test_reset_with_a_seed_starts_where_a_fresh_env_with_that_seed_starts():
 def runs_by_eval_workers(tmp_path_factory) -> dict[int, tuple[Path, dict]]:
     """One short run (:data:`BASE`) per eval_workers in 1, 2, 3;
     1 is an in-process env, 2 and 3 are AsyncEnv worker processes. -> {workers: (run dir, agent state)}."""
-    from drq.trainer import run
+    from drq.run.trainer import run
 
     out = {}
     for workers in (1, 2, 3):
@@ -96,7 +96,7 @@ def test_eval_workers_change_neither_the_evaluation_nor_training(runs_by_eval_wo
 def test_the_same_command_twice_gives_the_same_rows_and_parameters(runs_by_eval_workers, tmp_path):
     """Determinism on one machine (CPU): every metrics.jsonl row (wall-clock fields aside) and every parameter and
     optimiser state of a second run of the same config equal the first run's bit for bit."""
-    from drq.trainer import run
+    from drq.run.trainer import run
 
     first_dir, first_state = runs_by_eval_workers[1]
     again = run(compose("eval_workers=1"), tmp_path, say=lambda s: None)
@@ -112,7 +112,7 @@ def test_the_same_command_twice_gives_the_same_rows_and_parameters(runs_by_eval_
 
 
 class RecordedRun:
-    """What ``wandb.init`` returns, as far as drq.sinks uses it, recording the init keywords and ``log`` calls."""
+    """What ``wandb.init`` returns, as far as drq.run.sinks uses it, recording the init keywords and ``log`` calls."""
 
     def __init__(self, **init_kwargs):
         self.init_kwargs, self.rows, self.id, self.dir = init_kwargs, [], "recorded", None
@@ -133,7 +133,10 @@ def test_a_resume_says_what_changed_and_refuses_what_cannot_change(runs_by_eval_
 
     import wandb
 
-    from drq import config_errors, provenance, resume_changes, trainer
+    from drq.config import errors as config_errors
+    from drq.run import provenance
+    from drq.run import resume_changes
+    from drq.run import trainer
 
     run_dir = tmp_path / "run"
     shutil.copytree(runs_by_eval_workers[1][0], run_dir)

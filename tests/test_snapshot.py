@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from drq import snapshot
+from drq.run import snapshot
 
 
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):

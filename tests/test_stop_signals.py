@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from drq import stop_signals
+from drq.machine import stop_signals
 
 
 def test_parse_names_numbers_and_bad_values():
@@ -64,7 +64,7 @@ def test_second_ctrl_c_stops_at_once():
 SCRIPT = textwrap.dedent(
     """
     import os, signal, sys, time
-    from drq.env_worker import AsyncEnv
+    from drq.envs.worker import AsyncEnv
 
     if __name__ == "__main__":
         env = AsyncEnv(task="cartpole_swingup", frame_stack=1, action_repeat=1, seed=1, size=16)
@@ -108,7 +108,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_bad_stop_signal_override_is_one_line():
-    from drq.config_errors import ConfigError, check_overrides
+    from drq.config.errors import ConfigError, check_overrides
 
     with pytest.raises(ConfigError, match=r"stop_signals=\[SIGTERM,SIGKILL\]: a list of SIGINT, SIGTERM, .*; 'SIGKILL' is not one"):
         check_overrides(["stop_signals=[SIGTERM,SIGKILL]"])
@@ -117,7 +117,8 @@ def test_bad_stop_signal_override_is_one_line():
 
 _SIGNAL_AT_START = """
 import os, sys
-from drq import env_worker, stop_signals
+from drq.envs import worker as env_worker
+from drq.machine import stop_signals
 
 start = env_worker.AsyncEnv._start
 
@@ -150,7 +151,7 @@ def test_env_worker_survives_stop_signals_sent_the_moment_it_starts():
 @pytest.mark.slow
 def test_env_worker_that_dies_while_starting_raises(monkeypatch):
     """A worker that dies before it answers is an error naming its exit code (no silent restart)."""
-    from drq import env_worker
+    from drq.envs import worker as env_worker
 
     original = env_worker.AsyncEnv._start
 

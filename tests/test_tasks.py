@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drq import rendering, tasks
+from drq.envs import rendering
+from drq.envs import tasks
 
 
 def test_suite_list_matches_installed_dm_control():

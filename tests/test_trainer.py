@@ -129,13 +129,13 @@ def test_train_py_drqv2_end_to_end_with_offline_wandb(tmp_path):
 def test_sac_end_to_end_in_process(tmp_path, monkeypatch, capsys):
     import wandb
 
-    from drq.trainer import run
+    from drq.run.trainer import run
 
     runs, said = [], []
     monkeypatch.setattr(wandb, "init", lambda **kwargs: runs.append(RecordedRun(**kwargs)) or runs[-1])
     run(compose("agent=sac", "async_env=false", "wandb.mode=offline"), tmp_path, say=said.append)
     check_run_dir(tmp_path)
-    # not a terminal: every evaluation says each finished episode (drq.eval_episodes.EvalProgress), before its summary
+    # not a terminal: every evaluation says each finished episode (drq.run.evaluation.EvalProgress), before its summary
     for row in rows(tmp_path / "eval.csv"):
         progress = [s for s in said if s.startswith(f"eval | frame {int(row['frame']):,} | episode ")]
         assert [s.split(" | ")[2] for s in progress] == ["episode 1/1"], said
@@ -196,7 +196,8 @@ class Crash(Exception):
 
 @pytest.mark.parametrize("eval_overrides", [(), ("num_eval_episodes=3", "eval_workers=2")], ids=["1-env", "2-workers"])
 def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval_overrides, request):
-    from drq import snapshot, trainer
+    from drq.run import snapshot
+    from drq.run import trainer
 
     cfg = compose("agent=drqv2", "async_env=true", "save_video=false", *eval_overrides)
     if cfg == compose_debug(base=DEBUG_RUN_OVERRIDES):  # 2-workers: the uninterrupted run is the shared one
@@ -237,10 +238,10 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval
 def test_eval_workers_play_the_episodes_of_their_seeded_envs(debug_run):
     """eval_workers=2, 3 episodes: episode j of the evaluation at frame F starts from the state drawn from
     (seed, F, j), whichever worker plays it. Reference: the trained agent played by hand on one in-process env,
-    reset with those seeds (drq.eval_episodes.episode_seeds)."""
-    from drq.env import make_env
-    from drq.eval_episodes import episode_seeds
-    from drq.trainer import env_kwargs
+    reset with those seeds (drq.run.evaluation.episode_seeds)."""
+    from drq.envs.pixels import make_env
+    from drq.run.evaluation import episode_seeds
+    from drq.run.trainer import env_kwargs
 
     cfg, trainer = debug_run.cfg, debug_run.trainer
     assert (cfg["agent"]["name"], cfg["num_eval_episodes"], cfg["eval_workers"]) == ("drqv2", 3, 2)
@@ -262,7 +263,7 @@ def test_eval_workers_play_the_episodes_of_their_seeded_envs(debug_run):
 
 
 def test_resume_without_replay_says_so(tmp_path):
-    from drq import trainer
+    from drq.run import trainer
 
     cfg = compose("num_train_frames=400", "save_replay_in_snapshot=false", "async_env=false", "save_video=false")
     trainer.run(cfg, tmp_path, say=lambda s: None)
@@ -275,7 +276,7 @@ def test_resume_without_replay_says_so(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ failures
 def test_non_finite_loss_stops_with_metric_and_frame_and_keeps_snapshot(tmp_path, monkeypatch):
-    from drq import trainer
+    from drq.run import trainer
 
     cfg = compose("async_env=false", "snapshot_every_frames=400", "save_video=false")
     t = trainer.Trainer(cfg, tmp_path, say=lambda s: None)
@@ -302,7 +303,8 @@ def test_non_finite_loss_stops_with_metric_and_frame_and_keeps_snapshot(tmp_path
 def test_disk_full_while_writing_snapshot_and_video_warns_and_goes_on(tmp_path, monkeypatch):
     import imageio.v2 as imageio
 
-    from drq import snapshot, trainer
+    from drq.run import snapshot
+    from drq.run import trainer
 
     real_torch_save, real_writer = torch.save, imageio.get_writer
     calls = {"snapshot": 0, "video": 0}
@@ -347,7 +349,8 @@ def test_corrupt_snapshot_is_a_clear_error_and_nothing_is_overwritten(tmp_path):
 
 
 def test_incompatible_snapshot_names_the_difference(tmp_path):
-    from drq import snapshot, trainer
+    from drq.run import snapshot
+    from drq.run import trainer
 
     snapshot.save(tmp_path / "snapshot.pt", {"config": {**compose(), "task_name": "walker_walk"}})
     before = (tmp_path / "snapshot.pt").read_bytes()

@@ -25,7 +25,7 @@ def debug_config(**overrides) -> dict:
 
 def lock_is_free(run_dir: Path) -> bool:
     """Another ``flock`` on the run dir succeeds (flock locks belong to the open file, so this works in-process)."""
-    from drq import run_dir_lock
+    from drq.run import lock as run_dir_lock
 
     try:
         run_dir_lock.acquire(run_dir).release()
@@ -39,7 +39,7 @@ class AgentFailed(Exception):
 
 
 def test_a_failed_constructor_releases_the_lock_stops_the_worker_and_restores_threads(tmp_path, monkeypatch):
-    from drq import trainer
+    from drq.run import trainer
 
     workers = []
     real_make_train_env = trainer.Trainer._make_train_env
@@ -64,7 +64,7 @@ def test_a_failed_constructor_releases_the_lock_stops_the_worker_and_restores_th
 
 
 def test_close_releases_the_lock_and_closes_the_envs_when_wandb_finish_raises(tmp_path, monkeypatch):
-    from drq import trainer
+    from drq.run import trainer
 
     threads = torch.get_num_threads()
     t = trainer.Trainer(debug_config(async_env="false", num_threads=threads + 1), tmp_path, say=lambda s: None)

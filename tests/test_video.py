@@ -9,7 +9,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from drq.video import VideoRecorder, overlay, write_mp4
+from drq.run.video import VideoRecorder, overlay, write_mp4
 
 
 def test_mp4_is_h264_yuv420p_and_decodes_to_the_written_frames(tmp_path):

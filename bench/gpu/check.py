@@ -57,7 +57,7 @@ for d in ("mujoco", "dm_control", "dm-env", "dm-tree", "hydra-core", "omegaconf"
         out[d] = md.version(d)
     except md.PackageNotFoundError:
         out[d] = None
-import drq, drq.trainer, drq.env, replay  # the package imports, with what the kit holds
+import drq, drq.run.trainer, drq.envs.pixels, replay  # the package imports, with what the kit holds
 import mujoco
 out["mujoco_file"] = mujoco.__file__
 print(json.dumps(out))

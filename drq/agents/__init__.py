@@ -16,8 +16,8 @@ import torch
 
 from drq.agents.drqv2 import DrQV2Agent
 from drq.agents.sac import SACAgent
-from drq.compiling import check_compile_mode, compile_agent
-from drq.precision import resolve_precision
+from drq.speed.compiling import check_compile_mode, compile_agent
+from drq.speed.precision import resolve_precision
 
 if TYPE_CHECKING:
     from drq.interfaces import Agent
@@ -51,9 +51,9 @@ def make_agent(name: str, obs_shape: Sequence[int], action_shape: Sequence[int],
     """Build agent ``name`` (``'drqv2'`` | ``'sac'``) for uint8 observations ``obs_shape = (3k, H, W)`` and actions
     ``action_shape = (A,)``; ``cfg`` overrides the constructor defaults (see each agent class).
 
-    ``precision``: ``'fp32'`` | ``'bf16'`` | ``'auto'`` (bf16 where the device computes it natively, ``drq.precision``).
-    ``compile``: ``'none'`` | ``'default'`` | ``'max-autotune'`` (``torch.compile`` of the networks, ``drq.compiling``).
-    ``cuda_graphs``: replay each update as one captured CUDA graph (CUDA only, ``drq.cuda_graphs``)."""
+    ``precision``: ``'fp32'`` | ``'bf16'`` | ``'auto'`` (bf16 where the device computes it natively, ``drq.speed.precision``).
+    ``compile``: ``'none'`` | ``'default'`` | ``'max-autotune'`` (``torch.compile`` of the networks, ``drq.speed.compiling``).
+    ``cuda_graphs``: replay each update as one captured CUDA graph (CUDA only, ``drq.speed.cuda_graphs``)."""
     cls = _agent_class(name)
     valid = agent_config_keys(name)
     unknown = [k for k in cfg if k not in valid]

@@ -21,19 +21,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from drq.cuda_graphs import GraphedUpdate
-from drq.distributions import tanh_log_det_jacobian
-from drq.precision import check_resolved_precision
+from drq.speed.cuda_graphs import GraphedUpdate
+from drq.agents.distributions import tanh_log_det_jacobian
+from drq.speed.precision import check_resolved_precision
 
 __all__ = ["AUG_PAD", "NoiseFn", "AgentCore", "draw", "check_shapes", "check_positive", "check_tau", "obs_to_tensor",
            "check_batch", "to_device_batch", "scalar_tensor", "make_adam", "grad_norm", "backward_and_step",
            "critic_step", "soft_update_", "actor_metrics", "autocast_context"]
 
-AUG_PAD = 4  # random shift: pad 4 pixels (replicate), crop back to H x W (drq.augment.random_shift)
+AUG_PAD = 4  # random shift: pad 4 pixels (replicate), crop back to H x W (drq.agents.augment.random_shift)
 
 # The test seam for an update's randomness: ``agent.noise = fn`` with ``fn(name, shape) -> tensor`` supplies every
 # random draw of ``update`` by name (see each agent's docstring for the names and shapes): ``*_shift`` draws are int64
-# ``(n, 2)`` crop corners ``(dx, dy)`` in ``[0, 2 * AUG_PAD]`` (``drq.augment.random_shift``), ``*_eps`` draws are
+# ``(n, 2)`` crop corners ``(dx, dy)`` in ``[0, 2 * AUG_PAD]`` (``drq.agents.augment.random_shift``), ``*_eps`` draws are
 # standard-normal float32 ``(n, A)``. ``None`` (the default, and the only setting the trainer uses) draws them from
 # torch's generator. tests/test_transcription.py uses it to feed our agents and a reference the same numbers.
 NoiseFn = Callable[[str, tuple[int, ...]], torch.Tensor]
@@ -262,7 +262,7 @@ class AgentCore:
         return draw(self.noise, name, shape, device)
 
     def enable_cuda_graphs(self, warmup: int = 3, capture: bool = True) -> None:
-        """Run every later ``update`` as a replayed CUDA graph (``drq.cuda_graphs``), one per branch ``key``, each
+        """Run every later ``update`` as a replayed CUDA graph (``drq.speed.cuda_graphs``), one per branch ``key``, each
         captured after ``warmup`` eager updates of that branch. ``capture=False`` keeps the static-buffer path without
         recording (tests, any device)."""
         self.graphed_update = GraphedUpdate(self.update_tensors, self.optimizers(), self.device, warmup=warmup,

@@ -20,7 +20,7 @@ One update (``update(batch, t)``):
 
 Acting (``act(obs, t, eval_mode)``): ``mu(f(obs))`` when evaluating; ``mu + sigma(t) eps`` clipped to [-1, 1] when
 training, or uniform in [-1, 1] while ``t < num_expl_steps``. Reported ``actor_logprob`` / ``actor_entropy`` are those
-of this executed action (``drq.distributions.ClippedNormal``: a density plus atoms at the bounds).
+of this executed action (``drq.agents.distributions.ClippedNormal``: a density plus atoms at the bounds).
 
 Random draws of one update (names for the ``noise`` test seam, ``drq.agents.core.NoiseFn``): ``obs_shift`` and
 ``next_obs_shift`` ``(B, 2)``, ``next_action_eps`` ``(B, A)`` (``eps'``), ``actor_eps`` ``(B, A)`` (``eps``).
@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from drq.agents.core import (AUG_PAD, AgentCore, actor_metrics, backward_and_step, check_batch, check_positive,
                              check_tau, critic_step, make_adam, obs_to_tensor, scalar_tensor, soft_update_,
                              to_device_batch)
-from drq.augment import random_shift
-from drq.networks import Critic, DrQV2Actor, Encoder
-from drq.schedules import parse_schedule
+from drq.agents.augment import random_shift
+from drq.agents.networks import Critic, DrQV2Actor, Encoder
+from drq.agents.schedules import parse_schedule
 
 if TYPE_CHECKING:
     from drq.interfaces import TransitionBatch
@@ -55,7 +55,7 @@ class DrQV2Agent(AgentCore):
             ``'bf16'`` (autocast around the network passes, losses and optimiser state in fp32).
         lr: Adam learning rate (encoder, critic, actor). feature_dim / hidden_dim: trunk and MLP widths.
         critic_target_tau: soft target update rate. num_expl_steps: agent steps of uniform random actions in ``act``.
-        stddev_schedule: exploration std (``drq.schedules``, agent steps); stddev_clip: target/actor noise clip.
+        stddev_schedule: exploration std (``drq.agents.schedules``, agent steps); stddev_clip: target/actor noise clip.
         channels_last: NHWC convs.
     """
 

@@ -1,7 +1,7 @@
 """SAC from pixels with DrQ's augmentation averaging (Kostrikov, Yarats & Fergus, 2020), on DrQ-v2's networks.
 
 Networks: encoder ``f``, its EMA target copy ``f'`` (``target_encoder=True``; else ``f' = f``), tanh-Gaussian policy
-``pi(. | s)`` (``drq.distributions.TanhNormal``: ``a = tanh(u)``, ``u ~ N(mu(s), sigma(s))``, ``log sigma`` squashed
+``pi(. | s)`` (``drq.agents.distributions.TanhNormal``: ``a = tanh(u)``, ``u ~ N(mu(s), sigma(s))``, ``log sigma`` squashed
 into ``log_std_bounds``), twin critic ``Q_1, Q_2`` with target copy ``Q'_1, Q'_2``, temperature
 ``alpha = exp(log_alpha)``. ``K = num_target_augs``, ``M = num_critic_augs``, ``tau = critic_target_tau``,
 ``H = target_entropy = -A``. The replay batch holds n-step sums ``r`` and ``d = gamma^m prod_i discount_i``
@@ -52,9 +52,9 @@ import torch.nn.functional as F
 
 from drq.agents.core import (AUG_PAD, AgentCore, actor_metrics, backward_and_step, check_batch, check_positive,
                              check_tau, critic_step, make_adam, obs_to_tensor, soft_update_, to_device_batch)
-from drq.augment import random_shift
-from drq.distributions import TanhNormal
-from drq.networks import Critic, Encoder, SACActor
+from drq.agents.augment import random_shift
+from drq.agents.distributions import TanhNormal
+from drq.agents.networks import Critic, Encoder, SACActor
 
 if TYPE_CHECKING:
     from drq.interfaces import TransitionBatch

@@ -3,7 +3,7 @@
 The panel spec is plain data (``build_spec``), built and testable offline; only the final step (``save_workspace``)
 talks to the wandb server. ``--dry-run`` prints the spec as JSON and needs no network.
 
-Keys (as ``drq.sinks`` logs them, against the ``frame`` metric): ``health/<agent metric>`` for the agent's metrics
+Keys (as ``drq.run.sinks`` logs them, against the ``frame`` metric): ``health/<agent metric>`` for the agent's metrics
 (docs/architecture.md), ``eval/episode_reward``, and the constants below for the video and the histograms of
 per-sample log-prob and |pre-tanh| (``agent.histograms``).
 

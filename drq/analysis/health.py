@@ -1,7 +1,7 @@
 """``python -m drq.analysis.health RUN_DIR``: the offline health report of one run.
 
 Reads ``RUN_DIR/metrics.jsonl`` (and, for the action repeat, discount, agent and |A|, ``RUN_DIR/.hydra/config.yaml``),
-runs the detector of ``drq.health`` on the records, writes ``RUN_DIR/health.png`` (grouped panels, x axis in
+runs the detector of ``drq.run.health`` on the records, writes ``RUN_DIR/health.png`` (grouped panels, x axis in
 **frames**, and a verdict panel) and prints one verdict per signal. The reading guide is docs/health.md.
 
 Exit status: 0 when the report is written (1 with ``--strict`` and a problem found); 2, with one message on stderr
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drq.health import AGENTS, THRESHOLDS, HealthThresholds, RunContext, Verdict, as_float, diagnose, make_context
+from drq.run.health import AGENTS, THRESHOLDS, HealthThresholds, RunContext, Verdict, as_float, diagnose, make_context
 
 
 def _fmt(x: float) -> str:
@@ -95,7 +95,7 @@ def _action_dim_of_task(task: str) -> int | None:
             warnings.simplefilter("ignore")
             from dm_control import suite
 
-            from drq.tasks import resolve_task
+            from drq.envs.tasks import resolve_task
 
             domain, name = resolve_task(task)
             env = suite.load(domain, name)

@@ -27,7 +27,7 @@ Conventions (all x axes are **frames** = agent steps x action_repeat):
 
 Warnings: the report prints one line (and lists it under Notes) for each way the runs it aggregates differ where they
 should not: the resolved precision (``run.json``, else a config's ``precision`` other than ``auto``), the major.minor
-version of python, torch, mujoco, dm_control or numpy (``run.json``, :mod:`drq.provenance`), and, among runs of the
+version of python, torch, mujoco, dm_control or numpy (``run.json``, :mod:`drq.run.provenance`), and, among runs of the
 same agent and task, the agent config (``agent.*``) or the task config (:data:`TASK_CONFIG_KEYS`), from
 ``.hydra/config.yaml``. Runs without these files are not compared.
 
@@ -244,7 +244,7 @@ def _run_facts(run_dir: Path) -> dict:
     """What :func:`consistency_warnings` compares, from a run dir's run.json and .hydra/config.yaml (a value it cannot
     tell is left out): ``{"precision": 'fp32' | 'bf16' | 'bf16+fp32', "versions": {name: 'major.minor'}, "config":
     {dotted key: value as text}}``."""
-    from drq import provenance  # json and the standard library only
+    from drq.run import provenance  # json and the standard library only
 
     facts: dict = {"versions": {}, "config": {}}
     config = run_dir / ".hydra" / "config.yaml"

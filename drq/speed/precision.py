@@ -42,7 +42,7 @@ def check_resolved_precision(precision: Any) -> str:
     ``'auto'`` must be resolved first (:func:`resolve_precision`, which ``drq.agents.make_agent`` calls)."""
     if precision not in RESOLVED_PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(RESOLVED_PRECISIONS)} here ('auto' is resolved by "
-                         f"drq.precision.resolve_precision, as drq.agents.make_agent does); got {precision!r}")
+                         f"drq.speed.precision.resolve_precision, as drq.agents.make_agent does); got {precision!r}")
     return precision
 
 

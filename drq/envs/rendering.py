@@ -3,13 +3,13 @@
 MuJoCo (and dm_control) read ``MUJOCO_GL`` once, when their rendering modules are first imported, and PyOpenGL binds
 its platform at the same moment; a backend that fails to load leaves the process unable to try another. So each
 candidate is probed in a short subprocess (a 8x8 render of a one-sphere model) and only a backend that rendered is
-written to ``os.environ['MUJOCO_GL']``. Child processes (``drq.env_worker``) inherit the choice and skip the probe.
+written to ``os.environ['MUJOCO_GL']``. Child processes (``drq.envs.worker``) inherit the choice and skip the probe.
 
 Order: ``MUJOCO_GL`` when the user set it (probed once, so a missing library gives our message instead of an
 ``AttributeError`` deep inside PyOpenGL); otherwise ``egl``, then ``osmesa``. When nothing renders,
 :class:`RenderingUnavailable` says what to install.
 
-Call :func:`setup_rendering` before ``import dm_control`` (``drq.env`` does).
+Call :func:`setup_rendering` before ``import dm_control`` (``drq.envs.pixels`` does).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def setup_rendering(environ: MutableMapping[str, str] | None = None) -> str:
         backend = getattr(already_loaded, "BACKEND", None)
         if backend is None:
             raise RenderingUnavailable(
-                "dm_control was imported before drq.rendering.setup_rendering() and found no OpenGL backend.\n"
+                "dm_control was imported before drq.envs.rendering.setup_rendering() and found no OpenGL backend.\n"
                 + _install_advice([])
             )
         return str(backend)

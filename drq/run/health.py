@@ -445,5 +445,5 @@ class HealthMonitor:
 if __name__ == "__main__":  # the old command line: say where the report went instead of exiting silently
     import sys
 
-    print("drq.health is the detector only; the report is: python -m drq.analysis.health RUN_DIR", file=sys.stderr)
+    print("drq.run.health is the detector only; the report is: python -m drq.analysis.health RUN_DIR", file=sys.stderr)
     sys.exit(2)

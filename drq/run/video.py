@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drq import stop_signals
+from drq.machine import stop_signals
 
 FPS = 30
 

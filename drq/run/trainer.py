@@ -21,10 +21,10 @@ files' positions. The environments' own RNGs (the task's ``RandomState``, in the
 consumes it only when an episode starts, so on resume the trainer rebuilds the train env with the run's seed and calls
 ``reset()`` as many times as the run had (one per train episode), which puts it in exactly the state it had. The
 evaluation envs need no such thing: each evaluation episode re-seeds its env from ``(seed, frame, episode index)``
-(:func:`drq.eval_episodes.episode_seeds`), whichever worker plays it. Resuming from such a snapshot therefore gives the
+(:func:`drq.run.evaluation.episode_seeds`), whichever worker plays it. Resuming from such a snapshot therefore gives the
 same frames, rows and parameters (on CPU) as a run that never stopped, with or without the async env worker.
 
-Stop signals (``stop_signals``, default SIGINT, SIGTERM, SIGUSR1, SIGUSR2; :mod:`drq.stop_signals`) only set a flag; the
+Stop signals (``stop_signals``, default SIGINT, SIGTERM, SIGUSR1, SIGUSR2; :mod:`drq.machine.stop_signals`) only set a flag; the
 loop stops at its next safe point: before the next agent step, or after the current step of an evaluation, which is
 then discarded (its rows are not written and it runs again after the resume). Such a snapshot is taken mid-episode;
 it also holds the episode's actions, return and frames, and the metric sums since the last ``health`` line, and the
@@ -46,16 +46,19 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 import torch
 
-from drq import config_schema, provenance, resume_changes, run_dir_lock
-from drq import snapshot as snapshots
-from drq import stop_signals
-from drq.config_schema import RunConfig
-from drq.env import episode_over
-from drq.eval_episodes import EpisodesStopped, EvalProgress, episode_seeds, run_episodes
-from drq.health import HealthMonitor
-from drq.memory import usable_cores
-from drq.sinks import RunFiles, WandbSink, format_eval_line
-from drq.video import VideoRecorder
+from drq.config import schema as config_schema
+from drq.run import provenance
+from drq.run import resume_changes
+from drq.run import lock as run_dir_lock
+from drq.run import snapshot as snapshots
+from drq.machine import stop_signals
+from drq.config.schema import RunConfig
+from drq.envs.pixels import episode_over
+from drq.run.evaluation import EpisodesStopped, EvalProgress, episode_seeds, run_episodes
+from drq.run.health import HealthMonitor
+from drq.machine.memory import usable_cores
+from drq.run.sinks import RunFiles, WandbSink, format_eval_line
+from drq.run.video import VideoRecorder
 
 if TYPE_CHECKING:
     from drq.interfaces import Agent, Env
@@ -96,7 +99,7 @@ def resolve_num_threads(num_threads: Any, async_env: bool) -> int:
 
     On 2 cores, leaving one to the renderer was 1.55x slower end to end (bench/e2e.py, cartpole_swingup: 9.6 vs 14.9
     frames/s): an 84x84 render is ~11 ms per agent step, a small share of a core, and with passive OpenMP waiting
-    (set by the entry points: ``drq.process_tuning``) the two compete only briefly."""
+    (set by the entry points: ``drq.machine.process_tuning``) the two compete only briefly."""
     if num_threads not in (None, "auto"):
         n = int(num_threads)
         if n < 1:
@@ -107,7 +110,7 @@ def resolve_num_threads(num_threads: Any, async_env: bool) -> int:
 
 
 def resolve_eval_workers(eval_workers: Any, num_eval_episodes: int) -> int:
-    """How many environments play the evaluation episodes side by side (``drq.eval_episodes``).
+    """How many environments play the evaluation episodes side by side (``drq.run.evaluation``).
 
     ``1``: one environment in the trainer's process (episodes one after another). ``K > 1``: ``K`` worker processes
     stepping and rendering in parallel. ``auto``: one worker per core, at most one per episode and at most 8; a
@@ -122,7 +125,7 @@ def resolve_eval_workers(eval_workers: Any, num_eval_episodes: int) -> int:
 
 
 def env_kwargs(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """``drq.env.make_env`` keyword arguments from a run config (a :class:`RunConfig`, or a composed dict)."""
+    """``drq.envs.pixels.make_env`` keyword arguments from a run config (a :class:`RunConfig`, or a composed dict)."""
     cfg = config_schema.as_config(cfg)
     return dict(task=cfg.task_name, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
                 seed=cfg.seed, size=cfg.image_size, camera_id=cfg.camera_id,
@@ -149,8 +152,8 @@ def _make_health_monitor(agent_name: str, action_dim: int, cfg: RunConfig) -> He
 class Trainer:
     """Builds envs, replay, agent and sinks from a checked config and runs the loop in ``run_dir``.
 
-    ``cfg``: a :class:`drq.config_schema.RunConfig`, or a composed config (nested dict) that is checked into one
-    first (:class:`drq.config_schema.ConfigError` before anything is built). Every value comes from it: the trainer
+    ``cfg``: a :class:`drq.config.schema.RunConfig`, or a composed config (nested dict) that is checked into one
+    first (:class:`drq.config.schema.ConfigError` before anything is built). Every value comes from it: the trainer
     has no defaults of its own."""
 
     def __init__(self, cfg: RunConfig | Mapping[str, Any], run_dir: str | Path,
@@ -253,9 +256,9 @@ class Trainer:
                 "precision_reason": self.precision_reason}  # fmt: skip
 
     def _resolve_precision(self) -> None:
-        """``precision=auto`` -> fp32 | bf16 for this device (``drq.precision``); printed, and kept in the config as
+        """``precision=auto`` -> fp32 | bf16 for this device (``drq.speed.precision``); printed, and kept in the config as
         ``precision_resolved`` / ``precision_reason`` beside it (so the snapshot and wandb's config say what ran)."""
-        from drq.precision import emulated_bf16_warning, resolve_precision
+        from drq.speed.precision import emulated_bf16_warning, resolve_precision
 
         asked = self.cfg.precision
         precision, reason = resolve_precision(asked, self.device)
@@ -276,23 +279,23 @@ class Trainer:
     def _make_train_env(self) -> Env:
         kwargs = env_kwargs(self.cfg)
         if self.cfg.async_env:
-            from drq.env_worker import AsyncEnv
+            from drq.envs.worker import AsyncEnv
 
             return AsyncEnv(**kwargs)
-        from drq.env import make_env
+        from drq.envs.pixels import make_env
 
         return make_env(**kwargs)
 
     def _make_replay(self, obs_shape: tuple[int, ...]) -> Any:
         """The replay, its frames in RAM on the device or memory-mapped in the run dir (``replay_storage``, decided by
-        :func:`drq.run_footprint.storage_decision` and said in one line), and its segment files (``RUN_DIR/replay``,
+        :func:`drq.config.footprint.storage_decision` and said in one line), and its segment files (``RUN_DIR/replay``,
         :mod:`replay.segments`), cleaned of what a killed session left."""
-        from drq import run_footprint
+        from drq.config import footprint as run_footprint
         from replay import FrameReplay
         from replay.segments import ReplayFiles, is_manifest
 
         c = self.cfg
-        # the same estimate as the pre-run memory check (drq/run_footprint.py), so auto picks what that check passed
+        # the same estimate as the pre-run memory check (drq/config/footprint.py), so auto picks what that check passed
         storage, reason = run_footprint.storage_decision(config_schema.values(c), run_footprint.Machine.here(self.run_dir))
         self.say(f"replay: {reason}")
         self.replay_files = ReplayFiles(self.run_dir / "replay")
@@ -311,11 +314,11 @@ class Trainer:
         """The evaluation environments (built on first use): one in-process env, or ``eval_workers`` workers."""
         if self._eval_envs is None:
             if self.num_eval_workers == 1:
-                from drq.env import make_env
+                from drq.envs.pixels import make_env
 
                 self._eval_envs = [make_env(**env_kwargs(self.cfg))]
             else:
-                from drq.env_worker import AsyncEnv
+                from drq.envs.worker import AsyncEnv
 
                 self._eval_envs = [AsyncEnv(**env_kwargs(self.cfg)) for _ in range(self.num_eval_workers)]
         return self._eval_envs

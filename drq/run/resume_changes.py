@@ -7,7 +7,7 @@ writes them to ``metrics.jsonl`` (a ``"section": "resume"`` row) and logs them t
 The keys of :data:`FIXED_KEYS` cannot change within a run: a new value would mix two kinds of data in the replay,
 not fit the saved networks, or silently not take effect. :func:`check` refuses them with one line
 (:class:`ResumeRefused`, exit 2 in ``train.py``), before anything is written: ``train.py`` runs it before hydra writes
-``.hydra/`` into the run dir (:func:`drq.config_errors.exit_on_bad_overrides`), and the trainer runs it again before
+``.hydra/`` into the run dir (:func:`drq.config.errors.exit_on_bad_overrides`), and the trainer runs it again before
 it builds anything.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from drq.snapshot import SnapshotError
+from drq.run.snapshot import SnapshotError
 
 __all__ = ["FIXED_KEYS", "ResumeRefused", "changes", "check", "describe", "saved_config"]
 
@@ -66,7 +66,7 @@ def changes(saved: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tuple
 
 
 def _show(value: Any) -> str:
-    from drq.config_schema import show
+    from drq.config.schema import show
 
     return show(value)
 
@@ -88,11 +88,11 @@ def check(saved: Mapping[str, Any], now: Mapping[str, Any], source: str | Path) 
 
 
 def saved_config(path: str | Path) -> dict[str, Any] | None:
-    """The ``config`` of the snapshot at ``path`` (missing keys filled as :func:`drq.config_schema.fill_saved` does),
+    """The ``config`` of the snapshot at ``path`` (missing keys filled as :func:`drq.config.schema.fill_saved` does),
     read without loading its tensors (``torch.load(mmap=True)``); None if it holds none. Raises
-    :class:`drq.snapshot.SnapshotError` if the file is unusable."""
-    from drq import config_schema
-    from drq import snapshot as snapshots
+    :class:`drq.run.snapshot.SnapshotError` if the file is unusable."""
+    from drq.config import schema as config_schema
+    from drq.run import snapshot as snapshots
 
     config = snapshots.load(path, mmap=True).get("config")
     return config_schema.fill_saved(config) if isinstance(config, dict) and config else None

@@ -8,7 +8,7 @@ changed), and what it ran on::
                   "numpy": "2.3.5", "drq": "0.1.0"},
      "code": {"commit": "45d2bb1...", "dirty": false, "path": "/work/main"},
      "machine": {"cpu": "AMD EPYC (family 25 model 1)", "cores": 2, "torch_cpu_capability": "AVX2",
-                 "native_bf16": false, ...} (+ "gpu", "gpu_capability" on CUDA; drq.hardware.describe),
+                 "native_bf16": false, ...} (+ "gpu", "gpu_capability" on CUDA; drq.speed.hardware.describe),
      "host": "node17", "device": "cpu", "precision": "fp32", "precision_reason": "...", "num_threads": 1,
      "gl_backend": "egl"}
 
@@ -73,7 +73,7 @@ def session(device: str, precision: str, precision_reason: str, num_threads: int
             changes: Mapping[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """One session's record (see the module docstring). ``frame``: where it starts (frames); ``changes``: the config
     keys its resume changed, ``{key: (old, new)}``."""
-    from drq.hardware import describe
+    from drq.speed.hardware import describe
 
     record = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "frame": int(frame),

@@ -18,7 +18,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from drq import rendering, tasks
+from drq.envs import rendering
+from drq.envs import tasks
 
 FastRender = Union[bool, str, None]
 FAST_RENDER_CHOICES: tuple[Any, ...] = (False, True, "no_msaa", "no_shadows")
@@ -64,7 +65,7 @@ def make_env(
     camera_id: int | str | None = None,
     fast_render: FastRender = False,
 ) -> "PixelEnv":
-    """Build a pixel environment for ``task`` (see :mod:`drq.tasks` for names).
+    """Build a pixel environment for ``task`` (see :mod:`drq.envs.tasks` for names).
 
     frame_stack: k, frames per observation; action_repeat: frames per agent step; size: H = W in pixels;
     camera_id: None picks the domain's camera (quadruped 2, else 0);
@@ -175,7 +176,7 @@ class PixelEnv:
 
         ``seed``: an integer in [0, 2**32) that re-seeds the task's RandomState first, so the episode starts from the
         same initial state as the first episode of an env built with that seed, whatever this env played before
-        (evaluation episodes: :func:`drq.eval_episodes.episode_seeds`). ``None``: go on with the env's own stream (the
+        (evaluation episodes: :func:`drq.run.evaluation.episode_seeds`). ``None``: go on with the env's own stream (the
         training env, seeded once at construction)."""
         if seed is not None:
             self._task_random().seed(_seed(seed))

@@ -3,7 +3,7 @@
 What is compiled: the encoder (and SAC's target encoder), the critic, the target critic and the actor's trunk and
 policy MLP -- every module whose forward is tensors in, tensors out. The distributions built from the actor's
 output, the losses, the optimisers and the soft update stay eager (on a GPU, ``cuda_graphs=true`` records those as
-well, see ``drq.cuda_graphs``). Modules are compiled in place (``nn.Module.compile``), so parameter names, state
+well, see ``drq.speed.cuda_graphs``). Modules are compiled in place (``nn.Module.compile``), so parameter names, state
 dicts and snapshots are unchanged, and a snapshot taken with one setting resumes with the other.
 
 Compilation happens on the first update (and the first ``act``): about 20 s for DrQ-v2 on the 2-core development

@@ -1,5 +1,5 @@
 """Check a sweep's launcher before hydra starts: a missing plugin, a missing ``sbatch`` or an unreachable Ray cluster
-is one line naming what to install or check (exit 2 via :mod:`drq.config_errors`), and nothing is written.
+is one line naming what to install or check (exit 2 via :mod:`drq.config.errors`), and nothing is written.
 
 ``python train.py -m hydra/launcher=slurm ...`` without the submitit plugin would otherwise fail inside hydra with a
 multi-line "Could not load 'hydra/launcher/submitit_slurm'" after the sweep dir exists; without ``sbatch`` it would
@@ -24,8 +24,8 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from drq.config_errors import CONFIG_DIR, ConfigError
-from drq.memory import usable_cores
+from drq.config.errors import CONFIG_DIR, ConfigError
+from drq.machine.memory import usable_cores
 
 SLURM_EXTRA = 'pip install -e ".[slurm]"  (hydra-submitit-launcher)'
 RAY_EXTRA = 'pip install -e ".[ray]"  (hydra-ray-launcher, ray)'

@@ -4,7 +4,7 @@ request to stop at its next safe point; its child processes never see them.
 Schedulers signal a whole process group: SLURM preemption and ``scancel``, ``timeout``, ``docker stop``, Kubernetes,
 and Ctrl-C in a terminal all reach the trainer *and* its environment workers and ffmpeg. So:
 
-- :class:`StopSignals` (held by :class:`drq.trainer.Trainer` from its first line to its ``close``) records the first
+- :class:`StopSignals` (held by :class:`drq.run.trainer.Trainer` from its first line to its ``close``) records the first
   configured signal and returns; the loop polls :attr:`StopSignals.requested` at its safe points (between agent steps,
   between evaluation steps), writes a snapshot and stops. A second SIGINT stops at once (``KeyboardInterrupt``);
   repeats of the other signals are ignored (SLURM sends SIGTERM, then SIGKILL after ``KillWait``).

@@ -5,7 +5,7 @@ A name is ``<domain>_<task>`` with the suite's own spelling (``point_mass_easy``
 
 - ``cup_catch`` is ``ball_in_cup/catch``;
 - ``reach_duplo`` is not in the suite but in ``dm_control.manipulation`` (Kinova arm reaching a Duplo brick).
-  It resolves to ``("manipulation", "reach_duplo")``; ``drq.env`` loads ``manipulation.load('reach_duplo_features')``
+  It resolves to ``("manipulation", "reach_duplo")``; ``drq.envs.pixels`` loads ``manipulation.load('reach_duplo_features')``
   and renders pixels itself from the arena camera ``front_close`` (camera 0), which gives exactly the pixels of
   ``reach_duplo_vision``'s observation.
 
@@ -91,7 +91,7 @@ def _unknown_task_message(name: object) -> str:
         suggestion = "closest names: " + ", ".join(_BY_LOWER_NAME[c] for c in candidates)
     else:
         suggestion = "DrQ-v2 tasks: " + ", ".join(DRQV2_TASKS)
-    return f"unknown task {name!r}; {suggestion} (all {len(TASK_NAMES)} names: drq.tasks.TASK_NAMES)"
+    return f"unknown task {name!r}; {suggestion} (all {len(TASK_NAMES)} names: drq.envs.tasks.TASK_NAMES)"
 
 
 # MuJoCo's default offscreen framebuffer (``<visual><global offwidth offheight>``): a render larger than it fails

@@ -1,13 +1,13 @@
 """The pixel environment in a worker process, so the next frame renders while the agent updates.
 
-``AsyncEnv(**make_env_kwargs)`` has the interface of :class:`drq.env.PixelEnv`; the trainer calls
+``AsyncEnv(**make_env_kwargs)`` has the interface of :class:`drq.envs.pixels.PixelEnv`; the trainer calls
 ``env.step_async(action)``, runs ``agent.update(...)``, then ``env.step_wait()``. Physics and rendering happen in the
 worker in between. The worker is started with the ``spawn`` method (a fresh interpreter: no forked GL or torch
 state), picks its GL backend itself, and exits when told, when the parent's end of the pipe closes, or at interpreter
 exit (``weakref.finalize``).
 
 Signals: the worker is started with the stop signals blocked and then ignores SIGINT, SIGTERM, SIGHUP, SIGUSR1 and
-SIGUSR2 (:func:`drq.stop_signals.ignore_in_child`), so a signal sent to the whole process group (SLURM, ``timeout``,
+SIGUSR2 (:func:`drq.machine.stop_signals.ignore_in_child`), so a signal sent to the whole process group (SLURM, ``timeout``,
 Ctrl-C) reaches only the trainer, which snapshots and then closes its workers. It never outlives the trainer: on Linux
 the kernel sends it SIGKILL when the process that started it dies (``PR_SET_PDEATHSIG``; requested only when the
 ``AsyncEnv`` is built in the main thread, since the kernel watches the creating thread), and anywhere it exits when
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from drq import stop_signals
-from drq.env import TimeStep
+from drq.machine import stop_signals
+from drq.envs.pixels import TimeStep
 
 _COMMANDS = ("reset", "step", "render")
 _START_TIMEOUT_S = 300.0  # importing dm_control and compiling a model can take a while on a busy machine
@@ -44,7 +44,7 @@ def _worker_main(conn: Connection, make_env_kwargs: dict[str, Any], parent_pid: 
     stop_signals.ignore_in_child(parent_pid, die_with_parent)  # the trainer handles them and closes us
     env = None
     try:
-        from drq.env import make_env  # sets up rendering (drq.rendering) before dm_control is imported
+        from drq.envs.pixels import make_env  # sets up rendering (drq.envs.rendering) before dm_control is imported
 
         env = make_env(**make_env_kwargs)
         conn.send(("ok", (env.observation_shape, env.action_shape, env.backend)))
@@ -115,7 +115,7 @@ def _standard_default_start_method() -> None:
 
 
 class AsyncEnv:
-    """``drq.env.make_env(**make_env_kwargs)`` running in a worker process; same methods, same TimeSteps."""
+    """``drq.envs.pixels.make_env(**make_env_kwargs)`` running in a worker process; same methods, same TimeSteps."""
 
     def __init__(self, **make_env_kwargs: Any) -> None:
         _standard_default_start_method()
@@ -171,7 +171,7 @@ class AsyncEnv:
         return self._receive()
 
     def reset(self, seed: int | None = None) -> TimeStep:
-        """:meth:`drq.env.PixelEnv.reset` in the worker (``seed``: re-seed the task's RandomState first)."""
+        """:meth:`drq.envs.pixels.PixelEnv.reset` in the worker (``seed``: re-seed the task's RandomState first)."""
         return self._call("reset", seed)
 
     def step_async(self, action: np.ndarray) -> None:

@@ -16,13 +16,13 @@ duration: agent steps, as in DrQ-v2). ``tests/test_config_schema.py`` holds ever
 Besides each key's own range, :data:`RULES` relate keys (every ``*_frames`` count a multiple of ``action_repeat``, a
 batch no larger than the replay, ...). ``check(cfg, machine=True)`` also asks the machine (``cuda_graphs=true`` and
 ``device=cuda`` need a CUDA device, ``resume=PATH`` must exist); ``train.py`` runs it before hydra starts
-(:mod:`drq.config_errors`), so a bad value costs seconds, not an evaluation.
+(:mod:`drq.config.errors`), so a bad value costs seconds, not an evaluation.
 
 A snapshot's saved config may predate a key: :func:`from_saved` fills a missing key with its ``legacy`` value where
 the schema states one (the behaviour before the key existed), else with its default from ``cfgs/config.yaml`` /
 ``cfgs/agent/<agent>.yaml``.
 
-``python -m drq.config_schema --markdown > docs/configuration.md`` writes the table of every key.
+``python -m drq.config.schema --markdown > docs/configuration.md`` writes the table of every key.
 """
 
 from __future__ import annotations
@@ -48,14 +48,14 @@ STEPS = "agent steps"
 TRANSITIONS = "transitions"
 PIXELS = "pixels"
 
-# The choices of keys whose library module imports torch (drq.precision, drq.compiling) or more; tests check that
+# The choices of keys whose library module imports torch (drq.speed.precision, drq.speed.compiling) or more; tests check that
 # these equal the library's own tuples, so the checker stays fast (no torch import) and cannot drift.
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_MODES = ("none", "default", "max-autotune")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 FAST_RENDER = ("false", "no_msaa", "no_shadows")
 AGENT_NAMES = ("drqv2", "sac")
-REPLAY_STORAGES = ("auto", "ram", "disk")  # auto: drq.run_footprint.storage_decision
+REPLAY_STORAGES = ("auto", "ram", "disk")  # auto: drq.config.footprint.storage_decision
 DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit: 1000 frames per episode (cfgs/config.yaml max_episode_frames)
 
 
@@ -235,7 +235,7 @@ def _str_list(value: Any) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------------------- keys with a meaning
 def _task_name(value: Any) -> str:
-    from drq import tasks  # pure python: no dm_control, no GL
+    from drq.envs import tasks  # pure python: no dm_control, no GL
 
     if not isinstance(value, str):
         raise _Bad()
@@ -256,12 +256,12 @@ def _fast_render(value: Any) -> str | bool:
     if value is False or value is None:
         return False
     if value is True:
-        return "no_msaa"  # drq.env: true means the cheaper of the two
+        return "no_msaa"  # drq.envs.pixels: true means the cheaper of the two
     return _choice(FAST_RENDER[1:])(value)
 
 
 def _schedule(value: Any) -> str | float:
-    from drq.schedules import parse_schedule  # pure python
+    from drq.agents.schedules import parse_schedule  # pure python
 
     try:
         schedule = parse_schedule(value)
@@ -273,7 +273,7 @@ def _schedule(value: Any) -> str | float:
 
 
 def _stop_signals(value: Any) -> tuple[str, ...]:
-    from drq import stop_signals  # signal module only
+    from drq.machine import stop_signals  # signal module only
 
     if not isinstance(value, (list, tuple, str)):
         raise _Bad()
@@ -306,7 +306,7 @@ def _compile(value: Any) -> str:
     if value is None or value is False:
         return "none"
     if value is True:
-        return "default"  # drq.compiling: true means default
+        return "default"  # drq.speed.compiling: true means default
     return _choice(COMPILE_MODES)(value)
 
 
@@ -366,7 +366,7 @@ def choice(choices: tuple[str, ...], why: str) -> Any:
 
 @dataclass(frozen=True)
 class WandbConfig:
-    """``wandb.*``: where the run's metrics go (drq.sinks.WandbSink)."""
+    """``wandb.*``: where the run's metrics go (drq.run.sinks.WandbSink)."""
 
     mode: str = choice(WANDB_MODES, "auto: online with credentials, else offline; nothing waits on a login")
     project: str = _key(kind="str", allowed="a non-empty string", test=_text(), why="wandb project")
@@ -429,7 +429,7 @@ AGENT_CONFIGS: dict[str, type[AgentConfig]] = {"drqv2": DrQV2AgentConfig, "sac":
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A whole run's configuration, checked and typed: what ``drq.trainer`` reads (it has no defaults of its own)."""
+    """A whole run's configuration, checked and typed: what ``drq.run.trainer`` reads (it has no defaults of its own)."""
 
     # ---- task
     task_name: str = _key(kind="str", allowed="a DrQ-v2 task or a dm_control suite domain_task", test=_task_name,
@@ -622,7 +622,7 @@ def _cuda_graphs(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
 
 
 def _render_sizes(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
-    from drq import tasks  # pure python: reads the task's XML, no dm_control import
+    from drq.envs import tasks  # pure python: reads the task's XML, no dm_control import
 
     side = tasks.framebuffer_side(v["task_name"])
     out = []
@@ -649,7 +649,7 @@ MACHINE_RULES: tuple[Rule, ...] = (
     Rule(("replay_buffer_size", "replay_storage", "batch_size", "image_size", "video_size", "save_video", "eval_workers",
           "num_eval_episodes", "async_env", "num_train_frames", "action_repeat", "max_episode_frames", "nstep",
           "frame_stack", "feature_dim", "hidden_dim", "device", "task_name", "agent.name"),
-         "the run's memory at its end (replay, learner, batch, environments, video; drq/run_footprint.py) fits in the "
+         "the run's memory at its end (replay, learner, batch, environments, video; drq/config/footprint.py) fits in the "
          "machine's usable RAM (`DRQ_MEMORY_LIMIT`, the cgroup, or MemAvailable), the replay's one allocation in RAM "
          "+ swap, and for `device=cuda` in the GPU's free memory; else one line naming the largest value that fits",
          lambda v: _run_footprint().memory_rule(v)),
@@ -659,7 +659,7 @@ MACHINE_RULES: tuple[Rule, ...] = (
 
 
 def _run_footprint() -> Any:
-    from drq import run_footprint  # imported when a machine rule runs: it reads /proc, not torch
+    from drq.config import footprint as run_footprint  # imported when a machine rule runs: it reads /proc, not torch
 
     return run_footprint
 
@@ -725,7 +725,7 @@ def check(cfg: Mapping[str, Any], machine: bool = False) -> list[str]:
 
 def values(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The checked values by dotted key (``{"replay_buffer_size": 1000000, "agent.name": "drqv2", ...}``), the form
-    the rules and :mod:`drq.run_footprint` read; raises :class:`ConfigError` if a key is bad."""
+    the rules and :mod:`drq.config.footprint` read; raises :class:`ConfigError` if a key is bad."""
     cfg = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
     lines, found = _check(cfg, machine=False, rules=False)
     if lines:
@@ -808,7 +808,7 @@ def fill_saved(saved: Mapping[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- the docs
 def markdown() -> str:
-    """docs/configuration.md: the table of every key (``python -m drq.config_schema --markdown``)."""
+    """docs/configuration.md: the table of every key (``python -m drq.config.schema --markdown``)."""
     drqv2, sac = defaults("drqv2", resolve=False), defaults("sac", resolve=False)
     rows = ["| key | type | unit | default | allowed | why |", "|---|---|---|---|---|---|"]
     for dotted, key in keys().items():
@@ -826,10 +826,10 @@ def markdown() -> str:
     return "\n".join([
         "# Configuration",
         "",
-        "<!-- generated by `python -m drq.config_schema --markdown > docs/configuration.md`; "
+        "<!-- generated by `python -m drq.config.schema --markdown > docs/configuration.md`; "
         "tests/test_config_schema.py checks it is up to date -->",
         "",
-        "Every key of `cfgs/`, from the one schema in `drq/config_schema.py`. `train.py` checks the composed config",
+        "Every key of `cfgs/`, from the one schema in `drq/config/schema.py`. `train.py` checks the composed config",
         "against it before hydra writes anything or any environment starts: each bad value gives one line",
         "`drq: <key>=<value>: <what is allowed> (<unit>; <why>)`, and the exit code is 2.",
         "",
@@ -859,7 +859,7 @@ def markdown() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv != ["--markdown"]:
-        print("usage: python -m drq.config_schema --markdown > docs/configuration.md", file=sys.stderr)
+        print("usage: python -m drq.config.schema --markdown > docs/configuration.md", file=sys.stderr)
         return 2
     sys.stdout.write(markdown())
     return 0

@@ -1,5 +1,5 @@
 """What a run will hold in memory, estimated from its config before anything starts, and the machine rules that refuse
-a run that cannot fit (one line each, exit 2: :data:`drq.config_schema.MACHINE_RULES`).
+a run that cannot fit (one line each, exit 2: :data:`drq.config.schema.MACHINE_RULES`).
 
 Pure arithmetic on the config plus a few reads of ``/proc`` and ``statvfs``: no torch import (except for
 ``device=cuda``, to ask the GPU), no environment, no allocation. Sizes are bytes; counts say their unit.
@@ -54,14 +54,14 @@ here: no GPU was available to this helper; the usual CUDA context + cuDNN/cuBLAS
 
 What is compared, and with what (:class:`Machine`, read once per check):
 
-- RAM: the estimate against :func:`drq.memory.usable_ram_bytes` (``DRQ_MEMORY_LIMIT``, else the cgroup's headroom,
+- RAM: the estimate against :func:`drq.machine.memory.usable_ram_bytes` (``DRQ_MEMORY_LIMIT``, else the cgroup's headroom,
   else ``MemAvailable``); the replay's reservation against the allocation limit (RAM + swap with
   ``vm.overcommit_memory=0``, ``CommitLimit - Committed_AS`` with 2, none with 1; ``DRQ_MEMORY_LIMIT`` when set, so a
   machine made to look small looks small throughout).
 - ``replay_storage=disk`` (a memory-mapped frames file in the run dir): the frames against the free space of the run
   dir's file system instead of RAM; ``auto`` fits if either fits. A config without the key means ``ram``.
 - ``device=cuda`` (or ``auto`` where an NVIDIA device exists): GPU memory against
-  :func:`drq.memory.usable_gpu_bytes`.
+  :func:`drq.machine.memory.usable_gpu_bytes`.
 - ``eval_workers``: at most ``max(8, 2 x cores)`` processes (:func:`max_eval_workers`).
 
 A sweep sent to other machines (SLURM, a Ray cluster at an address) is not checked against this one
@@ -81,8 +81,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from drq import memory
-from drq.memory import format_size
+from drq.machine import memory
+from drq.machine.memory import format_size
 
 __all__ = ["Machine", "on_machine", "current_machine", "Footprint", "Problem", "footprint", "replay_adds",
            "replay_slots", "max_eval_workers", "memory_rule", "eval_workers_rule"]  # fmt: skip
@@ -94,8 +94,8 @@ CUDA_CONTEXT_BYTES = 1 * 10**9  # CUDA context and library workspaces on the GPU
 ACTIVATION_BYTES_PER_PIXEL = {"drqv2": 480, "sac_per_pass": 240}  # per sample and per pixel of H x W (measured)
 ACTION_DIM_BOUND = 56  # the widest action in the suite (humanoid_CMU); metadata is 4 A + 13 bytes per slot
 META_BYTES_FIXED = 13  # reward, discount (float32), t (int32), last (bool) per slot
-DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (drq.config_schema.DEFAULT_EPISODE_FRAMES)
-MAX_AUTO_EVAL_WORKERS = 8  # drq.trainer.resolve_eval_workers: auto never starts more
+DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (drq.config.schema.DEFAULT_EPISODE_FRAMES)
+MAX_AUTO_EVAL_WORKERS = 8  # drq.run.trainer.resolve_eval_workers: auto never starts more
 WORKERS_PER_CORE = 2
 
 
@@ -104,7 +104,7 @@ WORKERS_PER_CORE = 2
 class Machine:
     """What the checks compare with (bytes; None = unknown, not checked).
 
-    usable_ram: RAM the run may use (:func:`drq.memory.usable_ram_bytes`); ram_source: where that figure comes from,
+    usable_ram: RAM the run may use (:func:`drq.machine.memory.usable_ram_bytes`); ram_source: where that figure comes from,
     in words; allocation_limit: the largest single allocation the kernel grants (None: no limit); cores: usable CPU
     cores; disk_free: free bytes of the run dir's file system, disk_path: that dir; gpu_free: a function of the device
     (``cuda``, ``cuda:1``) -> free bytes, or None without CUDA; remote: the run happens elsewhere (skip the checks).
@@ -183,7 +183,7 @@ _MACHINE: contextvars.ContextVar[Machine | None] = contextvars.ContextVar("drq_m
 
 @contextlib.contextmanager
 def on_machine(machine: Machine) -> Iterator[Machine]:
-    """Run the checks inside against ``machine`` (tests inject small or fake machines; :mod:`drq.config_errors` passes
+    """Run the checks inside against ``machine`` (tests inject small or fake machines; :mod:`drq.config.errors` passes
     the run dir and whether the sweep runs elsewhere)."""
     token = _MACHINE.set(machine)
     try:
@@ -199,7 +199,7 @@ def current_machine() -> Machine:
 
 # ------------------------------------------------------------------------------------------------ the estimate
 def conv_output_side(size: int) -> int:
-    """Side of the encoder's output for an H = W = ``size`` frame (:func:`drq.networks.conv_output_hw`, which imports
+    """Side of the encoder's output for an H = W = ``size`` frame (:func:`drq.agents.networks.conv_output_hw`, which imports
     torch; tests hold the two equal)."""
     return (size - 3) // 2 + 1 - 6
 
@@ -226,7 +226,7 @@ def slot_bytes(v: Mapping[str, Any]) -> int:
 
 
 def network_params(v: Mapping[str, Any]) -> tuple[int, int]:
-    """(trained parameters, target-critic parameters) of the agent, counted from the layer sizes of drq.networks."""
+    """(trained parameters, target-critic parameters) of the agent, counted from the layer sizes of drq.agents.networks."""
     side = max(1, conv_output_side(v["image_size"]))
     repr_dim, feature, hidden, a = 32 * side * side, v["feature_dim"], v["hidden_dim"], ACTION_DIM_BOUND
     encoder = 9 * 3 * v["frame_stack"] * 32 + 3 * 9 * 32 * 32 + 4 * 32
@@ -247,7 +247,7 @@ def batch_bytes(v: Mapping[str, Any]) -> int:
 
 
 def eval_workers_resolved(v: Mapping[str, Any], cores: int) -> int:
-    """drq.trainer.resolve_eval_workers without its import: auto = one per core, <= episodes, <= 8."""
+    """drq.run.trainer.resolve_eval_workers without its import: auto = one per core, <= episodes, <= 8."""
     if v["eval_workers"] == "auto":
         return max(1, min(cores, v["num_eval_episodes"], MAX_AUTO_EVAL_WORKERS))
     return int(v["eval_workers"])
@@ -417,7 +417,7 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     """Machine rule: the run's estimated memory (:func:`footprint`) fits in what this machine has; else one line
     naming the value to change, the largest value of it that fits, and ``replay_storage=disk`` where that would fit
     (other exceeded limits are named at the end of the same line)."""
-    from drq import tasks
+    from drq.envs import tasks
 
     machine = current_machine()
     if machine.error:
@@ -463,7 +463,7 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
                     (f"at most {other_best}" if other_best is not None else "no value fits"))  # fmt: skip
     allowed = (f"needs {format_size(first.needed)} of {first.words} but {format_size(first.available)} is available "
                f"({'; '.join(parts)}); {fix}")
-    return [(key, v[key], allowed, "estimated from the config before the run: drq/run_footprint.py")]
+    return [(key, v[key], allowed, "estimated from the config before the run: drq/config/footprint.py")]
 
 
 def _fits(v: Mapping[str, Any], machine: Machine) -> bool:
@@ -472,7 +472,7 @@ def _fits(v: Mapping[str, Any], machine: Machine) -> bool:
 
 def _disk_storage_available() -> bool:
     """Whether the schema has ``replay_storage`` (a disk-backed replay), so that a line may suggest it."""
-    from drq import config_schema
+    from drq.config import schema as config_schema
 
     return "replay_storage" in config_schema.keys()
 

@@ -2,7 +2,7 @@
 
 ``run_episodes(envs, act, episodes, ...)`` plays ``episodes`` episodes with the policy ``act``. Episode ``k`` runs on
 ``envs[k % len(envs)]``, and the environments advance in lockstep: the policy acts for every running episode, then every
-environment steps. With :class:`drq.env_worker.AsyncEnv` workers the steps (physics and the 84x84 render) run in
+environment steps. With :class:`drq.envs.worker.AsyncEnv` workers the steps (physics and the 84x84 render) run in
 parallel processes, so ``K`` workers take about ``1/K`` of the time on ``K`` free cores; plain in-process environments
 step one after another (the same episodes, no speed-up).
 
@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from drq.env import episode_over
+from drq.envs.pixels import episode_over
 
 if TYPE_CHECKING:
     from drq.interfaces import Env
@@ -82,7 +82,7 @@ def run_episodes(envs: Sequence[Env], act: Callable[[np.ndarray], np.ndarray], e
 
     Args:
         envs: environments with drq's env interface (``reset()``, ``step_async(action)``, ``step_wait()`` ->
-            :class:`drq.env.TimeStep`): ``AsyncEnv`` workers step in parallel, in-process envs when waited on.
+            :class:`drq.envs.pixels.TimeStep`): ``AsyncEnv`` workers step in parallel, in-process envs when waited on.
         act: observation (uint8 ``(3k, H, W)``) -> action (float32 ``(A,)``).
         episodes: number of episodes (>= 1).
         action_repeat: frames per agent step (episode lengths are counted in frames).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from drq.distributions import ClippedNormal, TanhNormal
+from drq.agents.distributions import ClippedNormal, TanhNormal
 
 __all__ = ["Encoder", "Critic", "DrQV2Actor", "SACActor", "orthogonal_init", "conv_output_hw"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from drq import config_schema
-from drq.config_schema import RunConfig
+from drq.config import schema as config_schema
+from drq.config.schema import RunConfig
 
 __all__ = ["protocol_line"]
 

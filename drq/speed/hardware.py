@@ -2,7 +2,7 @@
 
 ``describe(device)`` -> ``{"cpu": "AMD EPYC (family 25 model 1)", "cores": 2, "torch_cpu_capability": "AVX2",
 "native_bf16": false, "bf16_basis": "...", "torch": "2.13.0+cpu"}`` plus ``"gpu"`` and ``"gpu_capability"`` on CUDA.
-``native_bf16`` is :func:`drq.precision.native_bf16` for ``device`` (what ``precision=auto`` decides from).
+``native_bf16`` is :func:`drq.speed.precision.native_bf16` for ``device`` (what ``precision=auto`` decides from).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from drq.memory import usable_cores
-from drq.precision import native_bf16
+from drq.machine.memory import usable_cores
+from drq.speed.precision import native_bf16
 
 __all__ = ["cpu_model", "describe"]
 

@@ -7,13 +7,13 @@
 and exits with status 2, before hydra writes anything into the run dir and before any environment, renderer, worker
 or wandb run starts. The overrides are parsed by hydra's own parser; the groups ``task=``, ``agent=``, ``preset=`` and
 every ``key=value`` are checked by name first (``+key=`` adds a key on purpose; ``hydra.*`` is hydra's business and
-:mod:`drq.launcher_checks`'), then the composed config goes through :func:`drq.config_schema.check` (types, ranges,
+:mod:`drq.config.launchers`'), then the composed config goes through :func:`drq.config.schema.check` (types, ranges,
 rules between keys, and ``machine=True``: CUDA for ``device`` / ``cuda_graphs``, ``resume=PATH``, the run's memory
-and ``eval_workers`` against this machine, :mod:`drq.run_footprint`; not for a sweep sent to SLURM or a Ray cluster
+and ``eval_workers`` against this machine, :mod:`drq.config.footprint`; not for a sweep sent to SLURM or a Ray cluster
 elsewhere, whose jobs check themselves where they run, and with the RAM shared among a local sweep's parallel jobs).
 Every value of a sweep is checked (every combination when there are at most ``MAX_COMBINATIONS``). Anything else that
 makes composition fail is reported with the first line of hydra's message. A single run that would resume a snapshot
-made with another value of a key fixed within a run (``drq.resume_changes``) is refused here too (:func:`check_resume`).
+made with another value of a key fixed within a run (``drq.run.resume_changes``) is refused here too (:func:`check_resume`).
 
 The config is composed here once per combination, and once more by ``hydra.main`` for the run itself: hydra writes
 ``.hydra/`` into the run dir before it calls the task function, so a check that must come before anything is
@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from drq import config_schema as schema
-from drq.config_schema import ConfigError, closest
+from drq.config import schema
+from drq.config.schema import ConfigError, closest
 
 __all__ = ["ConfigError", "check_overrides", "exit_on_bad_overrides", "group_choices", "CONFIG_DIR", "EXIT_CODE"]
 
@@ -105,7 +105,7 @@ def _group_line(group: str, value: str, config_dir: Path) -> str | None:
     hint = closest(value, choices)
     msg = f"task={value}: one of the {len(choices)} task configs in cfgs/task/{'; ' + hint if hint else ''}"
     try:
-        from drq import tasks
+        from drq.envs import tasks
 
         tasks.resolve_task(value)
         msg += f"; '{value}' is a dm_control task: run it with task_name={value} (and a preset=...)"
@@ -139,7 +139,7 @@ def _combinations(overrides: list[Any]) -> list[list[str]]:
 
 def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR, machine: bool = True) -> None:
     """Raise :class:`ConfigError` (one line per violation) if the overrides in ``argv`` (``sys.argv[1:]``) give a
-    config that :mod:`drq.config_schema` rejects: unknown groups and keys (with the closest names), wrong types,
+    config that :mod:`drq.config.schema` rejects: unknown groups and keys (with the closest names), wrong types,
     out-of-range values, rules between keys, and what this machine lacks (CUDA; ``machine=False`` leaves that out,
     to check here a command meant for another machine). A sweep (``-m key=a,b``) is checked value by value (every
     combination when there are at most MAX_COMBINATIONS)."""
@@ -175,7 +175,8 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR, machine: boo
                      "docs/configuration.md)")
     if not lines:
         combinations = _combinations(overrides)
-        from drq import launcher_checks, run_footprint
+        from drq.config import launchers as launcher_checks
+        from drq.config import footprint as run_footprint
 
         here = run_footprint.Machine.here(launcher_checks.run_dir(argv), remote=launcher_checks.runs_elsewhere(argv),
                                           jobs=launcher_checks.jobs_at_once(argv, len(combinations), config_dir))
@@ -207,7 +208,7 @@ def _check_combinations(combinations: list[list[str]], config_dir: Path, machine
 
 
 def check_resume(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Raise :class:`ConfigError` (:class:`drq.resume_changes.ResumeRefused`'s one line) if this single run resumes a
+    """Raise :class:`ConfigError` (:class:`drq.run.resume_changes.ResumeRefused`'s one line) if this single run resumes a
     snapshot (``hydra.run.dir=DIR`` holding one, or ``resume=PATH``) made with another value of a key that cannot
     change within a run. Checked here, before hydra rewrites ``DIR/.hydra/``; the trainer checks again (sweep jobs,
     in-process runs). A snapshot that cannot be read is left to the trainer's own message."""
@@ -215,8 +216,8 @@ def check_resume(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
         return
     overrides = _parse(_overrides(argv))
     run_dir = next((o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.run.dir"), None)
-    from drq import resume_changes
-    from drq import snapshot as snapshots
+    from drq.run import resume_changes
+    from drq.run import snapshot as snapshots
 
     own = Path(run_dir) / snapshots.FILENAME if run_dir and "${" not in run_dir else None
     if not any(o.key_or_group == "resume" for o in overrides) and (own is None or not own.is_file()):
@@ -255,7 +256,7 @@ def exit_on_bad_overrides(argv: list[str] | None = None, config_dir: Path = CONF
         return
     try:
         check_overrides(argv, config_dir)
-        from drq.launcher_checks import check_launcher
+        from drq.config.launchers import check_launcher
 
         check_launcher(argv, config_dir)
         check_resume(argv, config_dir)

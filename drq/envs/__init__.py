@@ -1,0 +1,1 @@
+"""DeepMind Control from pixels: the pixel env, its worker process, the task table and the rendering setup."""
