@@ -41,7 +41,7 @@ __all__ = ["ConfigError", "Key", "Rule", "RunConfig", "WandbConfig", "AgentConfi
            "SACAgentConfig", "AGENT_CONFIGS", "RULES", "keys", "check", "load", "as_config", "from_saved", "fill_saved",
            "defaults", "markdown", "show"]  # fmt: skip
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "cfgs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "cfgs"
 
 FRAMES = "frames"
 STEPS = "agent steps"

@@ -61,7 +61,7 @@ def _git(folder: Path, *args: str) -> str | None:
 def code_state(folder: str | Path | None = None) -> dict[str, Any]:
     """``{"commit", "dirty", "path"}`` of the git checkout holding ``folder`` (default: the one ``drq`` was imported
     from); commit and dirty are None outside a checkout or without git."""
-    folder = Path(folder) if folder is not None else Path(__file__).resolve().parent.parent
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[2]
     commit = _git(folder, "rev-parse", "HEAD")
     status = _git(folder, "status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit.strip() if commit else None, "dirty": bool(status.strip()) if status is not None else None,
