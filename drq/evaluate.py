@@ -35,7 +35,7 @@ from drq.config import schema as config_schema
 from drq.run import snapshot as snapshots
 from drq.run.evaluation import EvalProgress, episode_seeds, run_episodes
 from drq.speed.precision import PRECISIONS, check_precision, resolve_precision
-from drq.run.trainer import env_kwargs, make_agent_from_config, resolve_device
+from drq.run.build import env_kwargs, make_agent_from_config, resolve_device
 from drq.run.video import VideoRecorder
 
 if TYPE_CHECKING:

@@ -39,20 +39,20 @@ class AgentFailed(Exception):
 
 
 def test_a_failed_constructor_releases_the_lock_stops_the_worker_and_restores_threads(tmp_path, monkeypatch):
-    from drq.run import trainer
+    from drq.run import build, trainer
 
     workers = []
-    real_make_train_env = trainer.Trainer._make_train_env
+    real_make_train_env = build.make_train_env
 
-    def make_train_env(self):
-        workers.append(real_make_train_env(self))
+    def make_train_env(cfg):
+        workers.append(real_make_train_env(cfg))
         return workers[-1]
 
     def failing_agent(*args, **kwargs):
         raise AgentFailed
 
-    monkeypatch.setattr(trainer.Trainer, "_make_train_env", make_train_env)
-    monkeypatch.setattr(trainer, "make_agent_from_config", failing_agent)
+    monkeypatch.setattr(build, "make_train_env", make_train_env)
+    monkeypatch.setattr(build, "make_agent_from_config", failing_agent)
     threads = torch.get_num_threads()
     with pytest.raises(AgentFailed) as failed:  # `failed` keeps the half-built trainer alive (its traceback's frames)
         trainer.Trainer(debug_config(async_env="true", num_threads=threads + 1), tmp_path, say=lambda s: None)

@@ -1,6 +1,6 @@
 """Snapshots: one ``snapshot.pt`` of state dicts and plain values, loadable with ``torch.load(weights_only=True)``.
 
-Contents (see :meth:`drq.run.trainer.Trainer.snapshot_state`): ``format``, ``config`` (the resolved run config as plain
+Contents (see :func:`drq.run.resume.snapshot_state`): ``format``, ``config`` (the resolved run config as plain
 containers), ``agent`` (networks, optimisers, log alpha), ``replay`` (optional), ``counters`` (frames, agent steps,
 episodes), ``rng`` (python / numpy / torch states as tensors and ints), ``logger`` (lines per log file),
 ``wandb_run_id``, ``provenance`` (run.json's sessions: what each session ran on, :mod:`drq.run.provenance`).

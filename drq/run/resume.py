@@ -1,0 +1,170 @@
+"""Snapshots and exact resume: what a snapshot holds, reading it back, the environments' fast-forward and the replay
+of an interrupted episode's actions.
+
+Periodic snapshots (every ``snapshot_every_frames``, and at the end of training) are taken at an episode boundary,
+after the episode's train.csv row and before the next reset. They hold the agent, the replay, the RNG states of
+python / numpy / torch (the replay's sampler RNG is in its own state), the counters and the log files' positions.
+The environments' own RNGs (the task's ``RandomState``, in the env worker) are not read out: the env consumes it only
+when an episode starts, so on resume the train env is rebuilt with the run's seed and ``reset()`` is called as many
+times as the run had (one per train episode), which puts it in exactly the state it had. The evaluation envs need no
+such thing: each evaluation episode re-seeds its env from ``(seed, frame, episode index)``
+(:func:`drq.run.evaluation.episode_seeds`), whichever worker plays it. Resuming from such a snapshot therefore gives
+the same frames, rows and parameters (on CPU) as a run that never stopped, with or without the async env worker.
+
+A snapshot taken on a stop signal is taken mid-episode; it also holds the episode's actions, return and frames, and
+the metric sums since the last ``health`` line. The resume replays those actions on the freshly reset environment
+(physics is deterministic), checks that the last picture is the one saved, and goes on from there: the resumed run
+is bit-exact too. If the pictures differ (another MuJoCo build, say), or the snapshot predates this, the interrupted
+episode is dropped and a new one starts (its transitions stay in the replay): continuous, not bit-exact.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from drq.config import schema as config_schema
+from drq.run import resume_changes
+from drq.run import snapshot as snapshots
+from drq.run.metrics import MetricWindow
+from drq.run.sinks import RunFiles
+from drq.run.state import Parts, RunState
+
+
+def load_resume_state(parts: Parts) -> dict[str, Any] | None:
+    """The snapshot to resume from (``cfg.resume``: auto | never | a path), or None to start afresh; read before
+    anything is written, so that a bad snapshot changes nothing. Sets ``parts.resume_changes`` (the config keys that
+    differ from the snapshot's; keys that cannot change within a run raise :class:`ResumeRefused`)."""
+    resume, run_dir, snapshot_path = parts.cfg.resume, parts.run_dir, parts.snapshot_path
+    if resume == "never":
+        if snapshot_path.exists():
+            raise snapshots.SnapshotError(
+                f"{run_dir} already holds a snapshot and resume=never: choose another hydra.run.dir "
+                "(nothing was overwritten)"
+            )
+        return None
+    source = snapshot_path if resume == "auto" else snapshots.resolve_path(resume)
+    if resume == "auto" and not source.exists():
+        return None
+    state = snapshots.load(source)
+    saved = state.get("config")
+    if isinstance(saved, dict) and saved:  # a key the saved config predates: the schema's legacy value or default
+        saved = config_schema.fill_saved(saved)
+    # keys that cannot change within a run are refused (ResumeRefused); the others are announced after the restore
+    parts.resume_changes = resume_changes.check(saved or {}, parts.config_dict(), source)
+    if source.resolve().parent != run_dir.resolve():  # resume=PATH from another run dir: bring its logs
+        for name in RunFiles.FILES:
+            if (source.parent / name).exists() and not (run_dir / name).exists():
+                shutil.copyfile(source.parent / name, run_dir / name)
+    state["_source"] = str(source)
+    return state
+
+
+def resumes_here(parts: Parts, saved: Mapping[str, Any] | None) -> bool:
+    """Whether the resume source is this run dir's own snapshot (then its replay segments are this run's)."""
+    return saved is not None and Path(saved["_source"]).parent.resolve() == parts.run_dir.resolve()
+
+
+def restore(parts: Parts, state: RunState, window: MetricWindow, saved: dict[str, Any]) -> None:
+    """Put the snapshot ``saved`` back: agent, replay, counters, log files, RNGs, metric window; then fast-forward the
+    train env and replay the interrupted episode's actions (see the module docstring). Says what it did."""
+    source = saved["_source"]
+    try:
+        parts.agent.load_state_dict(saved["agent"])
+    except Exception as error:  # noqa: BLE001
+        raise snapshots.SnapshotError(f"snapshot {source} does not fit this agent: {error}") from None
+    if saved.get("replay") is not None:
+        from replay.segments import is_manifest
+
+        try:
+            if is_manifest(saved["replay"]):
+                parts.replay_files.load(parts.replay, saved["replay"], Path(source).parent / "replay")
+            else:  # a snapshot from before issue 22: the whole replay inside snapshot.pt
+                parts.replay.load_state_dict(saved["replay"])
+        except Exception as error:  # noqa: BLE001
+            raise snapshots.SnapshotError(f"snapshot {source} does not fit this replay: {error}") from None
+    state.restore_counters(saved["counters"])
+    state.wandb_run_id = saved.get("wandb_run_id")
+    parts.files.truncate(saved["logger"])
+    snapshots.restore_rng(saved["rng"])
+    window.load_state_dict(saved.get("health_window"), parts.device)
+    ts = None  # fast-forward the environment's own RNG: one reset per train episode so far
+    for _ in range(state.train_resets):
+        ts = parts.train_env.reset()
+    replayed = state.in_episode_at_snapshot and _replay_interrupted_episode(parts, state, ts, saved.get("episode"))
+    notes = [f"resumed from {source} at frame {state.frame:,} (episode {state.episode})"]
+    if saved.get("replay") is None:
+        notes.append("the snapshot holds no replay (save_replay_in_snapshot=false): the replay starts empty")
+    if state.in_episode_at_snapshot:
+        notes.append(f"the interrupted episode goes on from frame {state.episode_frames} (its actions replayed)"
+                     if replayed else "the snapshot was taken mid-episode: that episode is dropped and a new one "
+                     "starts")  # fmt: skip
+    parts.say("; ".join(notes))
+
+
+def _replay_interrupted_episode(parts: Parts, state: RunState, ts: Any, episode: Mapping[str, Any] | None) -> bool:
+    """Step the freshly reset train env with the interrupted episode's actions; True if it ends on the saved
+    picture (then the loop goes on inside that episode), False if the episode has to be dropped."""
+    if ts is None or not episode:
+        return False
+    for action in episode["actions"].numpy():
+        ts = parts.train_env.step(action)
+    if not np.array_equal(np.asarray(ts.frame), episode["last_frame"].numpy()):
+        warnings.warn("replaying the interrupted episode's actions did not reproduce its last picture (another "
+                      "MuJoCo or renderer?); that episode is dropped", RuntimeWarning, stacklevel=3)  # fmt: skip
+        return False
+    state.ts = ts
+    state.episode_reward, state.episode_frames = float(episode["reward"]), int(episode["frames"])
+    state.episode_actions = list(episode["actions"].numpy())
+    return True
+
+
+def announce_changes(parts: Parts, state: RunState) -> None:
+    """One line listing every config key this session changed (old → new), a ``resume`` row in metrics.jsonl and
+    a wandb point at the resume frame, so the curves show where the settings changed."""
+    changes = parts.resume_changes
+    parts.say(f"resumed with other settings at frame {state.frame:,}: {resume_changes.describe(changes)}")
+    parts.files.resume(state.frame, state.step, state.total_time, changes)
+    parts.wandb.resume_changes(state.frame, changes)
+
+
+def snapshot_state(parts: Parts, state: RunState, window: MetricWindow) -> dict[str, Any]:
+    """Everything a resume needs, as state dicts and plain values (``torch.load(weights_only=True)``-safe)."""
+    episode = None
+    if state.ts is not None:
+        actions = np.stack(state.episode_actions) if state.episode_actions else np.zeros((0, *parts.action_shape))
+        episode = {"actions": torch.from_numpy(actions.astype(np.float32)), "reward": state.episode_reward,
+                   "frames": state.episode_frames, "last_frame": torch.from_numpy(np.array(state.ts.frame))}
+    return {
+        "config": parts.config_dict(),
+        "agent": parts.agent.state_dict(),
+        # the replay's new segments are written here (RUN_DIR/replay); snapshot.pt holds their manifest
+        "replay": parts.replay_files.save(parts.replay) if parts.cfg.save_replay_in_snapshot else None,
+        "counters": state.counters(),
+        "rng": snapshots.capture_rng(),
+        "logger": parts.files.position(),
+        "wandb_run_id": parts.wandb.run_id,
+        "provenance": parts.sessions,  # run.json's sessions: what each session ran on
+        "episode": episode,  # the current training episode (mid-episode snapshots), else None
+        "health_window": window.state_dict(),
+    }
+
+
+def save_snapshot(parts: Parts, state: RunState, window: MetricWindow) -> bool:
+    """Write snapshot.pt (when ``save_snapshot``); False if not written (the previous one then stays whole)."""
+    if not parts.cfg.save_snapshot:
+        return False
+    try:
+        saved = snapshot_state(parts, state, window)
+    except OSError as error:  # a replay segment could not be written: the previous snapshot stays whole
+        snapshots.warn_not_written(parts.snapshot_path, error)
+        return False
+    ok = snapshots.save(parts.snapshot_path, saved)
+    if ok:  # segments the snapshot now on disk no longer names (evicted, superseded) go
+        parts.replay_files.prune(saved["replay"])
+    return ok
