@@ -370,6 +370,43 @@ def test_report_for_a_drqv2_run_with_out_and_strict(tmp_path, capsys):
     assert "agent drqv2" in out and "q_divergence" in out
 
 
+def test_report_reads_agent_action_dim_and_repeat_from_run_json_and_an_old_run_dir_from_its_hydra_config(
+        tmp_path, capsys, monkeypatch):
+    """run.json's run record (as the trainer writes it) gives agent, |A|, action repeat and discount, with no flag and
+    no physics loaded; a run dir from before that record reads .hydra/config.yaml, and its |A| is unknown ('?', the
+    per-dimension checks say so) rather than guessed from the task."""
+    import builtins
+
+    from drq.run import provenance
+
+    real_import, imported = builtins.__import__, []
+
+    def recording_import(name, *args, **kwargs):
+        imported.append(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", recording_import)
+    monkeypatch.setattr(health_report, "write_report_png", lambda *args, **kwargs: None)  # the PNG: tested above
+    config = {"task_name": "walker_walk", "seed": 1, "agent": {"name": "drqv2"}, "action_repeat": 2,
+              "discount": 0.9, "frame_stack": 3}  # fmt: skip
+    new = write_run_dir(tmp_path / "new", drqv2_stream(action_dim=6))
+    provenance.record_session(new, {"frame": 0}, run=provenance.run_record(config, (9, 84, 84), (6,)))
+    assert health_report.read_run_config(new) == {"agent": "drqv2", "action_dim": 6, "action_repeat": 2,
+                                                  "discount": 0.9}  # fmt: skip
+    assert health_report.main([str(new)]) == 0
+    assert "(agent drqv2, |A| = 6, action repeat 2, discount 0.9)" in capsys.readouterr().out
+
+    old = write_run_dir(tmp_path / "old", drqv2_stream(action_dim=6),
+                        config="task_name: walker_walk\naction_repeat: 2\ndiscount: 0.9\nagent:\n  name: drqv2\n")
+    assert health_report.read_run_config(old) == {"agent": "drqv2", "action_repeat": 2, "discount": 0.9}
+    assert health_report.main([str(old)]) == 0
+    out = capsys.readouterr().out
+    assert "(agent drqv2, |A| = ?, action repeat 2, discount 0.9)" in out and "action dimension unknown" in out
+    assert health_report.main([str(old), "--action-dim", "6"]) == 0
+    assert "|A| = 6" in capsys.readouterr().out
+    assert not [name for name in imported if name.startswith("dm_control")]
+
+
 @pytest.mark.parametrize("recorded", RECORDED_RUNS, ids=lambda p: p.stem)
 def test_report_from_recorded_run(tmp_path, recorded, capsys):
     run_dir = tmp_path / "run"

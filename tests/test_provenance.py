@@ -123,3 +123,23 @@ def test_resume_changes_lists_every_difference_and_refuses_the_fixed_keys():
     assert "\n" not in message and "frame_stack: snapshot 3, now 2 (" in message
     assert "agent.lr: snapshot 0.0001, now 0.0003 (the optimisers' saved state" in message
     assert "batch_size" not in message
+
+
+def test_a_run_records_what_the_analysis_reads(debug_run):
+    """The shared debug run's run.json says what it is (task, agent, seed, shapes, |A|, action repeat, discount, its
+    config as in the snapshot), and the health report and the sweep report read it from there."""
+    import torch
+
+    from drq.analysis import health as health_report
+
+    cfg, run_dir = debug_run.cfg, debug_run.run_dir
+    run = provenance.read_run(run_dir)
+    size, stack = cfg["image_size"], cfg["frame_stack"]
+    assert {k: v for k, v in run.items() if k != "config"} == {
+        "task": "cartpole_swingup", "agent": "drqv2", "seed": cfg["seed"], "action_repeat": cfg["action_repeat"],
+        "discount": cfg["discount"], "frame_stack": stack, "observation_shape": [3 * stack, size, size],
+        "action_shape": [1], "action_dim": 1}  # fmt: skip
+    assert run["config"] == torch.load(run_dir / "snapshot.pt", weights_only=True)["config"]
+    assert health_report.read_run_config(run_dir) == {"agent": "drqv2", "action_dim": 1, "discount": cfg["discount"],
+                                                      "action_repeat": cfg["action_repeat"]}  # fmt: skip
+    assert report.read_run_identity(run_dir) == ("cartpole_swingup", "drqv2", str(cfg["seed"]))

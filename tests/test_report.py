@@ -132,14 +132,21 @@ def test_parse_frames():
 
 # ------------------------------------------------------------------------------------------------------ end to end
 def _write_run(run_dir: Path, task: str, seed: int, rows: list[tuple[int, float]], agent: str = "drqv2",
-               identity: str = "config") -> Path:
-    """A run dir as train.py leaves it: .hydra/ plus eval.csv with (frame, episode_reward) rows."""
-    (run_dir / ".hydra").mkdir(parents=True)
-    if identity == "config":
+               identity: str = "run.json") -> Path:
+    """A run dir as train.py leaves it, with eval.csv's (frame, episode_reward) rows. ``identity``: where it says its
+    task, agent and seed: ``run.json`` (the trainer's run record, :func:`drq.run.provenance.run_record`) or, as in a
+    run dir from before that record, only ``.hydra/config.yaml``."""
+    from drq.run import provenance
+
+    config = {"task_name": task, "seed": seed, "agent": {"name": agent, "lr": 0.0001}, "action_repeat": 2,
+              "discount": 0.99, "frame_stack": 3}  # fmt: skip
+    run_dir.mkdir(parents=True)
+    if identity == "run.json":
+        provenance.record_session(run_dir, {"frame": 0}, run=provenance.run_record(config, (9, 84, 84), (1,)))
+    else:
+        (run_dir / ".hydra").mkdir()
         (run_dir / ".hydra" / "config.yaml").write_text(
             f"task_name: {task}\nseed: {seed}\nagent:\n  name: {agent}\n  lr: 0.0001\n")
-    else:  # only the overrides hydra records for a sweep job
-        (run_dir / ".hydra" / "overrides.yaml").write_text(f"- task={task}\n- seed={seed}\n- agent={agent}\n")
     lines = [f"{f},{f // 2},{i},{r},{500},{i * 1.5}\n" for i, (f, r) in enumerate(rows)]
     (run_dir / "eval.csv").write_text(EVAL_HEADER + "".join(lines))
     return run_dir / "eval.csv"
@@ -157,7 +164,7 @@ def _synthetic_sweep(root: Path) -> Path:
         for seed in (1, 2, 3):
             frames = range(0, 40_001, 10_000)
             _write_run(sweep / f"{job}_{task}", task, seed, [(f, _return(t, seed, f)) for f in frames],
-                       identity="config" if seed != 3 else "overrides")
+                       identity="hydra" if seed == 1 else "run.json")  # seed 1: run dirs from before run.json's run
             job += 1
     return sweep
 
@@ -196,6 +203,21 @@ def test_report_end_to_end(tmp_path, capsys):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
     # run again: the report dir under the sweep must not be taken for a run
     assert report.main([str(sweep), "--reps", "200", "--curve-reps", "50"]) == 0
+
+
+def test_a_run_says_who_it_is_in_run_json_and_an_old_one_in_its_hydra_config(tmp_path):
+    """run.json's run record is read first (and alone: hydra's other files are not searched); a run dir from before
+    it reads from .hydra/config.yaml; a run dir with neither is one clear error."""
+    new = _write_run(tmp_path / "new", "walker_walk", 4, [(0, 1.0)], agent="sac").parent
+    (new / ".hydra").mkdir()
+    (new / ".hydra" / "config.yaml").write_text("task_name: cheetah_run\nseed: 9\nagent:\n  name: drqv2\n")
+    assert report.read_run_identity(new) == ("walker_walk", "sac", "4")
+    old = _write_run(tmp_path / "old", "cartpole_balance", 2, [(0, 1.0)], identity="hydra").parent
+    assert report.read_run_identity(old) == ("cartpole_balance", "drqv2", "2")
+    (old / ".hydra" / "config.yaml").unlink()
+    (old / ".hydra" / "overrides.yaml").write_text("- task=cartpole_balance\n- seed=2\n")  # no longer searched
+    with pytest.raises(report.ReportError, match="cannot tell the run's task: expected run.json"):
+        report.read_run_identity(old)
 
 
 def test_report_skips_runs_without_evaluations_yet(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """``python -m drq.analysis.health RUN_DIR``: the offline health report of one run.
 
-Reads ``RUN_DIR/metrics.jsonl`` (and, for the action repeat, discount, agent and |A|, ``RUN_DIR/.hydra/config.yaml``),
+Reads ``RUN_DIR/metrics.jsonl`` (and, for the action repeat, discount, agent and |A|, ``RUN_DIR/run.json``'s ``run``
+record; a run dir from before it: ``RUN_DIR/.hydra/config.yaml``, without |A|),
 runs the detector of ``drq.run.health`` on the records, writes ``RUN_DIR/health.png`` (grouped panels, x axis in
 **frames**, and a verdict panel) and prints one verdict per signal. The reading guide is docs/health.md.
 
@@ -59,49 +60,37 @@ def load_metrics(path: str | Path) -> list[dict[str, float]]:
     return records
 
 
-def _read_run_config(run_dir: Path) -> dict:
-    """Best effort: action_repeat / discount / agent name / action dim (from the task) from hydra's saved config;
-    {} when unavailable."""
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not cfg_path.is_file():
-        return {}
-    try:
-        import yaml
+def read_run_config(run_dir: Path) -> dict:
+    """The run's agent, |A| (``action_dim``), action repeat and discount, from run.json's ``run`` record (written by the
+    trainer, :func:`drq.run.provenance.run_record`). A run dir from before that record: the same from hydra's
+    ``.hydra/config.yaml``, without |A| (SAC's ``target_entropy`` gives it, or ``--action-dim``); {} when neither
+    can be read."""
+    from drq.run import provenance  # json and the standard library only
 
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    except Exception:  # a config we cannot parse only costs us the defaults
-        return {}
-    out = {}
-    for key in ("action_repeat", "discount"):
-        if isinstance(cfg.get(key), (int, float)):
-            out[key] = cfg[key]
-    agent = cfg.get("agent")
-    if isinstance(agent, dict) and agent.get("name") in AGENTS:
-        out["agent"] = agent["name"]
-    task = cfg.get("task_name")
-    if isinstance(task, str):
-        action_dim = _action_dim_of_task(task)
-        if action_dim is not None:
-            out["action_dim"] = action_dim
+    run = provenance.read_run(run_dir)
+    if not run:
+        run = _read_hydra_config(run_dir / ".hydra" / "config.yaml")
+    out = {key: run[key] for key in ("action_repeat", "discount", "action_dim")
+           if isinstance(run.get(key), (int, float)) and not isinstance(run.get(key), bool)}  # fmt: skip
+    if run.get("agent") in AGENTS:
+        out["agent"] = run["agent"]
     return out
 
 
-def _action_dim_of_task(task: str) -> int | None:
-    """|A| of a dm_control suite task from its action spec (loads the physics, renders nothing); None on failure."""
-    import warnings
-
+def _read_hydra_config(path: Path) -> dict:
+    """Best effort, for run dirs from before run.json's ``run`` record: action_repeat, discount, agent; {} if
+    unreadable."""
     try:
-        with warnings.catch_warnings():  # dm_control's GL import warns when no display is set; we render nothing
-            warnings.simplefilter("ignore")
-            from dm_control import suite
+        import yaml
 
-            from drq.envs.tasks import resolve_task
-
-            domain, name = resolve_task(task)
-            env = suite.load(domain, name)
-            return int(np.prod(env.action_spec().shape))
-    except Exception:  # unknown task, manipulation domain, dm_control missing: the caller falls back to --action-dim
-        return None
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except Exception:  # no file, or a config we cannot parse: it only costs us the defaults
+        return {}
+    if not isinstance(cfg, dict):
+        return {}
+    agent = cfg.get("agent")
+    return {"action_repeat": cfg.get("action_repeat"), "discount": cfg.get("discount"),
+            "agent": agent.get("name") if isinstance(agent, dict) else None}  # fmt: skip
 
 
 def infer_agent(records: Sequence[Mapping[str, float]]) -> str:
@@ -223,11 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drq.analysis.health", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a run directory holding metrics.jsonl")
     parser.add_argument("--out", help="PNG path (default RUN_DIR/health.png)")
-    parser.add_argument("--agent", choices=AGENTS, help="default: from .hydra/config.yaml, else from the metrics")
-    parser.add_argument("--action-dim", type=int, help="|A| (SAC: read from target_entropy)")
-    parser.add_argument("--action-repeat", type=int, help="for the Q bound (default: .hydra/config.yaml, else "
+    parser.add_argument("--agent", choices=AGENTS, help="default: from run.json, else from the metrics")
+    parser.add_argument("--action-dim", type=int, help="|A| (default: from run.json; SAC: from target_entropy)")
+    parser.add_argument("--action-repeat", type=int, help="for the Q bound (default: run.json, else "
                         f"{THRESHOLDS.default_action_repeat})")
-    parser.add_argument("--discount", type=float, help="for the Q bound (default: .hydra/config.yaml, else "
+    parser.add_argument("--discount", type=float, help="for the Q bound (default: run.json, else "
                         f"{THRESHOLDS.default_discount})")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any signal reports a problem")
     args = parser.parse_args(argv)
@@ -237,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not run_dir.is_dir():
             raise HealthInputError(f"no run directory at {run_dir}")
         records = load_metrics(run_dir / "metrics.jsonl")
-        cfg = _read_run_config(run_dir)
+        cfg = read_run_config(run_dir)
         agent = args.agent or cfg.get("agent") or infer_agent([r for r in records if r.get("section") == "health"])
         run = dict(action_dim=args.action_dim or cfg.get("action_dim"),
                    action_repeat=args.action_repeat or cfg.get("action_repeat"),

@@ -3,8 +3,9 @@
     python -m drq.analysis.report SWEEP_DIR [--reference CSV ...] [--frames 100k,500k] [--out DIR]
 
 A *run* is any directory under SWEEP_DIR that holds an ``eval.csv`` (columns ``frame, ..., episode_reward``; see
-docs/architecture.md). Its task, agent and seed come from ``.hydra/config.yaml`` (``task_name``, ``agent.name``,
-``seed``), else from ``.hydra/hydra.yaml`` (the group choices), else from ``.hydra/overrides.yaml``.
+docs/architecture.md). Its task, agent and seed come from its ``run.json`` (the ``run`` record the trainer writes,
+:mod:`drq.run.provenance`); a run dir from before that record: from ``.hydra/config.yaml`` (``task_name``,
+``agent.name``, ``seed``).
 
 Conventions (all x axes are **frames** = agent steps x action_repeat):
 
@@ -28,8 +29,8 @@ Conventions (all x axes are **frames** = agent steps x action_repeat):
 Warnings: the report prints one line (and lists it under Notes) for each way the runs it aggregates differ where they
 should not: the resolved precision (``run.json``, else a config's ``precision`` other than ``auto``), the major.minor
 version of python, torch, mujoco, dm_control or numpy (``run.json``, :mod:`drq.run.provenance`), and, among runs of the
-same agent and task, the agent config (``agent.*``) or the task config (:data:`TASK_CONFIG_KEYS`), from
-``.hydra/config.yaml``. Runs without these files are not compared.
+same agent and task, the agent config (``agent.*``) or the task config (:data:`TASK_CONFIG_KEYS`), from run.json's
+``run`` record (before it: ``.hydra/config.yaml``). Runs without these files are not compared.
 
 Reference curves (``--reference``, DrQ-v2's format ``agent,task,seed,frame,episode_reward,hour``) become one more
 agent labelled ``'<agent> (published)'``, drawn on the same axes over the frames the sweep covers.
@@ -59,7 +60,7 @@ REPORT_DIR_NAME = "report"
 TASK_ALIASES = {"ball_in_cup_catch": "cup_catch"}
 
 
-# The keys, besides agent.*, that change what a curve measures (from .hydra/config.yaml); runs of one agent on one task
+# The keys, besides agent.*, that change what a curve measures (from the run's config); runs of one agent on one task
 # should agree on them. num_train_frames is not one: runs of other lengths are compared where they overlap.
 TASK_CONFIG_KEYS = ("frame_stack", "action_repeat", "discount", "image_size", "camera_id", "fast_render",
                     "max_episode_frames", "num_seed_frames", "num_eval_episodes", "replay_buffer_size", "nstep",
@@ -174,37 +175,25 @@ def _select(cfg, key: str):
 
 
 def read_run_identity(run_dir: Path) -> tuple[str, str, str]:
-    """(task, agent, seed) of a run from its .hydra/ files; ReportError if the task cannot be told."""
-    hydra_dir = run_dir / ".hydra"
-    found: dict[str, object] = {}
-    config = hydra_dir / "config.yaml"
-    if config.is_file():
+    """(task, agent, seed) of a run: from run.json's ``run`` record (:func:`drq.run.provenance.run_record`), or, in a
+    run dir from before that record, from hydra's ``.hydra/config.yaml``; ReportError if the task cannot be told."""
+    found = {k: v for k, v in _run_record(run_dir).items() if k in ("task", "agent", "seed") and v is not None}
+    config = run_dir / ".hydra" / "config.yaml"
+    if "task" not in found and config.is_file():
         cfg = _load_yaml(config)
-        for field, keys in (("task", ("task_name", "task", "task.name")), ("agent", ("agent.name", "agent")),
-                            ("seed", ("seed",))):
-            for key in keys:
-                if field not in found and _select(cfg, key) is not None:
-                    found[field] = _select(cfg, key)
-    hydra_yaml = hydra_dir / "hydra.yaml"
-    if hydra_yaml.is_file() and not {"task", "agent"} <= found.keys():
-        cfg = _load_yaml(hydra_yaml)
-        for field in ("task", "agent"):
-            if field not in found and _select(cfg, f"hydra.runtime.choices.{field}") is not None:
-                found[field] = _select(cfg, f"hydra.runtime.choices.{field}")
-    overrides = hydra_dir / "overrides.yaml"
-    if overrides.is_file() and not {"task", "agent", "seed"} <= found.keys():
-        items = _load_yaml(overrides)
-        for item in items if hasattr(items, "__iter__") else []:
-            key, _, value = str(item).partition("=")
-            key = key.lstrip("+~")
-            field = {"task": "task", "task_name": "task", "agent": "agent", "agent.name": "agent",
-                     "seed": "seed"}.get(key)
-            if field and field not in found and value:
-                found[field] = value
+        for field, key in (("task", "task_name"), ("agent", "agent.name"), ("seed", "seed")):
+            if _select(cfg, key) is not None:
+                found[field] = _select(cfg, key)
     if "task" not in found:
-        raise ReportError(f"{run_dir}: cannot tell the run's task: expected 'task_name' in .hydra/config.yaml, "
-                          f"a 'task' choice in .hydra/hydra.yaml or 'task=...' in .hydra/overrides.yaml")
+        raise ReportError(f"{run_dir}: cannot tell the run's task: expected run.json with a 'run' record (written by "
+                          f"the trainer) or 'task_name' in .hydra/config.yaml")
     return str(found["task"]), str(found.get("agent", "agent")), str(found.get("seed", run_dir.name))
+
+
+def _run_record(run_dir: Path) -> dict:
+    from drq.run import provenance  # json and the standard library only
+
+    return provenance.read_run(run_dir)
 
 
 def find_runs(sweep_dir: Path, skip: Path | None = None) -> tuple[list[Run], list[str]]:
@@ -241,14 +230,18 @@ def _flat(node, prefix: str = "") -> dict:
 
 
 def _run_facts(run_dir: Path) -> dict:
-    """What :func:`consistency_warnings` compares, from a run dir's run.json and .hydra/config.yaml (a value it cannot
-    tell is left out): ``{"precision": 'fp32' | 'bf16' | 'bf16+fp32', "versions": {name: 'major.minor'}, "config":
+    """What :func:`consistency_warnings` compares, from a run dir's run.json (its sessions and its ``run`` record's
+    config; before that record: .hydra/config.yaml), a value it cannot tell left out: ``{"precision": 'fp32' |
+    'bf16' | 'bf16+fp32', "versions": {name: 'major.minor'}, "config":
     {dotted key: value as text}}``."""
     from drq.run import provenance  # json and the standard library only
 
     facts: dict = {"versions": {}, "config": {}}
     config = run_dir / ".hydra" / "config.yaml"
-    if config.is_file():
+    recorded = _run_record(run_dir).get("config")
+    if isinstance(recorded, dict):
+        facts["config"] = _flat(recorded)
+    elif config.is_file():  # a run dir from before run.json's run record
         from omegaconf import OmegaConf
 
         try:

@@ -160,7 +160,7 @@ def build(parts: Parts) -> tuple[RunState, MetricWindow]:
     _clean_up_after_a_lost_session(parts, resuming=saved is not None)
     parts.train_env = make_train_env(c)
     parts.num_eval_workers = resolve_eval_workers(c.eval_workers, c.num_eval_episodes)
-    obs_shape = parts.train_env.observation_shape
+    obs_shape = parts.observation_shape = tuple(parts.train_env.observation_shape)
     parts.action_shape = tuple(parts.train_env.action_shape)
     parts.replay = _make_replay(parts, obs_shape, saved)
     parts.agent = make_agent_from_config(c, obs_shape, parts.action_shape, parts.device, parts.precision_resolved)
@@ -244,11 +244,13 @@ def _clean_up_after_a_lost_session(parts: Parts, resuming: bool) -> None:
 
 def _record_session(parts: Parts, state: RunState, saved: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """This session's provenance (versions, commit, machine, precision, threads, GL backend) appended to
-    ``run.json``; returns every session so far (they go into the snapshots)."""
+    ``run.json``, and the run's ``run`` record (task, agent, shapes, |A|, config); returns every session so far (they
+    go into the snapshots)."""
     record = provenance.session(parts.device, parts.precision_resolved, parts.precision_reason, parts.num_threads,
                                 getattr(parts.train_env, "backend", None), state.frame,
                                 saved["_source"] if saved else None, parts.resume_changes)  # fmt: skip
-    return provenance.record_session(parts.run_dir, record, earlier=(saved or {}).get("provenance"))
+    run = provenance.run_record(parts.config_dict(), parts.observation_shape, parts.action_shape)  # for drq.analysis
+    return provenance.record_session(parts.run_dir, record, earlier=(saved or {}).get("provenance"), run=run)
 
 
 def _make_wandb(parts: Parts, state: RunState) -> WandbSink:

@@ -12,6 +12,17 @@ changed), and what it ran on::
      "host": "node17", "device": "cpu", "precision": "fp32", "precision_reason": "...", "num_threads": 1,
      "gl_backend": "egl"}
 
+Beside the sessions, ``run`` says what the run is, so that the analysis wing (``drq.analysis.health``,
+``drq.analysis.report``) reads it instead of guessing it from hydra's files or the task's physics (written by each
+session, from its config: a resume that changes a key rewrites it)::
+
+    "run": {"task": "cartpole_swingup", "agent": "drqv2", "seed": 1, "action_repeat": 8, "discount": 0.99,
+            "frame_stack": 3, "observation_shape": [9, 84, 84], "action_shape": [1], "action_dim": 1,
+            "config": {... the resolved run config, as in the snapshot ...}}
+
+``observation_shape`` is the agent's input (stacked frames, channels first, uint8 pixels); ``action_dim`` is |A|, the
+product of ``action_shape``. A run dir from before this has no ``run``: :func:`read_run` gives ``{}`` there.
+
 ``code.commit`` / ``code.dirty`` come from ``git`` in the folder the ``drq`` package was imported from; both are
 ``null`` where that is no git checkout (an installed package) or git is missing. ``dirty`` counts tracked files only
 (run outputs inside the checkout do not make it dirty). The trainer writes the file at start, before the first
@@ -22,6 +33,7 @@ step; the same session goes into wandb's config (``provenance``), and the list o
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -35,7 +47,8 @@ FORMAT = "drq-run-v1"
 PACKAGES = ("torch", "mujoco", "dm_control", "numpy", "drq")
 _GIT_TIMEOUT_S = 10.0
 
-__all__ = ["FILENAME", "PACKAGES", "code_state", "read", "record_session", "session", "versions"]
+__all__ = ["FILENAME", "PACKAGES", "code_state", "read", "read_run", "record_session", "run_record", "session",
+           "versions"]
 
 
 def versions() -> dict[str, str | None]:
@@ -86,25 +99,49 @@ def session(device: str, precision: str, precision_reason: str, num_threads: int
     return json.loads(json.dumps(record, default=str))
 
 
-def read(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The sessions in ``run_dir/run.json``; [] if there is none or it cannot be read."""
+def run_record(config: Mapping[str, Any], observation_shape: tuple[int, ...],
+               action_shape: tuple[int, ...]) -> dict[str, Any]:  # fmt: skip
+    """run.json's ``run`` (see the module docstring) from the resolved config as plain python (``task_name``,
+    ``agent.name``, ...) and the shapes the environment gave the agent."""
+    record = {"task": config["task_name"], "agent": config["agent"]["name"], "seed": config["seed"],
+              "action_repeat": config["action_repeat"], "discount": config["discount"],
+              "frame_stack": config["frame_stack"], "observation_shape": [int(n) for n in observation_shape],
+              "action_shape": [int(n) for n in action_shape], "action_dim": int(math.prod(action_shape)),
+              "config": dict(config)}  # fmt: skip
+    return json.loads(json.dumps(record, default=str))
+
+
+def _load(run_dir: str | Path) -> dict[str, Any]:
     try:
         data = json.loads((Path(run_dir) / FILENAME).read_text())
     except (OSError, ValueError):
-        return []
-    sessions = data.get("sessions") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The sessions in ``run_dir/run.json``; [] if there is none or it cannot be read."""
+    sessions = _load(run_dir).get("sessions")
     return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
 
 
-def record_session(run_dir: str | Path, record: Mapping[str, Any],
-                   earlier: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """The ``run`` record of ``run_dir/run.json``; {} if there is none (a run dir from before it), or no run.json."""
+    run = _load(run_dir).get("run")
+    return run if isinstance(run, dict) else {}
+
+
+def record_session(run_dir: str | Path, record: Mapping[str, Any], earlier: list[dict[str, Any]] | None = None,
+                   run: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Append ``record`` to ``run_dir/run.json``'s sessions (written atomically) and return them all. ``earlier``:
     the sessions to start from when the run dir has no run.json yet (a snapshot's, for ``resume=PATH`` from another
-    run dir)."""
+    run dir). ``run``: the file's ``run`` record (:func:`run_record`); None keeps the one it has."""
     path = Path(run_dir) / FILENAME
     sessions = read(run_dir) or list(earlier or [])
     sessions.append(dict(record))
+    run = dict(run) if run is not None else read_run(run_dir)
+    data = {"format": FORMAT, **({"run": run} if run else {}), "sessions": sessions}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"format": FORMAT, "sessions": sessions}, indent=1, default=str) + "\n")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
     os.replace(tmp, path)
     return sessions

@@ -97,6 +97,7 @@ class Parts:
     files: RunFiles | None = None
     train_env: Env | None = None
     eval_envs: list[Env] | None = None  # built on first use (drq.run.build.eval_envs)
+    observation_shape: tuple[int, ...] = ()  # the agent's input: stacked frames (frame_stack * 3, H, W), uint8
     action_shape: tuple[int, ...] = ()
     replay: Any = None  # replay.FrameReplay
     replay_files: Any = None  # replay.segments.ReplayFiles (RUN_DIR/replay)
