@@ -95,7 +95,7 @@ ACTIVATION_BYTES_PER_PIXEL = {"drqv2": 480, "sac_per_pass": 240}  # per sample a
 ACTION_DIM_BOUND = 56  # the widest action in the suite (humanoid_CMU); metadata is 4 A + 13 bytes per slot
 META_BYTES_FIXED = 13  # reward, discount (float32), t (int32), last (bool) per slot
 DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (drq.config.schema.DEFAULT_EPISODE_FRAMES)
-MAX_AUTO_EVAL_WORKERS = 8  # drq.run.trainer.resolve_eval_workers: auto never starts more
+MAX_AUTO_EVAL_WORKERS = 8  # drq.run.build.resolve_eval_workers: auto never starts more
 WORKERS_PER_CORE = 2
 
 
@@ -247,7 +247,7 @@ def batch_bytes(v: Mapping[str, Any]) -> int:
 
 
 def eval_workers_resolved(v: Mapping[str, Any], cores: int) -> int:
-    """drq.run.trainer.resolve_eval_workers without its import: auto = one per core, <= episodes, <= 8."""
+    """drq.run.build.resolve_eval_workers without its import: auto = one per core, <= episodes, <= 8."""
     if v["eval_workers"] == "auto":
         return max(1, min(cores, v["num_eval_episodes"], MAX_AUTO_EVAL_WORKERS))
     return int(v["eval_workers"])

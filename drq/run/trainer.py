@@ -98,6 +98,7 @@ class Trainer:
         p = self.parts
         self.agent, self.replay, self.train_env, self.wandb = p.agent, p.replay, p.train_env, p.wandb
         self.device, self.precision_resolved, self.num_threads = p.device, p.precision_resolved, p.num_threads
+        self.action_shape = p.action_shape
         self.update_every_steps = self.cfg.agent.update_every_steps
         self.log = RunLog(p.files, p.wandb, p.health, self.say, f"{self.cfg.task_name} {self.cfg.agent.name}")
 
@@ -151,7 +152,7 @@ class Trainer:
                     self._stop()
 
                 if s.frame < num_seed_frames:
-                    action = np.random.uniform(-1.0, 1.0, self.parts.action_shape).astype(np.float32)
+                    action = np.random.uniform(-1.0, 1.0, self.action_shape).astype(np.float32)
                 else:
                     action = self.agent.act(s.ts.observation, s.step, eval_mode=False)
                 self.train_env.step_async(action)
