@@ -60,8 +60,6 @@ def make_agent(name: str, obs_shape: Sequence[int], action_shape: Sequence[int],
     if unknown:
         raise TypeError(f"make_agent({name!r}): unknown config key(s) {unknown}; valid keys: {valid}")
     mode = check_compile_mode(compile)
-    if not isinstance(cuda_graphs, bool):
-        raise ValueError(f"cuda_graphs must be true or false, got {cuda_graphs!r}")
     precision, _ = resolve_precision(precision, device)
     agent = cls(obs_shape, action_shape, device=device, precision=precision,
                 **{k: v for k, v in cfg.items() if k not in TRAINER_KEYS})
