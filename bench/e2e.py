@@ -23,8 +23,9 @@ action repeat + one 84x84 render, measured separately), task, agent, device, pre
 largest of them. Evaluation is not counted.
 
 ``--side-by-side`` (only when asked; our figure is always printed) then runs the same loop a second time in
-facebookresearch/drqv2's published setup: its update as its code writes it (``bench/update.py``'s plain eager
-baseline: float frames, replicate pad + ``grid_sample`` shift, NCHW, fp32, separate Adam optimisers; DrQ's SAC update
+facebookresearch/drqv2's published setup: its update as its code writes it (``tests/reference/updates.py``, the plain
+reference the transcription tests and ``bench/update.py`` use: float frames, replicate pad + crop, NCHW, fp32, separate
+Adam optimisers, the run's layer sizes; DrQ's SAC update
 for ``--agent sac``), fp32 without autocast, and the environment stepped in the training process (no env worker).
 The JSON then gains ``reference`` (the same fields for that run) and ``speedup`` (ours / reference frames/s, one
 run each, back to back). What it does not reproduce: drqv2's replay (episodes saved as .npz files, read by 4 loader
@@ -207,9 +208,6 @@ def main() -> None:
     exit_on_bad_config("bench/e2e.py", cfg)
     if rounded:
         print(rounding_note("bench/e2e.py", rounded, cfg["action_repeat"]), file=sys.stderr)
-    if args.side_by_side and (cfg["image_size"], cfg["frame_stack"]) != (84, 3):
-        sys.exit(f"bench/e2e.py: --side-by-side needs image_size=84 frame_stack=3 (the baseline's 9x84x84 encoder); "
-                 f"got image_size={cfg['image_size']} frame_stack={cfg['frame_stack']}")
     seed_frames = int(cfg["num_seed_frames"])
 
     env_ms = env_ms_per_step(cfg)
@@ -222,8 +220,8 @@ def main() -> None:
            "overrides": args.overrides}  # fmt: skip
     if args.side_by_side:
         ref_cfg = run_config(args, ["async_env=false", "precision=fp32", "compile=none", "cuda_graphs=false"])[0]
-        out["reference"] = {"setup": "facebookresearch/drqv2 published: plain eager update (bench/update.py "
-                                     "baseline), fp32, env in the training process",
+        out["reference"] = {"setup": "facebookresearch/drqv2 published: plain eager update "
+                                     "(tests/reference/updates.py), fp32, env in the training process",
                             **measure(ref_cfg, seed_frames, args.breakdown == "true", reference=True)}  # fmt: skip
         out["speedup"] = round(out["frames_per_s"] / out["reference"]["frames_per_s"], 2)
     print(json.dumps(out))
@@ -233,20 +231,23 @@ def reference_update(tr) -> Callable:
     """``tr.agent.update`` replaced by the plain eager update of facebookresearch/drqv2 (DrQ for SAC), on the same
     replay batches; the trainer's health lines get our agent's metric names (from one update of ours, at the first
     call) so the loop runs unchanged."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from update import BaselineDrQV2, BaselineSAC  # noqa: E402  (bench/update.py)
+    from tests.reference.updates import DrQReference, DrQV2Reference  # noqa: E402  (the tests' plain reference)
 
     c, action_dim = tr.cfg, int(np.prod(tr.action_shape))
+    sizes = dict(obs_shape=tr.agent.obs_shape, action_dim=action_dim, feature_dim=c.agent.feature_dim,
+                 hidden_dim=c.agent.hidden_dim, lr=c.agent.lr, tau=c.agent.critic_target_tau, device=tr.device)
     if c.agent.name == "sac":
-        plain = BaselineSAC(action_dim, tr.device, lr=c.agent.lr, target_encoder=c.agent.target_encoder)
+        plain = DrQReference(**sizes, init_temperature=c.agent.init_temperature,
+                             target_encoder=c.agent.target_encoder)
     else:
-        plain = BaselineDrQV2(action_dim, tr.device, lr=c.agent.lr)
+        plain = DrQV2Reference(**sizes, std=0.5, stddev_clip=c.agent.stddev_clip)
     ours, template = tr.agent.update, {}
 
     def update(batch, step):
         if not template:
             template.update({k: v.detach() for k, v in ours(batch, step).items()})
-        plain.update(batch, step)
+        for value in plain.update(batch, step).values():
+            value.item()  # read on the host, as the papers' code logs them
         return template
 
     return update

@@ -8,9 +8,10 @@ Ours: ``drq.agents.make_agent(...).update(batch, step)`` (uint8 integer-crop aug
 autocast where the hardware has it natively, else fp32 (``drq.speed.precision``); channels_last, batched augmentations,
 fused Adam, metrics left on the device; on CUDA also the whole update replayed as one CUDA graph, and optionally
 torch.compile'd networks).
-Baseline: the same networks (``drq.agents.networks``) and the same algorithm written straightforwardly, the way DrQ-v2 / DrQ
-do it: float conversion, then pad + ``grid_sample`` augmentation on float frames, NCHW, fp32, no autocast, one encoder
-pass per augmentation, default Adam, DrQ-v2's per-parameter soft-update loop and ``.item()`` on every metric.
+Baseline: the same algorithm at the same layer sizes, written the way DrQ-v2 / DrQ write it: the plain reference update
+of ``tests/reference/updates.py`` (the one tests/test_transcription.py holds ours against): float conversion, then
+replicate pad + crop of each float frame, NCHW, fp32, no autocast, one encoder pass per augmentation, default Adam,
+the per-parameter soft-update loop, and ``.item()`` on every metric.
 
 Frames are 84x84 with a 3-frame stack (9 channels); the batch is random uint8 frames already on the device (as the
 replay returns it). The last line printed is one JSON object: agent, updates_per_s, baseline_updates_per_s, ratio,
@@ -44,14 +45,14 @@ from drq.machine import process_tuning  # noqa: E402
 
 process_tuning.tune_process()
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from drq.agents import make_agent  # noqa: E402
 from drq.speed.compiling import COMPILE_MODES  # noqa: E402
 from drq.speed.cuda_graphs import GRAPH_CHOICES, cuda_graphs_wanted  # noqa: E402
 from drq.speed.hardware import describe  # noqa: E402
-from drq.agents.networks import Critic, DrQV2Actor, Encoder, SACActor, conv_output_hw  # noqa: E402
+from drq.agents.networks import conv_output_hw  # noqa: E402
 from drq.speed.precision import PRECISIONS, resolve_precision  # noqa: E402
+from tests.reference.updates import DrQReference, DrQV2Reference  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peak import measure_peak  # noqa: E402
@@ -77,154 +78,14 @@ def random_batch(batch_size: int, action_dim: int, device: torch.device) -> Batc
     return Batch(*(t.to(device) for t in (obs, action, reward, discount, next_obs)))
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The baseline: straightforward eager fp32 code on the same network classes.
-# --------------------------------------------------------------------------------------------------------------------
-def grid_sample_shift(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """DrQ-v2's RandomShiftsAug: replicate pad, then grid_sample at a random integer shift (float frames)."""
-    n, _, h, w = x.shape
-    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    eps = 1.0 / (h + 2 * pad)
-    arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * pad, device=x.device, dtype=x.dtype)[:h]
-    arange = arange.unsqueeze(0).repeat(h, 1).unsqueeze(2)
-    base_grid = torch.cat([arange, arange.transpose(1, 0)], dim=2).unsqueeze(0).repeat(n, 1, 1, 1)
-    shift = torch.randint(0, 2 * pad + 1, size=(n, 1, 1, 2), device=x.device, dtype=x.dtype) * 2.0 / (h + 2 * pad)
-    return F.grid_sample(x, base_grid + shift, padding_mode="zeros", align_corners=False)
-
-
-def plain_encode(encoder: Encoder, obs_float: torch.Tensor) -> torch.Tensor:
-    h = obs_float / 255.0 - 0.5
-    h = encoder.convs(F.conv2d(h, encoder.conv1.weight, encoder.conv1.bias, stride=2))
-    return h.view(h.shape[0], -1)
-
-
-def plain_soft_update(net: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
-    for param, target_param in zip(net.parameters(), target.parameters()):
-        target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
-
-
-class BaselineDrQV2:
-    def __init__(self, action_dim: int, device: torch.device, lr: float = 1e-4):
-        self.encoder = Encoder(OBS_SHAPE, channels_last=False).to(device)
-        repr_dim = self.encoder.repr_dim
-        self.actor = DrQV2Actor(repr_dim, action_dim).to(device)
-        self.critic = Critic(repr_dim, action_dim).to(device)
-        self.critic_target = Critic(repr_dim, action_dim).to(device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
-        self.std, self.clip = 0.5, 0.3
-
-    def update(self, batch: Batch, step: int) -> dict[str, float]:
-        metrics = {}
-        obs, next_obs = grid_sample_shift(batch.obs.float()), grid_sample_shift(batch.next_obs.float())
-        obs = plain_encode(self.encoder, obs)
-        with torch.no_grad():
-            next_obs = plain_encode(self.encoder, next_obs)
-        with torch.no_grad():
-            dist = self.actor(next_obs, self.std)
-            next_action = dist.sample(clip=self.clip)
-            target_q1, target_q2 = self.critic_target(next_obs, next_action)
-            target_q = batch.reward + batch.discount * torch.min(target_q1, target_q2)
-        q1, q2 = self.critic(obs, batch.action)
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        metrics.update(critic_target_q=target_q.mean().item(), critic_q1=q1.mean().item(),
-                       critic_q2=q2.mean().item(), critic_loss=critic_loss.item(),
-                       batch_reward=batch.reward.mean().item())
-        self.encoder_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        self.encoder_opt.step()
-
-        obs = obs.detach()
-        dist = self.actor(obs, self.std)
-        action = dist.sample(clip=self.clip)
-        action = dist.loc + (action - dist.loc).detach()  # straight-through, as DrQ-v2's rsample
-        log_prob = torch.distributions.Normal(dist.loc, self.std).log_prob(action).sum(-1, keepdim=True)
-        q1, q2 = self.critic(obs, action)
-        actor_loss = -torch.min(q1, q2).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
-        metrics.update(actor_loss=actor_loss.item(), actor_logprob=log_prob.mean().item(),
-                       actor_ent=torch.distributions.Normal(dist.loc, self.std).entropy().sum(-1).mean().item())
-        plain_soft_update(self.critic, self.critic_target, 0.01)
-        return metrics
-
-
-class BaselineSAC:
-    """DrQ's SAC update: obs and obs_aug, next_obs and next_obs_aug, each augmented and encoded separately; with
-    ``target_encoder`` DrQ's target encoder for next observations and the actor's re-encoding of obs."""
-
-    def __init__(self, action_dim: int, device: torch.device, lr: float = 1e-3, target_encoder: bool = True):
-        self.encoder = Encoder(OBS_SHAPE, channels_last=False).to(device)
-        self.target_encoder = Encoder(OBS_SHAPE, channels_last=False).to(device) if target_encoder else None
-        if self.target_encoder is not None:
-            self.target_encoder.load_state_dict(self.encoder.state_dict())
-        repr_dim = self.encoder.repr_dim
-        self.actor = SACActor(repr_dim, action_dim).to(device)
-        self.critic = Critic(repr_dim, action_dim).to(device)
-        self.critic_target = Critic(repr_dim, action_dim).to(device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.log_alpha = torch.tensor(math.log(0.1), device=device, requires_grad=True)
-        self.critic_opt = torch.optim.Adam(list(self.encoder.parameters()) + list(self.critic.parameters()), lr=lr)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=lr)
-        self.target_entropy = -float(action_dim)
-
-    def policy(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dist = self.actor(features)
-        u = dist.loc + dist.scale * torch.randn_like(dist.loc)
-        log_prob = torch.distributions.Normal(dist.loc, dist.scale).log_prob(u)
-        log_prob = log_prob - 2 * (math.log(2) - u - F.softplus(-2 * u))
-        return torch.tanh(u), log_prob.sum(-1, keepdim=True)
-
-    def update(self, batch: Batch, step: int) -> dict[str, float]:
-        metrics = {}
-        obs_f, next_f = batch.obs.float(), batch.next_obs.float()
-        obs_x = grid_sample_shift(obs_f)
-        obs, obs_aug = plain_encode(self.encoder, obs_x), plain_encode(self.encoder, grid_sample_shift(obs_f))
-        with torch.no_grad():
-            alpha = self.log_alpha.exp()
-            target_qs = []
-            for next_x in (grid_sample_shift(next_f), grid_sample_shift(next_f)):
-                next_feat = plain_encode(self.encoder, next_x)
-                next_action, next_log_prob = self.policy(next_feat)
-                if self.target_encoder is not None:
-                    next_feat = plain_encode(self.target_encoder, next_x)
-                tq1, tq2 = self.critic_target(next_feat, next_action)
-                target_qs.append(batch.reward + batch.discount * (torch.min(tq1, tq2) - alpha * next_log_prob))
-            target_q = (target_qs[0] + target_qs[1]) / 2
-        q1, q2 = self.critic(obs, batch.action)
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        q1_aug, q2_aug = self.critic(obs_aug, batch.action)
-        critic_loss = critic_loss + F.mse_loss(q1_aug, target_q) + F.mse_loss(q2_aug, target_q)
-        metrics.update(critic_loss=critic_loss.item(), critic_q1=q1.mean().item(), critic_q2=q2.mean().item(),
-                       critic_target_q=target_q.mean().item(), batch_reward=batch.reward.mean().item())
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        if step % 2 == 0:
-            obs = plain_encode(self.encoder, obs_x).detach() if self.target_encoder is not None else obs.detach()
-            action, log_prob = self.policy(obs)
-            q1, q2 = self.critic(obs, action)
-            actor_loss = (self.log_alpha.exp().detach() * log_prob - torch.min(q1, q2)).mean()
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_opt.step()
-            alpha_loss = (self.log_alpha.exp() * (-log_prob - self.target_entropy).detach()).mean()
-            self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_opt.step()
-            metrics.update(actor_loss=actor_loss.item(), actor_logprob=log_prob.mean().item(),
-                           alpha_loss=alpha_loss.item(), alpha=self.log_alpha.exp().item())
-        if step % 2 == 0:
-            plain_soft_update(self.critic, self.critic_target, 0.01)
-            if self.target_encoder is not None:
-                plain_soft_update(self.encoder, self.target_encoder, 0.01)
-        return metrics
+def baseline(agent: str, action_dim: int, device: torch.device, **sac: bool) -> Callable[[Batch, int], dict]:
+    """The papers' update as their code writes it (``tests/reference/updates.py``: the one plain reference the
+    transcription tests hold ours against), at the published sizes, with ``.item()`` on every metric as they log."""
+    if agent == "drqv2":
+        ref = DrQV2Reference(OBS_SHAPE, action_dim, lr=1e-4, std=0.5, device=device)
+    else:
+        ref = DrQReference(OBS_SHAPE, action_dim, lr=1e-3, device=device, **sac)
+    return lambda batch, step: {k: v.item() for k, v in ref.update(batch, step).items()}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -338,10 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
     sac = {"target_encoder": args.target_encoder != "false"} if args.agent == "sac" else {}
     agent = make_agent(args.agent, OBS_SHAPE, (args.action_dim,), device, precision, compile=args.compile,
                        cuda_graphs=graphs, **sac)
-    baseline = BaselineDrQV2(args.action_dim, device) if args.agent == "drqv2" else BaselineSAC(args.action_dim,
-                                                                                                   device, **sac)
     warmup = max(args.warmup, 10) if graphs else args.warmup  # each branch: 3 eager updates, then the capture
-    updates = {"ours": agent.update, "baseline": baseline.update}
+    updates = {"ours": agent.update, "baseline": baseline(args.agent, args.action_dim, device, **sac)}
     if args.agent == "sac" and args.target_encoder == "both":
         updates["ours_no_target_encoder"] = make_agent("sac", OBS_SHAPE, (args.action_dim,), device, precision,
                                                        compile=args.compile, cuda_graphs=graphs,

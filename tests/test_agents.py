@@ -117,22 +117,37 @@ def test_next_obs_is_encoded_without_gradient(name, target_encoder):
 
 @pytest.mark.parametrize("name", ["drqv2", "sac"])
 def test_actor_loss_leaves_encoder_and_critic_gradients_at_zero(name):
+    """Inside a whole update: the actor's backward adds nothing to the encoder's and the critic's gradients (at the
+    actor's step they are still what the critic loss left), and gives the actor (and SAC's log alpha) one."""
     torch.manual_seed(0)
     agent = make_agent(name, OBS_SHAPE, (A,), **SMALL)
-    features = agent.encoder(random_batch().obs)  # attached to the encoder on purpose
-    for module in (agent.encoder, agent.critic, agent.actor):
-        module.zero_grad(set_to_none=True)
+    params = {f"{part}.{n}": p for part in ("encoder", "critic", "actor") for n, p in
+              getattr(agent, part).named_parameters()}
+    params.update({"log_alpha": agent.log_alpha} if name == "sac" else {})
+    grads_at = {}
+
+    def spy(opt_name, opt):
+        step = opt.step
+
+        def recorded_step(*args, **kwargs):
+            grads_at[opt_name] = {n: None if p.grad is None else p.grad.clone() for n, p in params.items()}
+            return step(*args, **kwargs)
+
+        opt.step = recorded_step
+
+    for opt_name in ("critic_opt", "actor_opt"):
+        spy(opt_name, getattr(agent, opt_name))
     before = [p.detach().clone() for p in agent.actor.parameters()]
-    if name == "drqv2":
-        agent.update_actor(features, std=agent.stddev(0))
-    else:
-        agent.update_actor_and_alpha(features)
-        assert agent.log_alpha.grad is not None and agent.log_alpha.grad != 0
-    for module in (agent.encoder, agent.critic):
-        for p in module.parameters():
-            assert p.grad is None or p.grad.abs().max() == 0
-    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in agent.actor.parameters())
+    agent.update(random_batch(), step=2)  # SAC: an actor step
+    critic_grads, actor_grads = grads_at["critic_opt"], grads_at["actor_opt"]
+    for n in params:
+        if n.startswith(("encoder.", "critic.")):
+            assert critic_grads[n] is not None and actor_grads[n] is not None, n
+            assert torch.equal(critic_grads[n], actor_grads[n]), n
+    assert any(actor_grads[n] is not None and actor_grads[n].abs().max() > 0 for n in params if n.startswith("actor."))
     assert any(not torch.equal(b, p) for b, p in zip(before, agent.actor.parameters()))
+    if name == "sac":
+        assert actor_grads["log_alpha"] is not None and actor_grads["log_alpha"] != 0
 
 
 @pytest.mark.parametrize("name", ["drqv2", "sac"])
@@ -288,10 +303,9 @@ def test_bad_inputs_name_the_value():
         make_agent("sac", OBS_SHAPE, (A,), precision="fp16")
     with pytest.raises(ValueError, match=r"'exp\(1,2\)'.*linear\(init,final,duration\)"):
         make_agent("drqv2", OBS_SHAPE, (A,), stddev_schedule="exp(1,2)")
-    with pytest.raises(ValueError, match="-0.1"):
-        make_agent("drqv2", OBS_SHAPE, (A,), stddev_schedule="linear(1.0,-0.1,100)")
-    with pytest.raises(ValueError, match="0"):
-        make_agent("drqv2", OBS_SHAPE, (A,), stddev_schedule="0")
+    # a schedule that parses but reaches std <= 0: the config schema rejects it (the agents take checked values)
+    assert any("std -0.1" in line for line in schema_errors("drqv2", stddev_schedule="linear(1.0,-0.1,100)"))
+    assert any("agent.stddev_schedule=0" in line for line in schema_errors("drqv2", stddev_schedule="0"))
     agent = make_agent("drqv2", OBS_SHAPE, (A,), **SMALL)
     with pytest.raises(ValueError, match="float32"):
         agent.act(np.zeros(OBS_SHAPE, dtype=np.float32), 0, True)
@@ -303,6 +317,43 @@ def test_bad_inputs_name_the_value():
     with pytest.raises(ValueError, match="float32"):
         agent.update(bad, 0)
     assert set(AGENTS) == {"drqv2", "sac"}
+
+
+def schema_errors(agent: str, top: dict | None = None, **agent_keys) -> list[str]:
+    """``drq.config.schema.check``'s lines for the default config of ``agent`` with ``agent_keys`` (and the top-level
+    keys ``top``) set: the agents take values this check has passed."""
+    from drq.config import schema
+
+    cfg = schema.defaults(agent)
+    cfg["agent"].update(agent_keys)
+    cfg.update(top or {})
+    return schema.check(cfg)
+
+
+# Values the agents and networks checked themselves before they took the schema's checked values: each bad value must
+# still be rejected, now by the schema (one line naming the key).
+SCHEMA_REJECTS = [
+    ("drqv2", "lr", 0), ("sac", "lr", -1e-3), ("drqv2", "feature_dim", 0), ("sac", "feature_dim", 2.5),
+    ("drqv2", "hidden_dim", 0), ("sac", "hidden_dim", True), ("drqv2", "critic_target_tau", 0),
+    ("sac", "critic_target_tau", 1.5), ("drqv2", "num_expl_steps", -1), ("drqv2", "num_expl_steps", 1.5),
+    ("drqv2", "stddev_clip", 0), ("drqv2", "stddev_schedule", "linear(1.0,0.0,100)"),
+    ("sac", "init_temperature", 0), ("sac", "log_std_bounds", [2, 1]), ("sac", "log_std_bounds", [1]),
+    ("sac", "log_std_bounds", "wide"), ("sac", "actor_update_every_steps", 0),
+    ("sac", "critic_target_update_every_steps", 0), ("sac", "num_target_augs", 0), ("sac", "num_critic_augs", 0),
+    ("sac", "target_encoder", "yes"), ("drqv2", "channels_last", "no"),
+]
+
+
+@pytest.mark.parametrize("agent,key,value", SCHEMA_REJECTS)
+def test_the_schema_rejects_what_the_agents_no_longer_check(agent, key, value):
+    lines = schema_errors(agent, **{key: value})
+    assert len(lines) == 1 and lines[0].startswith(f"agent.{key}="), lines
+
+
+@pytest.mark.parametrize("key,value", [("image_size", 14), ("cuda_graphs", "yes"), ("precision", "fp16")])
+def test_the_schema_rejects_the_top_level_values_the_agents_no_longer_check(key, value):
+    lines = schema_errors("drqv2", top={key: value})
+    assert len(lines) == 1 and lines[0].startswith(f"{key}="), lines
 
 
 def test_schedules_parse():
@@ -341,5 +392,37 @@ def test_sac_target_encoder_is_a_soft_updated_copy_saved_with_the_agent():
         plain.load_state_dict(state)
     with pytest.raises(ValueError, match="saved without a target encoder.*agent.target_encoder=false"):
         other.load_state_dict(plain.state_dict())
-    with pytest.raises(ValueError, match="target_encoder must be true or false"):
-        make_agent("sac", OBS_SHAPE, (A,), target_encoder="yes", **SMALL)
+    assert any(line.startswith("agent.target_encoder=yes: true or false")
+               for line in schema_errors("sac", target_encoder="yes"))
+
+
+def test_sac_first_update_without_an_actor_step_reports_every_metric_and_changes_only_the_critic():
+    """A run whose first update is a critic-only one (odd agent step) still reports the actor's metrics: from the full
+    update run once with everything put back (``AgentCore.run_update``). The agent's state must then be exactly what
+    the critic-only update alone leaves (compared with an agent that skips that report)."""
+    torch.manual_seed(0)
+    agent = make_agent("sac", OBS_SHAPE, (A,), **SMALL)
+    torch.manual_seed(0)
+    plain = make_agent("sac", OBS_SHAPE, (A,), **SMALL)
+    plain._latest_metrics = {"anything": torch.zeros(())}  # a report exists already: no extra full update
+    torch.manual_seed(1)
+    metrics = agent.update(random_batch(), step=1)
+    torch.manual_seed(1)
+    plain.update(random_batch(), step=1)
+    assert set(metrics) == SAC_METRICS and all(torch.isfinite(v) for v in metrics.values())
+    assert metrics["actor_grad_norm"] > 0 and metrics["alpha_loss"] != 0
+    ours, theirs = agent.state_dict(), plain.state_dict()
+    assert not ours["actor_opt"]["state"] and not ours["alpha_opt"]["state"]  # no actor step was taken
+    for part, value in ours.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, theirs[part]), part
+        elif part.endswith("_opt"):
+            for i, s in value["state"].items():
+                for k, v in s.items():
+                    assert torch.equal(v, theirs[part]["state"][i][k]), (part, i, k)
+        else:
+            for k, v in value.items():
+                assert torch.equal(v, theirs[part][k]), (part, k)
+    assert all(p.grad is None for p in agent.actor.parameters())
+    later = agent.update(random_batch(seed=1), step=3)  # critic-only again: the actor's metrics carried over
+    assert set(later) == SAC_METRICS and torch.equal(later["actor_loss"], metrics["actor_loss"])

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from drq.agents import make_agent
 from drq.agents.distributions import ClippedNormal, TanhNormal
 from drq.agents.networks import Critic, DrQV2Actor, Encoder, SACActor
 
@@ -84,12 +85,12 @@ def test_sac_log_std_is_bounded():
 
 
 def test_bad_shapes():
-    with pytest.raises(ValueError, match=r"\(84, 84\)"):
-        Encoder((84, 84))
-    with pytest.raises(ValueError, match="10x10"):
-        Encoder((9, 10, 10))
-    with pytest.raises(ValueError, match=r"\(2, 1\)"):
-        SACActor(10, 2, log_std_bounds=(2, 1))
+    """Shapes are checked where an agent is made (``drq.agents.core.check_shapes``); the frame size (>= 15) and
+    ``log_std_bounds`` are values the config schema checks (tests/test_agents.py, ``test_the_schema_rejects_*``)."""
+    with pytest.raises(ValueError, match=r"obs_shape must be \(C, H, W\).*\(84, 84\)"):
+        make_agent("drqv2", (84, 84), (2,))
+    with pytest.raises(ValueError, match=r"action_shape must be \(A,\).*\(2, 1\)"):
+        make_agent("sac", (9, 16, 16), (2, 1))
 
 
 def test_output_heads_stay_float32_under_bf16_autocast():

@@ -1,10 +1,11 @@
-"""Whole updates of our agents against plain transcriptions of the papers' update code.
+"""Whole updates of our agents against plain transcriptions of the papers' update code (tests/reference/updates.py).
 
-The references below are written the way denisyarats/drq (``drq.py``, DrQ's SAC) and facebookresearch/drqv2
-(``drqv2.py``) write their updates, independently of ``drq/``: float frames, replicate-pad and crop one sample at a
-time, the ``/255 - 0.5`` normalisation as its own step, convolutions in NCHW flattened in (C, H, W) order, separate
-default Adam optimisers (not fused), ``torch.distributions`` for the tanh-Gaussian, ``torch.min`` targets, DrQ's
-average of ``K = 2`` targets and sum of ``M = 2`` losses, a per-parameter soft update, the temperature loss.
+The references are written the way denisyarats/drq (``drq.py``, DrQ's SAC) and facebookresearch/drqv2 (``drqv2.py``)
+write their updates, independently of ``drq/`` (see tests/reference/updates.py): float frames, replicate-pad and crop
+one sample at a time, the ``/255 - 0.5`` normalisation as its own step, convolutions in NCHW flattened in (C, H, W)
+order, separate default Adam optimisers (not fused), ``torch.distributions`` for the tanh-Gaussian, ``torch.min``
+targets, DrQ's average of ``K = 2`` targets and sum of ``M = 2`` losses, a per-parameter soft update, the temperature
+loss. The benches time ours against the same references.
 
 Each test starts a reference from our agent's initial weights (the first Linear of each trunk permuted from our
 (H, W, C) flatten order to (C, H, W)), feeds both the same batches, the same augmentation shifts and the same policy
@@ -18,20 +19,17 @@ must also leave torch's generator untouched: every random number of the update c
 
 from __future__ import annotations
 
-import copy
 import math
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 from drq.agents import make_agent
+from tests.reference.updates import PAD, DrQReference, DrQV2Reference
 
 OBS_SHAPE, A, B = (9, 24, 24), 2, 5
-FEATURE_DIM, HIDDEN_DIM, PAD = 8, 16, 4
+FEATURE_DIM, HIDDEN_DIM = 8, 16
 RTOL, ATOL_SCALE = 1e-5, 2e-5  # the worst tensor here used 0.8 of (1e-5, 1e-5): doubled the scale term for other CPUs
 DRQV2_STD, DRQV2_CLIP = 0.7, 0.3  # a std at which the target-noise clip bites on about two thirds of the draws
 SAC_STEPS = range(10, 14)
@@ -62,58 +60,6 @@ def make_draws(g: torch.Generator, m: int, k: int, actor: bool) -> dict[str, tor
     if actor:
         draws["actor_eps"] = torch.randn(B, A, generator=g)
     return draws
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# The reference: networks of the same architecture, written plainly
-# ------------------------------------------------------------------------------------------------------------------
-def shift_crop(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Float frames ``(n, C, H, W)``: replicate-pad by 4, crop each sample at its corner ``(dx, dy)``."""
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (PAD, PAD, PAD, PAD), mode="replicate")
-    return torch.stack([padded[i, :, int(dy):int(dy) + h, int(dx):int(dx) + w]
-                        for i, (dx, dy) in enumerate(shifts.tolist())])
-
-
-class RefConvs(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.convs = nn.ModuleList([nn.Conv2d(c, 32, 3, stride=2), nn.Conv2d(32, 32, 3, stride=1),
-                                    nn.Conv2d(32, 32, 3, stride=1), nn.Conv2d(32, 32, 3, stride=1)])
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        h = obs / 255.0 - 0.5
-        for conv in self.convs:
-            h = torch.relu(conv(h))
-        return h.reshape(h.shape[0], -1)  # (C, H, W) order
-
-
-def mlp(i: int, h: int, o: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, o))
-
-
-def head(repr_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(repr_dim, FEATURE_DIM), nn.LayerNorm(FEATURE_DIM), nn.Tanh())
-
-
-class RefCritic(nn.Module):
-    def __init__(self, repr_dim: int):
-        super().__init__()
-        self.trunk = head(repr_dim)
-        self.q1, self.q2 = mlp(FEATURE_DIM + A, HIDDEN_DIM, 1), mlp(FEATURE_DIM + A, HIDDEN_DIM, 1)
-
-    def forward(self, h: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([self.trunk(h), action], dim=-1)
-        return self.q1(x), self.q2(x)
-
-
-class RefActor(nn.Module):
-    def __init__(self, repr_dim: int, out: int):
-        super().__init__()
-        self.trunk, self.policy = head(repr_dim), mlp(FEATURE_DIM, HIDDEN_DIM, out)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.policy(self.trunk(h))
 
 
 def flat_perm(weight: torch.Tensor, to_ref: bool) -> torch.Tensor:
@@ -177,156 +123,8 @@ def check_state(agent, ref, metrics: dict[str, torch.Tensor], ref_metrics: dict[
             close(f"{name} {moment}", flat_perm(value, True) if permuted else value, ref_state[moment])
 
 
-def adam(params) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=LR, foreach=False, fused=False)
-
-
 # ------------------------------------------------------------------------------------------------------------------
-# DrQ-v2 (facebookresearch/drqv2, drqv2.py), transcribed
-# ------------------------------------------------------------------------------------------------------------------
-LR = 1e-3
-
-
-class RefDrQV2:
-    def __init__(self, repr_dim: int, tau: float = 0.01):
-        self.encoder = RefConvs(OBS_SHAPE[0])
-        self.critic, self.critic_target = RefCritic(repr_dim), RefCritic(repr_dim)
-        self.actor = RefActor(repr_dim, A)
-        self.tau = tau
-        self.encoder_opt, self.critic_opt = adam(self.encoder.parameters()), adam(self.critic.parameters())
-        self.actor_opt = adam(self.actor.parameters())
-        self.optimizers = [self.encoder_opt, self.critic_opt, self.actor_opt]
-
-    def sample(self, mu: torch.Tensor, eps: torch.Tensor, clip: float) -> torch.Tensor:
-        """drqv2's TruncatedNormal.sample(clip): clipped noise, then the action clamped with a straight-through."""
-        noise = torch.clamp(eps * DRQV2_STD, -clip, clip)
-        x = mu + noise
-        clamped = torch.clamp(x, -1.0 + 1e-6, 1.0 - 1e-6)
-        return x - x.detach() + clamped.detach()
-
-    def update(self, batch: Batch, draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        obs = shift_crop(batch.obs.float(), draws["obs_shift"])
-        next_obs = shift_crop(batch.next_obs.float(), draws["next_obs_shift"])
-        obs = self.encoder(obs)
-        with torch.no_grad():
-            next_obs = self.encoder(next_obs)
-        # update_critic
-        with torch.no_grad():
-            next_action = self.sample(torch.tanh(self.actor(next_obs)), draws["next_action_eps"], DRQV2_CLIP)
-            target_q1, target_q2 = self.critic_target(next_obs, next_action)
-            target_v = torch.min(target_q1, target_q2)
-            target_q = batch.reward + batch.discount * target_v
-        q1, q2 = self.critic(obs, batch.action)
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        self.encoder_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        self.encoder_opt.step()
-        # update_actor
-        obs = obs.detach()
-        action = self.sample(torch.tanh(self.actor(obs)), draws["actor_eps"], DRQV2_CLIP)
-        q1_pi, q2_pi = self.critic(obs, action)
-        actor_loss = -torch.min(q1_pi, q2_pi).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
-        # soft update, one parameter at a time
-        with torch.no_grad():
-            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
-                tp.data.copy_(self.tau * p.data + (1 - self.tau) * tp.data)
-        return {"critic_loss": critic_loss, "critic_q1": q1.mean(), "critic_q2": q2.mean(),
-                "critic_target_q": target_q.mean(), "actor_loss": actor_loss}
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# DrQ's SAC (denisyarats/drq, drq.py), transcribed; target_encoder=False swaps in DrQ-v2's layout
-# ------------------------------------------------------------------------------------------------------------------
-class RefDrQ:
-    """``critic`` is DrQ's critic minus its conv encoder (the trunk is DrQ's encoder head), the actor's own head is
-    its trunk, and the convs are shared (DrQ ties the actor's convs to the critic's)."""
-
-    def __init__(self, repr_dim: int, target_encoder: bool, tau: float = 0.01, init_temperature: float = 0.1):
-        self.encoder = RefConvs(OBS_SHAPE[0])
-        self.critic, self.actor = RefCritic(repr_dim), RefActor(repr_dim, 2 * A)
-        self.critic_target = copy.deepcopy(self.critic)
-        self.target_encoder = copy.deepcopy(self.encoder) if target_encoder else None
-        self.tau, self.target_entropy = tau, -A
-        self.log_alpha = torch.tensor(math.log(init_temperature), requires_grad=True)
-        self.critic_opt = adam(list(self.encoder.parameters()) + list(self.critic.parameters()))
-        self.actor_opt = adam(self.actor.parameters())
-        self.log_alpha_opt = adam([self.log_alpha])
-        self.optimizers = [self.critic_opt, self.actor_opt, self.log_alpha_opt]
-
-    @property
-    def alpha(self) -> torch.Tensor:
-        return self.log_alpha.exp()
-
-    def policy(self, h: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """DrQ's SquashedNormal: ``rsample`` with the given noise, ``log_prob`` summed over the action."""
-        mu, log_std = self.actor(h).chunk(2, dim=-1)
-        log_std = -10 + 0.5 * (2 - (-10)) * (torch.tanh(log_std) + 1)
-        tanh = TanhTransform(cache_size=1)
-        dist = TransformedDistribution(Normal(mu, log_std.exp()), [tanh])
-        action = tanh(mu + log_std.exp() * eps)  # caches the pre-tanh value for log_prob
-        return action, dist.log_prob(action).sum(-1, keepdim=True)
-
-    def target_features(self, next_obs: torch.Tensor) -> torch.Tensor:
-        encoder = self.target_encoder if self.target_encoder is not None else self.encoder
-        return encoder(next_obs)
-
-    def update(self, batch: Batch, draws: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        obs_all = shift_crop(batch.obs.float().repeat(2, 1, 1, 1), draws["obs_shift"])  # obs, obs_aug
-        next_all = shift_crop(batch.next_obs.float().repeat(2, 1, 1, 1), draws["next_obs_shift"])
-        obs, obs_aug = obs_all[:B], obs_all[B:]
-        next_obs, next_obs_aug = next_all[:B], next_all[B:]
-        eps, eps_aug = draws["next_action_eps"][:B], draws["next_action_eps"][B:]
-        # update_critic
-        with torch.no_grad():
-            targets = []
-            for x, e in ((next_obs, eps), (next_obs_aug, eps_aug)):
-                next_action, log_prob = self.policy(self.encoder(x), e)
-                target_q1, target_q2 = self.critic_target(self.target_features(x), next_action)
-                target_v = torch.min(target_q1, target_q2) - self.alpha.detach() * log_prob
-                targets.append(batch.reward + batch.discount * target_v)
-            target_q = (targets[0] + targets[1]) / 2
-        h = self.encoder(obs)
-        current_q1, current_q2 = self.critic(h, batch.action)
-        critic_loss = F.mse_loss(current_q1, target_q) + F.mse_loss(current_q2, target_q)
-        q1_aug, q2_aug = self.critic(self.encoder(obs_aug), batch.action)
-        critic_loss = critic_loss + F.mse_loss(q1_aug, target_q) + F.mse_loss(q2_aug, target_q)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        metrics = {"critic_loss": critic_loss, "critic_target_q": target_q.mean()}
-        # update_actor_and_alpha: DrQ re-encodes obs with the updated convs (detached); DrQ-v2's layout reuses h
-        if step % 2 == 0:
-            features = self.encoder(obs).detach() if self.target_encoder is not None else h.detach()
-            action, log_prob = self.policy(features, draws["actor_eps"])
-            actor_q1, actor_q2 = self.critic(features, action)
-            actor_loss = (self.alpha.detach() * log_prob - torch.min(actor_q1, actor_q2)).mean()
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_opt.step()
-            self.log_alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
-            alpha_loss.backward()
-            self.log_alpha_opt.step()
-            metrics.update(actor_loss=actor_loss, alpha_loss=alpha_loss)
-        if step % 2 == 0:
-            pairs = [(self.critic, self.critic_target)]
-            if self.target_encoder is not None:
-                pairs.append((self.encoder, self.target_encoder))
-            with torch.no_grad():
-                for net, target in pairs:
-                    for p, tp in zip(net.parameters(), target.parameters()):
-                        tp.data.copy_(self.tau * p.data + (1 - self.tau) * tp.data)
-        metrics["alpha"] = self.alpha
-        return metrics
-
-
-# ------------------------------------------------------------------------------------------------------------------
-def run_against_reference(agent, ref, updates: int, m: int, k: int, ref_update: Callable, steps) -> None:
+def run_against_reference(agent, ref, updates: int, m: int, k: int, steps) -> None:
     load_from(agent, ref)
     g = torch.Generator().manual_seed(1234)
     current: dict[str, torch.Tensor] = {}
@@ -345,8 +143,11 @@ def run_against_reference(agent, ref, updates: int, m: int, k: int, ref_update: 
         metrics = agent.update(batch, step)
         if agent.name == "sac":  # DrQ-v2 draws one more sample for its actor metrics (not part of the update)
             assert torch.equal(rng, torch.get_rng_state()), "the update drew random numbers outside the noise seam"
-        ref_metrics = ref_update(batch, dict(current), step)
+        ref_metrics = ref.update(batch, step, dict(current))
         check_state(agent, ref, metrics, ref_metrics)
+
+
+LR = 1e-3
 
 
 def make_ours(name: str, **cfg):
@@ -357,22 +158,30 @@ def make_ours(name: str, **cfg):
 
 def test_drqv2_update_equals_the_transcription():
     agent = make_ours("drqv2", stddev_schedule=DRQV2_STD, stddev_clip=DRQV2_CLIP)
-    ref = RefDrQV2(agent.encoder.repr_dim)
-    run_against_reference(agent, ref, 4, 1, 1, lambda batch, draws, step: ref.update(batch, draws), range(4))
+    ref = DrQV2Reference(OBS_SHAPE, A, FEATURE_DIM, HIDDEN_DIM, lr=LR, std=DRQV2_STD, stddev_clip=DRQV2_CLIP)
+    run_against_reference(agent, ref, 4, 1, 1, range(4))
 
 
 @pytest.mark.parametrize("target_encoder", [True, False])
 def test_sac_update_equals_the_transcription(target_encoder):
     agent = make_ours("sac", target_encoder=target_encoder)
     assert (agent.target_encoder is not None) == target_encoder
-    ref = RefDrQ(agent.encoder.repr_dim, target_encoder)
-    run_against_reference(agent, ref, 4, 2, 2, ref.update, SAC_STEPS)
+    ref = DrQReference(OBS_SHAPE, A, FEATURE_DIM, HIDDEN_DIM, lr=LR, target_encoder=target_encoder)
+    run_against_reference(agent, ref, 4, 2, 2, SAC_STEPS)
 
 
 def test_the_transcription_check_can_fail():
     """A one-ulp-scale change passes, a wrong target update does not (the comparison is not vacuous)."""
     agent = make_ours("sac", target_encoder=True)
-    ref = RefDrQ(agent.encoder.repr_dim, True)
+    ref = DrQReference(OBS_SHAPE, A, FEATURE_DIM, HIDDEN_DIM, lr=LR, target_encoder=True)
     ref.tau = 0.02
     with pytest.raises(AssertionError, match="critic_target|target_encoder"):
-        run_against_reference(agent, ref, 4, 2, 2, ref.update, SAC_STEPS)
+        run_against_reference(agent, ref, 4, 2, 2, SAC_STEPS)
+
+
+@pytest.mark.parametrize("reference", [DrQV2Reference, DrQReference])
+def test_the_references_draw_their_own_noise_as_the_benches_use_them(reference):
+    torch.manual_seed(0)
+    ref = reference(OBS_SHAPE, A, FEATURE_DIM, HIDDEN_DIM)
+    metrics = ref.update(make_batch(torch.Generator().manual_seed(0)), 0)
+    assert {"critic_loss", "actor_loss"} <= set(metrics) and all(torch.isfinite(v) for v in metrics.values())

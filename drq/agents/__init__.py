@@ -3,8 +3,10 @@
 ``cfg`` holds the hydra ``agent:`` group's keys (docs/architecture.md, "Agent constructor keys"); an unknown key is an
 error naming it and the valid keys, so a typo in a config cannot be silently ignored.
 
-One module per algorithm (``drqv2``, ``sac``: the update equations in each module's docstring); ``core`` holds what
-both share (checks, precision, optimiser steps, CUDA-graph switch, state dicts). An agent never imports its sibling.
+One module per algorithm (``drqv2``, ``sac``: the update equations in each module's docstring, the update on one
+screen in ``update_tensors``); ``core`` holds what both share (shape checks, precision, the CUDA-graph switch, the
+metrics of skipped branches, state dicts). Values arrive checked by ``drq.config.schema``; an agent never imports its
+sibling.
 """
 
 from __future__ import annotations
@@ -60,8 +62,6 @@ def make_agent(name: str, obs_shape: Sequence[int], action_shape: Sequence[int],
     if unknown:
         raise TypeError(f"make_agent({name!r}): unknown config key(s) {unknown}; valid keys: {valid}")
     mode = check_compile_mode(compile)
-    if not isinstance(cuda_graphs, bool):
-        raise ValueError(f"cuda_graphs must be true or false, got {cuda_graphs!r}")
     precision, _ = resolve_precision(precision, device)
     agent = cls(obs_shape, action_shape, device=device, precision=precision,
                 **{k: v for k, v in cfg.items() if k not in TRAINER_KEYS})

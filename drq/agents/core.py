@@ -1,12 +1,13 @@
 """What the DrQ-v2 and SAC agents share: the plumbing around their update equations.
 
 - ``AgentCore``: the base both agents build on: checked shapes, device and (resolved) precision, bf16 autocast, the
-  CUDA-graph switch, the ``noise`` test seam, ``histograms``, and state-dict plumbing with the snapshot layout check.
-- checks: observation (``obs_to_tensor``), replay batch (``check_batch``), constructor values (``check_shapes``,
-  ``check_positive``, ``check_tau``).
-- optimisation: fused Adam (``make_adam``), gradient norms (``grad_norm``), one backward + optimiser steps
-  (``backward_and_step``), the critic step both agents end their critic update with (``critic_step``), the soft target
-  update (``soft_update_``) and the actor-side metrics both report (``actor_metrics``).
+  ``noise`` test seam, ``histograms``, state dicts with the snapshot layout check, and ``run_update``: the batch checks,
+  the copy to the device, the CUDA-graph switch and the metrics of skipped branches, around the agent's
+  ``update_tensors`` (the algorithm).
+- checks: observation (``obs_to_tensor``) and replay batch (``check_batch``) shapes. Hyper-parameters arrive checked
+  (``drq.config.schema``).
+- optimisation helpers: fused Adam (``make_adam``), gradient norms (``grad_norm``), the soft target update
+  (``soft_update_``) and the actor-side metrics both report (``actor_metrics``).
 
 Nothing here knows an algorithm; the agents' modules (``drq.agents.drqv2``, ``drq.agents.sac``) hold the equations.
 Units: ``step`` is always agent steps; batches are ``(B, ...)``.
@@ -15,19 +16,18 @@ Units: ``step`` is always agent steps; batches are ``(B, ...)``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from drq.speed.cuda_graphs import GraphedUpdate
 from drq.agents.distributions import tanh_log_det_jacobian
+from drq.speed.cuda_graphs import GraphedUpdate
 from drq.speed.precision import check_resolved_precision
 
-__all__ = ["AUG_PAD", "NoiseFn", "AgentCore", "draw", "check_shapes", "check_positive", "check_tau", "obs_to_tensor",
-           "check_batch", "to_device_batch", "scalar_tensor", "make_adam", "grad_norm", "backward_and_step",
-           "critic_step", "soft_update_", "actor_metrics", "autocast_context"]
+__all__ = ["AUG_PAD", "NoiseFn", "AgentCore", "draw", "check_shapes", "obs_to_tensor", "check_batch",
+           "to_device_batch", "make_adam", "grad_norm", "soft_update_", "actor_metrics", "autocast_context"]
 
 AUG_PAD = 4  # random shift: pad 4 pixels (replicate), crop back to H x W (drq.agents.augment.random_shift)
 
@@ -66,24 +66,6 @@ def check_shapes(obs_shape: Sequence[int], action_shape: Sequence[int]) -> tuple
     return obs_t, act_t
 
 
-def check_positive(name: str, value: Any, integer: bool = False) -> None:
-    """``ValueError`` naming ``name`` unless ``value`` is a number > 0 (and whole, with ``integer``); bools are not
-    numbers here."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    if integer:
-        ok = ok and float(value) == int(value)
-    if not ok:
-        kind = "a positive integer" if integer else "a positive number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-
-
-def check_tau(tau: Any) -> float:
-    """The soft-update rate ``critic_target_tau`` as a float in (0, 1], else ``ValueError``."""
-    if not (isinstance(tau, (int, float)) and 0 < tau <= 1):
-        raise ValueError(f"critic_target_tau must be in (0, 1], got {tau!r}")
-    return float(tau)
-
-
 def obs_to_tensor(obs: Any, obs_shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """Check one observation (np.ndarray uint8 ``obs_shape``) and return it as a ``(1, C, H, W)`` uint8 tensor."""
     if not isinstance(obs, np.ndarray):
@@ -119,13 +101,6 @@ def to_device_batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, ...
                  for k in ("obs", "action", "reward", "discount", "next_obs"))
 
 
-def scalar_tensor(value: float | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``value`` as a 0-dim float32 tensor on ``device`` (a tensor is passed through: a CUDA graph's static input)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().float().reshape(())
-    return torch.full((), float(value), device=device)
-
-
 # ------------------------------------------------------------------------------------------------------ optimisation
 def autocast_context(device: torch.device, precision: str,
                      cache_enabled: bool = True) -> contextlib.AbstractContextManager:
@@ -153,34 +128,6 @@ def grad_norm(params: Iterable[nn.Parameter]) -> torch.Tensor:
     if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
         return torch.nn.utils.get_total_norm(grads, foreach=True)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
-def backward_and_step(optimizers: Sequence[torch.optim.Optimizer], loss: torch.Tensor,
-                      norms: Mapping[str, Sequence[nn.Parameter]],
-                      inputs: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Zero the ``optimizers``' gradients, backpropagate ``loss`` (into ``inputs`` only, when given), read the gradient
-    norm of each group in ``norms`` (before any step), then step the optimizers in order. Returns ``{name: norm}``."""
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    loss.backward(inputs=list(inputs) if inputs is not None else None)
-    measured = {name: grad_norm(params) for name, params in norms.items()}
-    for opt in optimizers:
-        opt.step()
-    return measured
-
-
-def critic_step(opt: torch.optim.Optimizer, encoder: nn.Module, critic: nn.Module, critic_loss: torch.Tensor,
-                q1: torch.Tensor, q2: torch.Tensor, target_q: torch.Tensor,
-                reward: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Backward ``critic_loss`` into encoder + critic, take one step of their shared optimiser, return the critic's
-    metrics as 0-dim device tensors (grad norms read before the step). ``q1, q2, target_q, reward``: ``(B, 1)``."""
-    metrics = {
-        "critic_loss": critic_loss.detach(), "critic_q1": q1.detach().mean(), "critic_q2": q2.detach().mean(),
-        "critic_target_q": target_q.mean(), "batch_reward": reward.mean(),
-    }
-    metrics.update(backward_and_step([opt], critic_loss, {"encoder_grad_norm": list(encoder.parameters()),
-                                                          "critic_grad_norm": list(critic.parameters())}))
-    return metrics
 
 
 @torch.no_grad()
@@ -220,8 +167,8 @@ class AgentCore:
     A subclass sets ``name``, builds its modules, optimisers and tensors in ``__init__`` after calling
     ``AgentCore.__init__``, and lists them in ``state_parts()`` (the snapshot layout: one key per part) and its
     optimisers in ``optimizers()`` (for CUDA graphs). It implements ``act(obs, step, eval_mode)``, ``update(batch,
-    step)`` and ``update_tensors(key, obs, action, reward, discount, next_obs, ...)`` (the pure-device update a CUDA
-    graph records).
+    step)`` (which calls ``run_update`` with the step's branch and scalars) and ``update_tensors(branch, obs, action,
+    reward, discount, next_obs, **scalars)``: the update on device tensors, what a CUDA graph records.
 
     Args:
         obs_shape: ``(3 * frame_stack, H, W)``; action_shape: ``(A,)``; device: torch device.
@@ -230,6 +177,7 @@ class AgentCore:
     """
 
     name = ""
+    full_branch: Hashable = ()  # the branch of update_tensors that computes every metric (SAC: actor and target step)
 
     def __init__(self, obs_shape: Sequence[int], action_shape: Sequence[int], device: str | torch.device,
                  precision: str) -> None:
@@ -239,6 +187,7 @@ class AgentCore:
         self.histograms: dict[str, torch.Tensor] = {}  # from the last update, e.g. actor_logprob (B,)
         self.graphed_update: GraphedUpdate | None = None
         self.noise: NoiseFn | None = None  # test seam for the update's random draws (NoiseFn)
+        self._latest_metrics: dict[str, torch.Tensor] = {}  # every metric's latest value (see run_update)
 
     # ----------------------------------------------------------------------------------- what a subclass declares
     def state_parts(self) -> list[str]:
@@ -249,7 +198,7 @@ class AgentCore:
         """Every optimiser the update steps (made capturable for CUDA graphs)."""
         raise NotImplementedError
 
-    def update_tensors(self, key: tuple, *tensors: torch.Tensor, **scalars: Any) -> dict[str, torch.Tensor]:
+    def update_tensors(self, branch: Hashable, *tensors: torch.Tensor, **scalars: Any) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------ plumbing
@@ -257,12 +206,63 @@ class AgentCore:
         """bf16 autocast (``precision='bf16'``) or nothing; without the weight cache while CUDA-graphed."""
         return autocast_context(self.device, self.precision, cache_enabled=self.graphed_update is None)
 
-    def draw(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor | None:
+    def draw(self, name: str, shape: tuple[int, ...]) -> torch.Tensor | None:
         """The test seam's draw ``name`` (see ``NoiseFn``), or ``None``: draw from torch's generator."""
-        return draw(self.noise, name, shape, device)
+        return draw(self.noise, name, shape, self.device)
+
+    def run_update(self, batch: Any, branch: Hashable = (), **scalars: float) -> dict[str, torch.Tensor]:
+        """Check ``batch`` (``replay.Batch``), copy it to the device and run ``update_tensors(branch, obs, action,
+        reward, discount, next_obs, **scalars)``: eagerly, or as the replayed CUDA graph of ``branch`` once
+        ``enable_cuda_graphs`` was called (the scalars then 0-dim tensors the graph reads). Returns every metric as a
+        0-dim device tensor: a branch that skips a part of the update (SAC's critic-only updates) reports that part's
+        metrics from the latest update that ran it. Before there is one, they come from ``full_branch`` run once on
+        this batch with every parameter and optimiser state put back afterwards (``_put_back``), so it only reports.
+        """
+        check_batch(batch, self.obs_shape, self.action_shape[0])
+        tensors = to_device_batch(batch, self.device)
+        if self.graphed_update is not None:
+            metrics = dict(self.graphed_update(branch, tensors, scalars))
+        else:
+            metrics = self.update_tensors(branch, *tensors, **scalars)
+        if branch != self.full_branch and not self._latest_metrics:
+            with self._put_back():
+                self._latest_metrics = dict(self.update_tensors(self.full_branch, *tensors, **scalars))
+        self._latest_metrics.update(metrics)
+        return {**metrics, **{k: v for k, v in self._latest_metrics.items() if k not in metrics}}
+
+    @contextlib.contextmanager
+    def _put_back(self) -> Iterator[None]:
+        """Every parameter, buffer, tensor part and optimiser state as it was before the block (restored in place, so
+        CUDA graphs and optimisers keep pointing at the same tensors); gradients cleared."""
+        tensors = []
+        for key in self.state_parts():
+            part = getattr(self, key)
+            if isinstance(part, torch.Tensor):
+                tensors.append(part)
+            elif isinstance(part, nn.Module):
+                tensors += list(part.state_dict(keep_vars=True).values())
+        saved = [t.detach().clone() for t in tensors]
+        opt_states = [{p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+                       for p, s in opt.state.items()} for opt in self.optimizers()]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for t, s in zip(tensors, saved):
+                    t.copy_(s)
+            for opt, state in zip(self.optimizers(), opt_states):
+                for p in [p for p in opt.state if p not in state]:
+                    del opt.state[p]
+                for p, s in state.items():
+                    for k, v in s.items():
+                        if isinstance(v, torch.Tensor):
+                            opt.state[p][k].copy_(v)
+                        else:
+                            opt.state[p][k] = v
+                opt.zero_grad(set_to_none=True)
 
     def enable_cuda_graphs(self, warmup: int = 3, capture: bool = True) -> None:
-        """Run every later ``update`` as a replayed CUDA graph (``drq.speed.cuda_graphs``), one per branch ``key``, each
+        """Run every later ``update`` as a replayed CUDA graph (``drq.speed.cuda_graphs``), one per branch, each
         captured after ``warmup`` eager updates of that branch. ``capture=False`` keeps the static-buffer path without
         recording (tests, any device)."""
         self.graphed_update = GraphedUpdate(self.update_tensors, self.optimizers(), self.device, warmup=warmup,

@@ -34,9 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drq.agents.core import (AUG_PAD, AgentCore, actor_metrics, backward_and_step, check_batch, check_positive,
-                             check_tau, critic_step, make_adam, obs_to_tensor, scalar_tensor, soft_update_,
-                             to_device_batch)
+from drq.agents.core import AUG_PAD, AgentCore, actor_metrics, grad_norm, make_adam, obs_to_tensor, soft_update_
 from drq.agents.augment import random_shift
 from drq.agents.networks import Critic, DrQV2Actor, Encoder
 from drq.agents.schedules import parse_schedule
@@ -57,6 +55,7 @@ class DrQV2Agent(AgentCore):
         critic_target_tau: soft target update rate. num_expl_steps: agent steps of uniform random actions in ``act``.
         stddev_schedule: exploration std (``drq.agents.schedules``, agent steps); stddev_clip: target/actor noise clip.
         channels_last: NHWC convs.
+    Values arrive checked (``drq.config.schema``); only shapes are checked here.
     """
 
     name = "drqv2"
@@ -67,17 +66,8 @@ class DrQV2Agent(AgentCore):
                  stddev_schedule: str | float = "linear(1.0,0.1,500000)", stddev_clip: float = 0.3,
                  channels_last: bool = True):
         super().__init__(obs_shape, action_shape, device, precision)
-        for key, value, integer in (("lr", lr, False), ("feature_dim", feature_dim, True),
-                                    ("hidden_dim", hidden_dim, True),
-                                    ("stddev_clip", stddev_clip, False)):
-            check_positive(key, value, integer)
-        self.critic_target_tau = check_tau(critic_target_tau)
-        if isinstance(num_expl_steps, bool) or not isinstance(num_expl_steps, int) or num_expl_steps < 0:
-            raise ValueError(f"num_expl_steps must be a non-negative int (agent steps), got {num_expl_steps!r}")
+        self.critic_target_tau = float(critic_target_tau)
         self.stddev_schedule = parse_schedule(stddev_schedule)
-        if not self.stddev_schedule.min_value > 0:
-            raise ValueError(f"stddev_schedule {self.stddev_schedule.spec!r} reaches a non-positive std "
-                             f"({self.stddev_schedule.min_value!r}); the exploration std must stay > 0")
         self.lr = float(lr)
         self.num_expl_steps = num_expl_steps
         self.stddev_clip = float(stddev_clip)
@@ -124,71 +114,62 @@ class DrQV2Agent(AgentCore):
     # ----------------------------------------------------------------------------------------------------- update
     def update(self, batch: TransitionBatch, step: int) -> dict[str, torch.Tensor]:
         """One DrQ-v2 update on a replay batch (``replay.Batch``: uint8 obs/next_obs ``(B, C, H, W)``, action
-        ``(B, A)``, n-step reward and discount ``(B, 1)``). Returns 0-dim metric tensors on the device (no host sync).
-        """
-        check_batch(batch, self.obs_shape, self.action_shape[0])
-        tensors = to_device_batch(batch, self.device)
-        std = self.stddev(step)
-        if self.graphed_update is not None:
-            return self.graphed_update((), tensors, {"std": std})
-        return self.update_tensors((), *tensors, std=std)
+        ``(B, A)``, n-step reward and discount ``(B, 1)``) at agent step ``step``. Returns 0-dim metric tensors on the
+        device (no host sync). ``run_update`` checks the batch and runs ``update_tensors``, or its CUDA graph."""
+        return self.run_update(batch, std=self.stddev(step))
 
-    def update_tensors(self, key: tuple, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+    def update_tensors(self, branch: tuple, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                        discount: torch.Tensor, next_obs: torch.Tensor,
                        std: float | torch.Tensor) -> dict[str, torch.Tensor]:
-        """Steps 1-4 on device tensors (what a CUDA graph records). ``key`` is the branch (DrQ-v2 has one: ``()``);
-        ``std`` the exploration std ``sigma(t)`` (float or 0-dim tensor)."""
-        features, next_features = self.encode_pair(obs, next_obs)
-        metrics = self.update_critic(features, action, reward, discount, next_features, std)
-        metrics.update(self.update_actor(features, std))
-        soft_update_(self.critic_target, self.critic, self.critic_target_tau)
-        return metrics
-
-    def encode_pair(self, obs: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 1: ``s = f(aug(obs))`` with gradient, ``s' = f(aug(next_obs))`` under ``torch.no_grad()``. uint8
-        ``(B, C, H, W)`` in, features ``(B, repr_dim)`` out."""
-        b = obs.shape[0]
+        """Steps 1-4 of the module docstring on device tensors (what a CUDA graph records). DrQ-v2 has one
+        ``branch``, ``()``; ``std`` is the exploration std ``sigma(t)`` (a float, or a 0-dim tensor in a CUDA graph)."""
+        b, action_dim = obs.shape[0], self.action_shape[0]
+        # 1. augment (a random shift of up to AUG_PAD pixels), encode obs with gradient
+        obs_aug = random_shift(obs, AUG_PAD, self.draw("obs_shift", (b, 2)))
+        next_obs_aug = random_shift(next_obs, AUG_PAD, self.draw("next_obs_shift", (b, 2)))
         with self.autocast():
-            features = self.encoder(random_shift(obs, AUG_PAD, self.draw("obs_shift", (b, 2), obs.device)))
-            with torch.no_grad():
-                shifts = self.draw("next_obs_shift", (b, 2), obs.device)
-                next_features = self.encoder(random_shift(next_obs, AUG_PAD, shifts))
-        return features, next_features
+            features = self.encoder(obs_aug)
 
-    def update_critic(self, features: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
-                      discount: torch.Tensor, next_features: torch.Tensor,
-                      std: float | torch.Tensor) -> dict[str, torch.Tensor]:
-        """Step 2: one Adam step of encoder + critic on ``L_Q``. Shapes: features ``(B, repr_dim)``, action ``(B, A)``,
-        reward / discount ``(B, 1)``."""
-        with torch.no_grad():
-            with self.autocast():
-                next_dist = self.actor(next_features, std)
-                eps = self.draw("next_action_eps", tuple(action.shape), action.device)
-                next_action = next_dist.sample(clip=self.stddev_clip, eps=eps)
-                target_q1, target_q2 = self.critic_target(next_features, next_action)
-            target_q = reward + discount * torch.min(target_q1, target_q2).float()
+        # 2. critic and encoder: the target y = r + d * min(Q'_1, Q'_2)(s', a') without gradient, a' with clipped
+        #    noise, then one Adam step on L_Q = mse(Q_1(s, a), y) + mse(Q_2(s, a), y)
+        with torch.no_grad(), self.autocast():
+            next_features = self.encoder(next_obs_aug)
+            next_dist = self.actor(next_features, std)
+            next_action = next_dist.sample(clip=self.stddev_clip, eps=self.draw("next_action_eps", (b, action_dim)))
+            target_q1, target_q2 = self.critic_target(next_features, next_action)
+        target_q = reward + discount * torch.min(target_q1, target_q2)
+
         with self.autocast():
             q1, q2 = self.critic(features, action)
-        q1, q2 = q1.float(), q2.float()
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        return critic_step(self.critic_opt, self.encoder, self.critic, critic_loss, q1, q2, target_q, reward)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        encoder_grad_norm, critic_grad_norm = grad_norm(self.encoder.parameters()), grad_norm(self.critic.parameters())
+        self.critic_opt.step()
 
-    def update_actor(self, features: torch.Tensor, std: float | torch.Tensor) -> dict[str, torch.Tensor]:
-        """Step 3: one Adam step of the actor on ``L_pi`` at features detached from the encoder. The reported
-        log-prob and saturation are those of an executed action (unclipped noise, as in ``act``)."""
+        # 3. actor, on the detached features: one Adam step on L_pi = -mean(min(Q_1, Q_2)(s, a~)), actor only
         features = features.detach()
         with self.autocast():
             dist = self.actor(features, std)
-            eps = self.draw("actor_eps", (features.shape[0], self.action_shape[0]), features.device)
-            action = dist.rsample(clip=self.stddev_clip, eps=eps)
-            q1, q2 = self.critic(features, action)
-        actor_loss = -torch.min(q1, q2).float().mean()
-        actor_params = list(self.actor.parameters())
-        norms = backward_and_step([self.actor_opt], actor_loss, {"actor": actor_params}, inputs=actor_params)
+            actor_action = dist.rsample(clip=self.stddev_clip, eps=self.draw("actor_eps", (b, action_dim)))
+            actor_q1, actor_q2 = self.critic(features, actor_action)
+        actor_loss = -torch.min(actor_q1, actor_q2).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=list(self.actor.parameters()))
+        actor_grad_norm = grad_norm(self.actor.parameters())
+        self.actor_opt.step()
 
+        # 4. target critic: theta' <- theta' + tau (theta - theta')
+        soft_update_(self.critic_target, self.critic, self.critic_target_tau)
+
+        # metrics: the critic's, and the policy's at the action the environment would execute (unclipped noise)
+        metrics = {"critic_loss": critic_loss.detach(), "critic_q1": q1.detach().mean(),
+                   "critic_q2": q2.detach().mean(), "critic_target_q": target_q.mean(), "batch_reward": reward.mean(),
+                   "encoder_grad_norm": encoder_grad_norm, "critic_grad_norm": critic_grad_norm}
         with torch.no_grad():
-            executed = dist.sample(clip=None)  # what the environment would execute from these states
+            executed = dist.sample(clip=None)
             log_prob = dist.log_prob(executed).unsqueeze(-1)  # (B, 1)
-        metrics, self.histograms = actor_metrics(actor_loss, dist, log_prob, executed, dist.pre_tanh_mean,
-                                                 scalar_tensor(std, features.device), norms["actor"])
-        return metrics
+        std_metric = torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        actor_part, self.histograms = actor_metrics(actor_loss, dist, log_prob, executed, dist.pre_tanh_mean,
+                                                    std_metric, actor_grad_norm)
+        return {**metrics, **actor_part}

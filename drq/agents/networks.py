@@ -38,7 +38,8 @@ class Encoder(nn.Module):
     """Four 3x3 convs with 32 channels (the first with stride 2), ReLU after each; input ``obs / 255 - 0.5``.
 
     Args:
-        obs_shape: ``(C, H, W)`` with ``C = 3 * frame_stack``.
+        obs_shape: ``(C, H, W)`` with ``C = 3 * frame_stack`` and ``H, W >= 15`` (``image_size``, checked by
+            ``drq.config.schema``).
         channels_last: run the convs in NHWC memory layout (faster with oneDNN on CPU and tensor cores on GPU);
             the numbers and the flattening order ((H, W, C)) are the same either way.
 
@@ -49,12 +50,8 @@ class Encoder(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, int, int], channels_last: bool = True):
         super().__init__()
-        if len(obs_shape) != 3:
-            raise ValueError(f"Encoder: obs_shape must be (C, H, W), got {obs_shape!r}")
         c, h, w = obs_shape
         out_h, out_w = conv_output_hw(h, w)
-        if out_h < 1 or out_w < 1:
-            raise ValueError(f"Encoder: frames of {h}x{w} are too small for the 4-layer conv stack (need >= 15x15)")
         self.obs_shape = tuple(obs_shape)
         self.channels_last = bool(channels_last)
         self.repr_dim = 32 * out_h * out_w
@@ -159,10 +156,7 @@ class SACActor(nn.Module):
     def __init__(self, repr_dim: int, action_dim: int, feature_dim: int = 50, hidden_dim: int = 1024,
                  log_std_bounds: tuple[float, float] = (-10.0, 2.0)):
         super().__init__()
-        lo, hi = (float(v) for v in log_std_bounds)
-        if not lo < hi:
-            raise ValueError(f"SACActor: log_std_bounds must be (low, high) with low < high, got {log_std_bounds!r}")
-        self.log_std_bounds = (lo, hi)
+        self.log_std_bounds = (float(log_std_bounds[0]), float(log_std_bounds[1]))
         self.trunk = _trunk(repr_dim, feature_dim)
         self.policy = _mlp(feature_dim, hidden_dim, 2 * action_dim)
         self.apply(orthogonal_init)

@@ -50,8 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drq.agents.core import (AUG_PAD, AgentCore, actor_metrics, backward_and_step, check_batch, check_positive,
-                             check_tau, critic_step, make_adam, obs_to_tensor, soft_update_, to_device_batch)
+from drq.agents.core import AUG_PAD, AgentCore, actor_metrics, grad_norm, make_adam, obs_to_tensor, soft_update_
 from drq.agents.augment import random_shift
 from drq.agents.distributions import TanhNormal
 from drq.agents.networks import Critic, Encoder, SACActor
@@ -74,9 +73,11 @@ class SACAgent(AgentCore):
         target_encoder: DrQ's layout (an EMA target copy of the encoder; the actor step re-encodes with the updated
             encoder) when true; DrQ-v2's (no target encoder, the actor reuses the critic step's features) when false.
         channels_last: NHWC convs.
+    Values arrive checked (``drq.config.schema``); only shapes are checked here.
     """
 
     name = "sac"
+    full_branch = (True, True)  # an actor step and a target update: every metric (AgentCore.run_update)
 
     def __init__(self, obs_shape: Sequence[int], action_shape: Sequence[int], device: str | torch.device = "cpu",
                  precision: str = "fp32", lr: float = 1e-3, feature_dim: int = 50, hidden_dim: int = 1024,
@@ -86,26 +87,12 @@ class SACAgent(AgentCore):
                  num_target_augs: int = 2, num_critic_augs: int = 2, target_encoder: bool = True,
                  channels_last: bool = True):
         super().__init__(obs_shape, action_shape, device, precision)
-        for key, value, integer in (
-                ("lr", lr, False), ("feature_dim", feature_dim, True), ("hidden_dim", hidden_dim, True),
-                ("init_temperature", init_temperature, False),
-                ("actor_update_every_steps", actor_update_every_steps, True),
-                ("critic_target_update_every_steps", critic_target_update_every_steps, True),
-                ("num_target_augs", num_target_augs, True), ("num_critic_augs", num_critic_augs, True)):
-            check_positive(key, value, integer)
-        self.critic_target_tau = check_tau(critic_target_tau)
-        try:
-            bounds = tuple(float(v) for v in log_std_bounds)
-        except (TypeError, ValueError):
-            bounds = ()
-        if len(bounds) != 2 or not bounds[0] < bounds[1]:
-            raise ValueError(f"log_std_bounds must be [low, high] with low < high, got {log_std_bounds!r}")
+        self.critic_target_tau = float(critic_target_tau)
+        bounds = (float(log_std_bounds[0]), float(log_std_bounds[1]))
         self.lr = float(lr)
         self.actor_update_every_steps = int(actor_update_every_steps)
         self.critic_target_update_every_steps = int(critic_target_update_every_steps)
         self.num_target_augs, self.num_critic_augs = int(num_target_augs), int(num_critic_augs)
-        if not isinstance(target_encoder, bool):
-            raise ValueError(f"target_encoder must be true or false, got {target_encoder!r}")
         action_dim = self.action_shape[0]
         self.target_entropy = -float(action_dim)
         self._target_entropy_metric = torch.full((), self.target_entropy, device=self.device)  # a constant, made once
@@ -127,7 +114,6 @@ class SACAgent(AgentCore):
                                     self.device)
         self.actor_opt = make_adam(self.actor.parameters(), self.lr, self.device)
         self.alpha_opt = make_adam([self.log_alpha], self.lr, self.device)
-        self._actor_metrics: dict[str, torch.Tensor] | None = None
 
     def state_parts(self) -> list[str]:
         """Networks (``target_encoder`` only when there is one), ``log_alpha`` and the optimisers."""
@@ -176,113 +162,78 @@ class SACAgent(AgentCore):
     def update(self, batch: TransitionBatch, step: int) -> dict[str, torch.Tensor]:
         """One SAC/DrQ update on a replay batch (``replay.Batch``: uint8 obs/next_obs ``(B, C, H, W)``, action
         ``(B, A)``, n-step reward and discount ``(B, 1)``) at agent step ``step``. Returns 0-dim metric tensors on the
-        device (no host sync). Actor metrics come from the latest actor step (evaluated without a step on the very
-        first call if that is not an actor step)."""
-        check_batch(batch, self.obs_shape, self.action_shape[0])
-        tensors = to_device_batch(batch, self.device)
-        key = (step % self.actor_update_every_steps == 0, step % self.critic_target_update_every_steps == 0)
-        if self.graphed_update is not None:
-            metrics = dict(self.graphed_update(key, tensors, {}))
-        else:
-            metrics = self.update_tensors(key, *tensors)
-        if key[0]:
-            self._actor_metrics = {k: v for k, v in metrics.items() if k.startswith(("actor_", "alpha_"))}
-        else:
-            if self._actor_metrics is None:  # the first call is not an actor step: evaluate the actor, no step
-                with torch.no_grad(), self.autocast():
-                    features = self.encoder(random_shift(tensors[0], AUG_PAD))
-                self._actor_metrics = self.update_actor_and_alpha(features, train=False)
-            metrics.update(self._actor_metrics)
-        return metrics
+        device (no host sync); on updates without an actor step the actor's metrics are those of the latest one
+        (``AgentCore.run_update``, which checks the batch and runs ``update_tensors`` or its CUDA graph)."""
+        actor_step = step % self.actor_update_every_steps == 0
+        target_step = step % self.critic_target_update_every_steps == 0
+        return self.run_update(batch, (actor_step, target_step))
 
-    def update_tensors(self, key: tuple[bool, bool], obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+    def update_tensors(self, branch: tuple[bool, bool], obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                        discount: torch.Tensor, next_obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Steps 1-4 on device tensors (what a CUDA graph records). ``key = (actor step?, target update?)``. Returns
-        the critic's metrics, ``alpha`` and ``target_entropy``, plus the actor's (``actor_*``, ``alpha_loss``) on actor
-        steps."""
-        b = obs.shape[0]
-        obs_aug, features, next_features, target_next_features = self.encode(obs, next_obs)
-        metrics = self.update_critic(features, action, reward, discount, next_features, target_next_features)
-        if key[0]:
-            if self.target_encoder is not None:  # DrQ: the actor sees the first shift through the updated encoder
+        """Steps 1-4 of the module docstring on device tensors (what a CUDA graph records); ``branch = (actor step?,
+        target update?)``."""
+        actor_step, target_step = branch
+        b, action_dim, m, k = obs.shape[0], self.action_shape[0], self.num_critic_augs, self.num_target_augs
+        # 1. augment: M shifted copies of obs, K of next_obs (copy-major rows); encode obs with gradient
+        obs_aug = random_shift(obs.repeat(m, 1, 1, 1), AUG_PAD, self.draw("obs_shift", (m * b, 2)))
+        next_obs_aug = random_shift(next_obs.repeat(k, 1, 1, 1), AUG_PAD, self.draw("next_obs_shift", (k * b, 2)))
+        with self.autocast():
+            features = self.encoder(obs_aug)  # (M B, repr_dim)
+
+        # 2. critic and encoder: DrQ's target averaged over the K shifts, without gradient (the policy's next actions
+        #    from the online encoder, the target critic on the target encoder's features), then one Adam step on
+        #    DrQ's loss summed over the M shifts
+        with torch.no_grad():
+            with self.autocast():
+                next_features = self.encoder(next_obs_aug)  # (K B, repr_dim)
+                target_features = next_features if self.target_encoder is None else self.target_encoder(next_obs_aug)
+            next_eps = self.draw("next_action_eps", (k * b, action_dim))
+            next_action, _, next_log_prob, _ = self.sample_with_log_prob(next_features, next_eps)  # log pi (K B, 1)
+            with self.autocast():
+                target_q1, target_q2 = self.critic_target(target_features, next_action)
+            target_v = torch.min(target_q1, target_q2) - self.alpha * next_log_prob
+            target_q = reward + discount * target_v.view(k, b, 1).mean(0)  # (B, 1)
+
+        with self.autocast():
+            q1, q2 = self.critic(features, action.repeat(m, 1))  # (M B, 1) each
+        target_q_m = target_q.repeat(m, 1)
+        critic_loss = m * (F.mse_loss(q1, target_q_m) + F.mse_loss(q2, target_q_m))
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        encoder_grad_norm, critic_grad_norm = grad_norm(self.encoder.parameters()), grad_norm(self.critic.parameters())
+        self.critic_opt.step()
+        metrics = {"critic_loss": critic_loss.detach(), "critic_q1": q1.detach().mean(),
+                   "critic_q2": q2.detach().mean(), "critic_target_q": target_q.mean(), "batch_reward": reward.mean(),
+                   "encoder_grad_norm": encoder_grad_norm, "critic_grad_norm": critic_grad_norm}
+
+        # 3. actor and temperature, every actor_update_every_steps, on detached features of the first shift: DrQ
+        #    re-encodes them with the encoder just updated; without a target encoder, those from before the critic step
+        if actor_step:
+            if self.target_encoder is not None:
                 with torch.no_grad(), self.autocast():
                     actor_features = self.encoder(obs_aug[:b])
-            else:  # DrQ-v2's layout: the features from before the critic step
-                actor_features = features[:b]
-            metrics.update(self.update_actor_and_alpha(actor_features))
-        if key[1]:
+            else:
+                actor_features = features[:b].detach()
+            eps = self.draw("actor_eps", (b, action_dim))
+            pi_action, pre_tanh, log_prob, dist = self.sample_with_log_prob(actor_features, eps)  # log pi (B, 1)
+            with self.autocast():
+                actor_q1, actor_q2 = self.critic(actor_features, pi_action)
+            actor_loss = (self.alpha.detach() * log_prob - torch.min(actor_q1, actor_q2)).mean()
+            alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
+            self.actor_opt.zero_grad(set_to_none=True)
+            self.alpha_opt.zero_grad(set_to_none=True)
+            (actor_loss + alpha_loss).backward(inputs=[*self.actor.parameters(), self.log_alpha])
+            actor_grad_norm = grad_norm(self.actor.parameters())
+            self.actor_opt.step()
+            self.alpha_opt.step()
+            actor_part, self.histograms = actor_metrics(actor_loss, dist, log_prob, pi_action, pre_tanh,
+                                                        dist.scale.detach().mean(), actor_grad_norm)
+            metrics.update(actor_part, alpha_loss=alpha_loss.detach())
+
+        # 4. targets, every critic_target_update_every_steps: theta' <- theta' + tau (theta - theta')
+        if target_step:
             soft_update_(self.critic_target, self.critic, self.critic_target_tau)
             if self.target_encoder is not None:
                 soft_update_(self.target_encoder, self.encoder, self.critic_target_tau)
-        metrics["alpha"] = self.log_alpha.detach().exp()
-        metrics["target_entropy"] = self._target_entropy_metric
-        return metrics
-
-    def encode(self, obs: torch.Tensor, next_obs: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Step 1: ``M`` shifted copies of ``obs`` (uint8 ``(B, C, H, W)``) encoded with gradient and ``K`` of
-        ``next_obs`` under ``torch.no_grad()``, one encoder pass each (copy-major rows). Returns ``(obs_aug (M B, C,
-        H, W) uint8, s (M B, repr_dim), s' (K B, repr_dim), s'~ (K B, repr_dim) from the target encoder, or None
-        without one)``."""
-        m, k = self.num_critic_augs, self.num_target_augs
-        obs_aug = random_shift(obs.repeat(m, 1, 1, 1), AUG_PAD, self.draw("obs_shift", (m * obs.shape[0], 2),
-                                                                          obs.device))
-        next_aug = random_shift(next_obs.repeat(k, 1, 1, 1), AUG_PAD,
-                                self.draw("next_obs_shift", (k * obs.shape[0], 2), obs.device))
-        target_next_features = None
-        with self.autocast():
-            features = self.encoder(obs_aug)
-            with torch.no_grad():
-                next_features = self.encoder(next_aug)
-                if self.target_encoder is not None:
-                    target_next_features = self.target_encoder(next_aug)
-        return obs_aug, features, next_features, target_next_features
-
-    def update_critic(self, features: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
-                      discount: torch.Tensor, next_features: torch.Tensor,
-                      target_next_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Step 2: one Adam step of encoder + critic on ``L_Q``. ``features`` = ``s`` ``(M B, repr)``,
-        ``next_features`` = ``s'`` ``(K B, repr)`` (the policy's next actions), ``target_next_features`` = ``s'~``
-        ``(K B, repr)`` (the target critic's input; ``s'`` if None), ``action (B, A)``, ``reward``/``discount``
-        ``(B, 1)``."""
-        b = action.shape[0]
-        m, k = features.shape[0] // b, next_features.shape[0] // b
-        if target_next_features is None:
-            target_next_features = next_features
-        with torch.no_grad():
-            alpha = self.alpha
-            eps = self.draw("next_action_eps", (k * b, self.action_shape[0]), action.device)
-            next_action, _, next_log_prob, _ = self.sample_with_log_prob(next_features, eps)  # log_prob (K B, 1)
-            with self.autocast():
-                target_q1, target_q2 = self.critic_target(target_next_features, next_action)
-            target_v = torch.min(target_q1, target_q2).float() - alpha * next_log_prob
-            target_q = reward + discount * target_v.view(k, b, 1).mean(0)  # (B, 1)
-        with self.autocast():
-            q1, q2 = self.critic(features, action.repeat(m, 1))
-        q1, q2 = q1.float(), q2.float()
-        target_rep = target_q.repeat(m, 1)
-        critic_loss = m * (F.mse_loss(q1, target_rep) + F.mse_loss(q2, target_rep))
-        return critic_step(self.critic_opt, self.encoder, self.critic, critic_loss, q1, q2, target_q, reward)
-
-    def update_actor_and_alpha(self, features: torch.Tensor, train: bool = True) -> dict[str, torch.Tensor]:
-        """Step 3: the actor and temperature steps from one backward pass of ``L_pi + L_alpha``, on ``features
-        (B, repr_dim)`` detached from the encoder. ``train=False`` only evaluates the losses and metrics."""
-        features = features.detach()
-        eps = self.draw("actor_eps", (features.shape[0], self.action_shape[0]), features.device) if train else None
-        with torch.set_grad_enabled(train):
-            action, pre_tanh, log_prob, dist = self.sample_with_log_prob(features, eps)  # log_prob (B, 1)
-            with self.autocast():
-                q1, q2 = self.critic(features, action)
-            actor_loss = (self.alpha.detach() * log_prob - torch.min(q1, q2).float()).mean()
-            alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
-        actor_params = list(self.actor.parameters())
-        if train:
-            norm = backward_and_step([self.actor_opt, self.alpha_opt], actor_loss + alpha_loss,
-                                     {"actor": actor_params}, inputs=actor_params + [self.log_alpha])["actor"]
-        else:
-            norm = torch.zeros((), device=features.device)
-        with torch.no_grad():
-            std = dist.scale.mean()
-        metrics, self.histograms = actor_metrics(actor_loss, dist, log_prob, action, pre_tanh, std, norm)
-        metrics["alpha_loss"] = alpha_loss.detach()
+        metrics.update(alpha=self.log_alpha.detach().exp(), target_entropy=self._target_entropy_metric)
         return metrics
