@@ -160,7 +160,7 @@ def cycles(graph: dict[str, set[str]], prefix: str = "drq") -> list[list[str]]:
 def test_no_import_circle_and_the_config_imports_nothing_from_run():
     graph = import_graph()
     assert cycles(graph) == []
-    assert [f"{m} -> {t}" for m in graph if m.startswith("drq.config") for t in graph[m] if t.startswith("drq.run")] == []
+    assert [f"{m} -> {t}" for m in graph if m.startswith("drq.config") for t in graph[m] if "drq.run" in t] == []
     assert cycles({**graph, "drq.config.schema": graph["drq.config.schema"] | {"drq.config.errors"}}) != []
 
 

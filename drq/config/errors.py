@@ -41,7 +41,7 @@ def parse(argv: list[str], hydra: bool = True) -> list[Any]:
     ``hydra.*`` / ``hydra/`` ones); a syntax error is one :class:`ConfigError` line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    tokens = [t for i, t in enumerate(argv) if not t.startswith("-") and (i == 0 or argv[i - 1] not in _FLAGS_WITH_VALUE)]
+    tokens = [t for i, t in enumerate(argv) if not t.startswith("-") and argv[max(i - 1, 0)] not in _FLAGS_WITH_VALUE]
     out, parser = [], OverridesParser.create()
     for token in tokens:
         key, _, value = token.partition("=")
@@ -111,10 +111,10 @@ def _name_lines(overrides: list[Any], config_dir: Path) -> list[str]:
                 schema.AGENT_NAMES)):  # an unknown agent is reported above  # fmt: skip
             continue
         owners = [a for a in schema.AGENT_NAMES if key in schema.keys(a)]
-        hint = closest(key, sorted(known))
+        hint = "; " + closest(key, sorted(known)) if closest(key, sorted(known)) else ""
         lines.append(f"{key}={value}: not a key of agent={'/'.join(sorted(agents)) or 'drqv2'} (a key of agent="
                      f"{'/'.join(owners)}; every key: docs/configuration.md)" if owners else
-                     f"{key}={value}: unknown config key{'; ' + hint if hint else ''} (every key: docs/configuration.md)")
+                     f"{key}={value}: unknown config key{hint} (every key: docs/configuration.md)")
     return lines
 
 

@@ -187,9 +187,9 @@ def _check_local_ray_resources(name: str, argv: list[str], config_dir: Path,
     fits = [f"hydra.launcher.ray.remote.num_gpus={_words(min(ask_gpus, have_gpus))}"] if ask_gpus > have_gpus else []
     fits += [f"hydra.launcher.ray.remote.num_cpus={_words(have_cpus)}"] if ask_cpus > have_cpus else []
     raise ConfigError(f"hydra/launcher={name} asks each run for {_words(ask_gpus)} GPU and {_words(ask_cpus)} CPUs "
-                      f"(hydra.launcher.ray.remote.num_gpus / num_cpus), but the Ray it starts on this machine (address "
-                      f"null) has {_words(have_gpus)} GPUs and {_words(have_cpus)} CPUs, so Ray would wait forever: add "
-                      f"{' '.join(fits)}, or send the sweep to a cluster with {RAY_ADDRESS}=host:port")  # fmt: skip
+                      "(hydra.launcher.ray.remote.num_gpus / num_cpus), but the Ray it starts on this machine (address "
+                      f"null) has {_words(have_gpus)} GPUs and {_words(have_cpus)} CPUs, so Ray would wait forever: "
+                      f"add {' '.join(fits)}, or send the sweep to a cluster with {RAY_ADDRESS}=host:port")
 
 
 def run_dir(argv: list[str]) -> str | None:

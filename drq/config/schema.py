@@ -89,28 +89,26 @@ def _line(key: str, value: Any, allowed: str, why: str, hint: str = "") -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- value tests
+def _ok(passes: Any, value: Any, hint: str = "") -> Any:
+    """``value`` if ``passes``, else :class:`_Bad` (with ``hint``): most keys' tests are one expression."""
+    if not passes:
+        raise _Bad(hint)
+    return value
+
+
 def _num(low: float | None = None, high: float | None = None, integer: bool = False, low_open: bool = False,
          even: bool = False) -> Callable[[Any], Any]:  # fmt: skip
     def test(v: Any) -> Any:
-        if integer and isinstance(v, float) and v.is_integer():
-            v = int(v)  # 1e6 on the command line is a float to hydra
-        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or not math.isfinite(v):
-            raise _Bad()
-        if (low is not None and (v < low or (low_open and v == low))) or (high is not None and v > high) or (
-                even and v % 2):  # fmt: skip
-            raise _Bad()
-        return v if integer else float(v)
+        v = int(v) if integer and isinstance(v, float) and v.is_integer() else v  # hydra reads 1e6 as a float
+        _ok(not isinstance(v, bool) and isinstance(v, int if integer else (int, float)) and math.isfinite(v), v)
+        return _ok((low is None or v > low or (v == low and not low_open)) and (high is None or v <= high) and not (
+            even and v % 2), v if integer else float(v))  # fmt: skip
 
     return test
 
 
 def _choice(choices: Iterable[str]) -> Callable[[Any], str]:
-    def test(v: Any) -> str:
-        if not isinstance(v, str) or v not in choices:
-            raise _Bad(closest(v, choices) if isinstance(v, str) else "")
-        return v
-
-    return test
+    return lambda v: _ok(isinstance(v, str) and v in choices, v, closest(v, choices) if isinstance(v, str) else "")
 
 
 def _or(special: Any, test: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -120,92 +118,48 @@ def _or(special: Any, test: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def _alias(test: Callable[[Any], Any], **meaning: Any) -> Callable[[Any], Any]:
     """``none=``, ``true=``, ``false=``: what ``null``, ``true``, ``false`` mean (by identity: 1 is not true)."""
-    def run(v: Any) -> Any:
-        word = str(v).lower() if v is None or isinstance(v, bool) else ""
-        return meaning[word] if word in meaning else test(v)
-
-    return run
-
-
-def _flag(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad()
-    return v
+    words = {None: "none", True: "true", False: "false"}
+    return lambda v: meaning[words[v]] if (v is None or isinstance(v, bool)) and words[v] in meaning else test(v)
 
 
 def _text(v: Any) -> str:
-    if not isinstance(v, str) or not v:
-        raise _Bad()
-    return v
-
-
-def _str_list(v: Any) -> tuple[str, ...]:
-    if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) and s for s in v):
-        raise _Bad()
-    return tuple(v)
+    return _ok(isinstance(v, str) and v != "", v)
 
 
 def _task_name(v: Any) -> str:
     from drq.envs import tasks  # pure python: no dm_control, no GL
 
     try:
-        tasks.resolve_task(_text(v))
+        return _ok(tasks.resolve_task(_text(v)), v)
     except ValueError:
         raise _Bad(closest(v, tasks.TASK_NAMES)) from None
-    return v
-
-
-def _camera(v: Any) -> int | str | None:
-    return v if v is None or (isinstance(v, str) and v) else _num(-1, integer=True)(v)
 
 
 def _schedule(v: Any) -> str | float:
     from drq.agents.schedules import parse_schedule  # pure python (the package imports torch)
 
     try:
-        schedule = parse_schedule(v)
+        low = parse_schedule(v).min_value
     except ValueError:
         raise _Bad() from None
-    if not schedule.min_value > 0:
-        raise _Bad(f"it reaches std {schedule.min_value:g}")
-    return float(v) if isinstance(v, (int, float)) else v
+    return _ok(low > 0, float(v) if isinstance(v, (int, float)) else v, f"it reaches std {low:g}")
 
 
 def _signals(v: Any) -> tuple[str, ...]:
-    if not isinstance(v, (list, tuple, str)):
-        raise _Bad()
     try:
-        return tuple(s.name for s in stop_signals.parse(v))
+        return tuple(s.name for s in stop_signals.parse(_ok(isinstance(v, (list, tuple, str)), v)))
     except ValueError as error:
         bad = re.search(r"stop_signals: ('.*?') is not one", str(error))
         raise _Bad(f"{bad.group(1) if bad else 'an entry'} is not one") from None
-
-
-def _device(v: Any) -> str:
-    if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
-        raise _Bad(closest(v, ("auto", "cpu", "cuda")) if isinstance(v, str) else "")
-    return v
 
 
 def _device_here(v: str) -> None:
     if v.startswith("cuda"):
         import torch
 
-        if not torch.cuda.is_available():
-            raise _Bad("no CUDA device is available")
-        if int(v.partition(":")[2] or 0) >= torch.cuda.device_count():
-            raise _Bad(f"this machine has {torch.cuda.device_count()} CUDA device(s)")
-
-
-def _resume_here(v: str) -> None:
-    if v not in ("auto", "never") and not (Path(v).is_file() or (Path(v) / "snapshot.pt").is_file()):
-        raise _Bad(f"{v} is neither a snapshot file nor a run dir holding snapshot.pt")
-
-
-def _log_std_bounds(v: Any) -> tuple[float, float]:
-    if not isinstance(v, (list, tuple)) or len(v) != 2 or not _num()(v[0]) < _num()(v[1]):
-        raise _Bad()
-    return (float(v[0]), float(v[1]))
+        _ok(torch.cuda.is_available(), v, "no CUDA device is available")
+        _ok(int(v.partition(":")[2] or 0) < torch.cuda.device_count(), v,
+            f"this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 # -------------------------------------------------------------------------------------------------------- the keys
@@ -231,7 +185,7 @@ def number(why: str, low: float = 0, high: float | None = None, low_open: bool =
 
 
 def flag(why: str, **kw: Any) -> Any:
-    return key("bool", "true or false", _flag, why=why, **kw)
+    return key("bool", "true or false", lambda v: _ok(isinstance(v, bool), v), why=why, **kw)
 
 
 def choice(choices: tuple[str, ...], why: str) -> Any:
@@ -242,10 +196,6 @@ def text(why: str) -> Any:
     return key("str | null", "null or a non-empty string", _or(None, _text), why=why)
 
 
-def _table(cls: type) -> Any:
-    return dataclasses.field(metadata={"table": cls})
-
-
 @dataclass(frozen=True)
 class WandbConfig:
     """``wandb.*``: where the run's metrics go (drq.run.sinks.WandbSink)."""
@@ -254,14 +204,15 @@ class WandbConfig:
     project: str = key("str", "a non-empty string", _text, why="wandb project")
     entity: str | None = text("wandb entity; null: your default entity")
     group: str | None = text("wandb group")
-    tags: tuple[str, ...] = key("list[str]", "a list of non-empty strings, e.g. [a,b]", _str_list, why="wandb tags")
+    tags: tuple[str, ...] = key("list[str]", "a list of non-empty strings, e.g. [a,b]", why="wandb tags", test=lambda v:
+        tuple(_ok(isinstance(v, (list, tuple)) and all(isinstance(t, str) and t for t in v), v)))
     name: str | None = text("wandb run name; null: <task>_<agent>_seed<seed>")
 
 
 @dataclass(frozen=True)
 class AgentConfig:
     """``agent.*`` keys both agents have; the ``agent:`` block of cfgs/agent/<name>.yaml is the constructor's keyword
-    arguments (``drq.agents.make_agent(name, **kwargs)``), typed and checked here: the agents do not check them again."""
+    arguments (``drq.agents.make_agent(name, **kwargs)``), typed and checked here (the agents need not check them)."""
 
     name: str = choice(AGENT_NAMES, "the agent; the agent= group sets it")
     lr: float = number("Adam learning rate of every network", low_open=True)
@@ -291,7 +242,8 @@ class SACAgentConfig(AgentConfig):
     """``agent=sac`` (DrQ: Kostrikov, Yarats & Fergus 2020)."""
 
     init_temperature: float = number("initial entropy temperature alpha", low_open=True)
-    log_std_bounds: tuple[float, float] = key("list[float]", "[low, high] with low < high", _log_std_bounds,
+    log_std_bounds: tuple[float, float] = key("list[float]", "[low, high] with low < high", test=lambda v: tuple(map(
+        float, _ok(isinstance(v, (list, tuple)) and len(v) == 2 and _num()(v[0]) < _num()(v[1]), v))),
                                               why="bounds of the actor's log std, tanh-rescaled")
     actor_update_every_steps: int = count(STEPS, "actor and alpha step every this many agent steps")
     critic_target_update_every_steps: int = count(STEPS, "soft target update every this many agent steps")
@@ -315,8 +267,9 @@ class RunConfig:
     action_repeat: int = count("frames per agent step", "each action is repeated this many frames")
     discount: float = number("gamma per agent step", 0, 1, unit="per agent step")
     image_size: int = count(PIXELS, "H = W of the agent's observations; the conv stack needs >= 15", low=15)
-    camera_id: int | str | None = key("int | str | null", "null, an integer >= -1 or a camera name", _camera,
-                                      why="null: the task's camera, 2 for quadruped, else 0")
+    camera_id: int | str | None = key("int | str | null", "null, an integer >= -1 or a camera name", why="null: the "
+                                      "task's camera, 2 for quadruped, else 0", test=lambda v: v if v is None or (
+                                          isinstance(v, str) and v) else _num(-1, integer=True)(v))
     fast_render: str | bool = key(
         "str | false", "one of false, no_msaa, no_shadows; true = no_msaa", why="faster software rendering, slightly "
         "different pixels", test=_alias(_choice(FAST_RENDER_CHOICES[2:]), none=False, false=False, true="no_msaa"))
@@ -351,12 +304,14 @@ class RunConfig:
     # ---- logging
     log_every_frames: int = frames("health/ metrics: means over the window, read from the device only here")
     histogram_every_frames: int = frames("wandb histograms of per-sample log-prob and |pre-tanh|")
-    wandb: WandbConfig = _table(WandbConfig)
+    wandb: WandbConfig = dataclasses.field(metadata={"table": WandbConfig})
     # ---- snapshots and resume
     save_snapshot: bool = flag("write snapshot.pt periodically, at the end and on a stop signal")
     snapshot_every_frames: int = frames("snapshot at the first episode boundary after each multiple")
     save_replay_in_snapshot: bool = flag("false: smaller snapshots; a resumed run starts with an empty replay")
-    resume: str = key("str", "auto, never, or a snapshot.pt / a run dir holding one", machine=_resume_here,
+    resume: str = key("str", "auto, never, or a snapshot.pt / a run dir holding one", machine=lambda v: _ok(
+        v in ("auto", "never") or Path(v).is_file() or (Path(v) / "snapshot.pt").is_file(), v,
+        f"{v} is neither a snapshot file nor a run dir holding snapshot.pt"),
                       test=_alias(_text, none="auto", true="auto", false="never"),
                       why="auto: continue if the run dir holds snapshot.pt")
     stop_signals: tuple[str, ...] = key("list[str]", f"a list of {', '.join(stop_signals.CHOICES)}", _signals,
@@ -364,7 +319,8 @@ class RunConfig:
     # ---- hardware
     seed: int = count("", "seeds python, numpy, torch, the train env; eval episode j at frame F: (seed, F, j)", low=0,
                       high=2**31 - 1)
-    device: str = key("str", "auto, cpu, cuda or cuda:N", _device, machine=_device_here,
+    device: str = key("str", "auto, cpu, cuda or cuda:N", machine=_device_here, test=lambda v: _ok(
+        isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v), v, closest(v, ("auto", "cpu", "cuda"))),
                       why="auto: cuda if available, else cpu")
     precision: str = choice(PRECISIONS, "autocast; auto: bf16 where the hardware has it natively, else fp32")
     compile: str = key("str", "one of none, default, max-autotune; true = default, false = none",
@@ -374,7 +330,7 @@ class RunConfig:
     async_env: bool = flag("step and render the training env in a worker process while the agent updates")
     num_threads: int | str = key("int | auto", "'auto' or an integer >= 1", _or("auto", _num(1, integer=True)),
                                  "threads", "torch threads; auto: all cores, one fewer with async_env on more than 4")
-    agent: AgentConfig = _table(AgentConfig)
+    agent: AgentConfig = dataclasses.field(metadata={"table": AgentConfig})  # the agent's own config class
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, metadata={"extra": True})
 
     def to_dict(self) -> dict[str, Any]:
@@ -432,19 +388,6 @@ def _multiples(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     return out
 
 
-def _batch_fits(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
-    return [("batch_size", v["batch_size"], f"at most replay_buffer_size={v['replay_buffer_size']}", "transitions; a "
-             "batch larger than the replay can ever hold repeats transitions in every batch")
-            ] if v["batch_size"] > v["replay_buffer_size"] else []  # fmt: skip
-
-
-def _eval_workers(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
-    workers, episodes = v["eval_workers"], v["num_eval_episodes"]
-    return [("eval_workers", workers, f"'auto' or at most num_eval_episodes={episodes}", "processes; more workers "
-             "than episodes would start environments that never play")] if workers != "auto" and workers > episodes \
-        else []  # fmt: skip
-
-
 def _nstep(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     repeat, limit = v["action_repeat"], v["max_episode_frames"]
     steps = (limit or footprint.DEFAULT_EPISODE_FRAMES) // repeat
@@ -469,14 +412,19 @@ def _cuda_graphs(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
 
     device, here = v["device"], torch.cuda.is_available()
     where = f"with device={device}" if here else "on this machine, which has no CUDA device"
-    return [] if here and device != "cpu" else [("cuda_graphs", True, f"false {where}", "each update replays a "
-                                                 "captured CUDA graph; use device=auto or cuda on a machine with a GPU")]
+    why = "each update replays a captured CUDA graph; use device=auto or cuda on a machine with a GPU"
+    return [] if here and device != "cpu" else [("cuda_graphs", True, f"false {where}", why)]
 
 
 RULES = (
     ("every `*_frames` count is a multiple of `action_repeat`", _multiples),
-    ("`batch_size` <= `replay_buffer_size`", _batch_fits),
-    ("`eval_workers` (when not `auto`) <= `num_eval_episodes`", _eval_workers),
+    ("`batch_size` <= `replay_buffer_size`", lambda v: [] if v["batch_size"] <= v["replay_buffer_size"] else [(
+        "batch_size", v["batch_size"], f"at most replay_buffer_size={v['replay_buffer_size']}", "transitions; a batch "
+        "larger than the replay can ever hold repeats transitions in every batch")]),
+    ("`eval_workers` (when not `auto`) <= `num_eval_episodes`", lambda v: [] if v["eval_workers"] == "auto"
+     or v["eval_workers"] <= v["num_eval_episodes"] else [("eval_workers", v["eval_workers"], "'auto' or at most "
+     f"num_eval_episodes={v['num_eval_episodes']}", "processes; more workers than episodes would start environments "
+     "that never play")]),
     ("`nstep` <= the episode's agent steps (`max_episode_frames`, or 1000, / `action_repeat`)", _nstep),
     ("`image_size`, `video_size` <= the task's offscreen framebuffer (480 pixels; dog: 1080)", _render_sizes),
 )
@@ -491,13 +439,11 @@ MACHINE_RULES = (  # run by check(machine=True) only
 
 
 # ------------------------------------------------------------------------------------------------------ the checks
-class _Skip(Exception):
-    """A rule read a key that failed its own check."""
-
-
 class _Passed(dict):
+    """The values that passed; a rule that reads one that did not is skipped."""
+
     def __missing__(self, name: str) -> Any:
-        raise _Skip(name)
+        raise _Bad(name)
 
 
 def _lookup(cfg: Any, dotted: str) -> tuple[bool, Any]:
@@ -513,8 +459,9 @@ def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[l
     lines, values = [], _Passed()
     agent = _lookup(cfg, "agent.name")[1]
     agent = agent if isinstance(agent, str) and agent in AGENT_CONFIGS else None
-    table = {k: v for k, v in _keys(agent or "drqv2").items() if agent or k == "agent.name" or k[:6] != "agent."}
-    for dotted, k in table.items():  # an unknown agent: only its name is checked
+    table = {k: v for k, v in _keys(agent or "drqv2").items()
+             if agent or k == "agent.name" or not k.startswith("agent.")}  # an unknown agent: only its name is checked
+    for dotted, k in table.items():
         found, value = _lookup(cfg, dotted)
         try:
             if not found:
@@ -538,7 +485,7 @@ def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[l
     for _, rule in (RULES if rules else ()) + (MACHINE_RULES if machine else ()):
         try:
             lines += [_line(*violation) for violation in rule(values)]
-        except _Skip:
+        except _Bad:  # it read a key that failed its own check
             pass
     return lines, dict(values)
 

@@ -100,9 +100,9 @@ def saved_config(path: str | Path) -> dict[str, Any] | None:
 
 def refuse_before_hydra(argv: list[str]) -> None:
     """:class:`drq.config.schema.ConfigError` (the :class:`ResumeRefused` line) if the single run of ``argv``
-    (``sys.argv[1:]``) resumes a snapshot (``hydra.run.dir=DIR`` holding one, or ``resume=PATH``) made with another value
-    of a :data:`FIXED_KEYS` key. ``train.py`` runs it before hydra rewrites ``DIR/.hydra/``; the trainer checks again
-    (sweep jobs, in-process runs). A snapshot that cannot be read is left to the trainer's own message."""
+    (``sys.argv[1:]``) resumes a snapshot (``hydra.run.dir=DIR`` holding one, or ``resume=PATH``) made with another
+    value of a :data:`FIXED_KEYS` key. ``train.py`` runs it before hydra rewrites ``DIR/.hydra/``; the trainer checks
+    again (sweep jobs, in-process runs). A snapshot that cannot be read is left to the trainer's own message."""
     from drq.config import errors, schema
     from drq.run import snapshot
 
