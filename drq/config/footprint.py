@@ -238,7 +238,7 @@ def network_params(v: Mapping[str, Any]) -> tuple[int, int]:
 
 def batch_bytes(v: Mapping[str, Any]) -> int:
     """One update's batch and activations: measured bytes per pixel per sample x batch_size x H x W."""
-    if v.get("agent.name") == "sac":
+    if v["agent.name"] == "sac":
         passes = v.get("agent.num_critic_augs", 2) + v.get("agent.num_target_augs", 2)
         per_pixel = ACTIVATION_BYTES_PER_PIXEL["sac_per_pass"] * passes
     else:

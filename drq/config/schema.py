@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import re
 import sys
 from dataclasses import dataclass
@@ -100,9 +99,10 @@ def _num(low: float | None = None, high: float | None = None, integer: bool = Fa
          even: bool = False) -> Callable[[Any], Any]:  # fmt: skip
     def test(v: Any) -> Any:
         v = int(v) if integer and isinstance(v, float) and v.is_integer() else v  # hydra reads 1e6 as a float
-        _ok(not isinstance(v, bool) and isinstance(v, int if integer else (int, float)) and math.isfinite(v), v)
+        _ok(not isinstance(v, bool) and isinstance(v, int if integer else (int, float)), v)
+        v = v if integer else float(_ok(-sys.float_info.max <= v <= sys.float_info.max, v))  # not nan, inf, 1e400
         return _ok((low is None or v > low or (v == low and not low_open)) and (high is None or v <= high) and not (
-            even and v % 2), v if integer else float(v))  # fmt: skip
+            even and v % 2), v)  # fmt: skip
 
     return test
 
