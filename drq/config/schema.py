@@ -12,6 +12,9 @@ action repeat 2).
 (`cfgs/protocol/<agent>/<task>.yaml`), the preset (`cfgs/preset/`) and the task file (`cfgs/task/`) then change some
 of them, in that order, and the command line comes last. Groups: `agent=drqv2|sac`, `task=<cfgs/task/*.yaml>`,
 `preset=easy|medium|hard|debug`.
+
+In code: `load(cfg)` gives the typed, frozen `RunConfig` the trainer and the agents read (or raises `ConfigError`),
+`check(cfg)` lists the violations; `python -m drq.config.schema --markdown` writes this page.
 """
 
 from __future__ import annotations
