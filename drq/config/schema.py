@@ -100,6 +100,8 @@ def _ok(passes: Any, value: Any, hint: str = "") -> Any:
 
 def _num(low: float | None = None, high: float | None = None, integer: bool = False, low_open: bool = False,
          even: bool = False) -> Callable[[Any], Any]:  # fmt: skip
+    """The test of a number in [low, high] (``(low, high]`` with ``low_open``): a float, or a whole int with
+    ``integer`` (and an even one with ``even``); never a bool, nan or inf."""
     def test(v: Any) -> Any:
         v = int(v) if integer and isinstance(v, float) and v.is_integer() else v  # hydra reads 1e6 as a float
         _ok(not isinstance(v, bool) and isinstance(v, int if integer else (int, float)), v)
