@@ -1,13 +1,8 @@
-"""The command line checked before hydra runs: ``python train.py task=walker_wlak`` prints one line and exits with 2,
-before hydra writes into the run dir and before anything starts::
+"""The command line checked before hydra writes anything: group values and key names (with the closest name), then each
+combination of a sweep composed (hydra writes ``.hydra/`` before it calls the task function) and checked by
+:func:`drq.config.schema.check`. A bad one prints one line and exits 2::
 
     drq: task=walker_wlak: one of the 24 task configs in cfgs/task/; closest: walker_walk, walker_run, walker_stand
-
-The overrides are parsed by hydra's own parser; groups and key names are checked first (with the closest name), then
-each combination of a sweep (all of them up to ``MAX_COMBINATIONS``) is composed and goes through
-:func:`drq.config.schema.check` with the machine rules (not for a sweep that runs elsewhere; a local sweep's parallel
-jobs share the RAM). hydra writes ``.hydra/`` into the run dir before it calls the task function, so a check that
-comes before anything is written composes the config itself.
 """
 
 from __future__ import annotations

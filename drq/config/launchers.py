@@ -1,7 +1,5 @@
-"""A sweep's launcher checked before hydra starts: a missing plugin or ``sbatch``, GPUs asked on a partition without
-any, an unreachable Ray cluster, or a local Ray asked for more than this machine has (its runs would queue forever)
-is one :class:`ConfigError` line naming what to install, check or copy-paste (exit 2), and nothing is written.
-"""
+"""A sweep's launcher checked before hydra starts (plugin, ``sbatch``, GPUs on the partition, the Ray cluster and its
+resources): one :class:`ConfigError` line naming what to install, check or copy-paste (docs/clusters.md)."""
 
 from __future__ import annotations
 

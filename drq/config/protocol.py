@@ -1,9 +1,4 @@
-"""The run's training protocol in one line, printed by train.py at start: what a paper's numbers depend on.
-
-``agent=sac`` takes DrQ's per-domain values from ``cfgs/protocol/sac/<task>.yaml`` (cfgs/config.yaml's defaults pick
-it); DrQ-v2 takes its presets'. Counts are shown in frames (the clock users see) and, where the papers state them so,
-in agent steps.
-"""
+"""The run's training protocol in one line, printed by train.py at start: what a paper's numbers depend on."""
 
 from __future__ import annotations
 
