@@ -130,7 +130,6 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR, machine: boo
     """:class:`ConfigError` (one line per violation, each once) if the overrides in ``argv`` name an unknown group or
     key, or give a config the schema rejects (``machine=False``: without the checks that ask this machine, to check a
     command meant for another). A sweep (``-m key=a,b``) is checked value by value."""
-    multirun = bool({"-m", "--multirun"} & set(argv))
     overrides = parse(argv, hydra=False)
     lines = _name_lines(overrides, config_dir)
     if not lines:
@@ -141,7 +140,7 @@ def check_overrides(argv: list[str], config_dir: Path = CONFIG_DIR, machine: boo
             for cfg in compose(combinations, config_dir):
                 lines += [cfg] if isinstance(cfg, str) else schema.check(cfg, machine=machine)
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
-    if not lines and not multirun and sweep is not None:
+    if not lines and not launchers.multirun(argv) and sweep is not None:
         lines.append(f"{sweep.input_line}: a sweep runs with -m (python train.py -m {sweep.input_line} ...); "
                      f"a list is {sweep.key_or_group}=[...], a string with commas '...'")
     if lines:

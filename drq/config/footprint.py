@@ -178,6 +178,15 @@ def _nvidia_device_present() -> bool:
                                                             for p in Path("/dev").glob("nvidia*"))  # fmt: skip
 
 
+def local_resources() -> tuple[int, int]:
+    """(CPUs, GPUs) a Ray started here would have: the usable cores, and the NVIDIA GPUs ``CUDA_VISIBLE_DEVICES``
+    lists (else the driver's device nodes); read without importing torch or Ray."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return memory.usable_cores(), len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return memory.usable_cores(), len([p for p in Path("/dev").glob("nvidia*") if p.name[len("nvidia"):].isdigit()])
+
+
 _MACHINE: contextvars.ContextVar[Machine | None] = contextvars.ContextVar("drq_machine", default=None)
 
 

@@ -13,8 +13,9 @@ from typing import Callable
 
 import yaml
 
+from drq.config import footprint
 from drq.config.schema import CONFIG_DIR, ConfigError
-from drq.machine.memory import usable_cores
+from drq.machine import memory
 
 SLURM = ("hydra_plugins.hydra_submitit_launcher", 'pip install -e ".[slurm]"  (hydra-submitit-launcher)', "submitit")
 RAY = ("hydra_plugins.hydra_ray_launcher", 'pip install -e ".[ray]"  (hydra-ray-launcher, ray)', "ray")
@@ -39,7 +40,8 @@ def _override(argv: list[str], key: str) -> str | None:
     return found[-1].strip().strip("'\"") if found else None
 
 
-def _multirun(argv: list[str]) -> bool:
+def multirun(argv: list[str]) -> bool:
+    """A sweep: ``-m`` / ``--multirun`` (a single run ignores the launcher)."""
     return bool({"-m", "--multirun"} & set(argv))
 
 
@@ -65,7 +67,7 @@ def check_launcher(argv: list[str], config_dir: Path = CONFIG_DIR,
         if module and not _installed(module):
             raise ConfigError(f"hydra/launcher={name} needs the {module.split('.')[-1]} package, which is not "
                               f"installed: {install}")  # fmt: skip
-    if not _multirun(argv):
+    if not multirun(argv):
         return  # a single run ignores the launcher
     if engine == "submitit" and name != "submitit_local" and shutil.which("sbatch") is None:
         raise ConfigError(f"hydra/launcher={name} submits with SLURM's sbatch, which is not on PATH: run the sweep on "
@@ -73,7 +75,7 @@ def check_launcher(argv: list[str], config_dir: Path = CONFIG_DIR,
     if engine == "submitit" and name == "slurm":
         _check_slurm_gpus(argv, config_dir)
     if engine == "ray" and _ray_address(argv, reachable or _tcp_reachable) == "null":
-        _check_local_ray_resources(name, argv, config_dir, resources or local_resources)
+        _check_local_ray_resources(name, argv, config_dir, resources or footprint.local_resources)
 
 
 def _check_slurm_gpus(argv: list[str], config_dir: Path) -> None:
@@ -127,15 +129,6 @@ def _tcp_reachable(host: str, port: int, timeout_s: float) -> bool:
         return False
 
 
-def local_resources() -> tuple[int, int]:
-    """(CPUs, GPUs) a Ray started here would have: the usable cores, and the NVIDIA GPUs ``CUDA_VISIBLE_DEVICES``
-    lists (else the driver's device nodes); read without importing torch or Ray."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return usable_cores(), len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    return usable_cores(), len([p for p in Path("/dev").glob("nvidia*") if p.name[len("nvidia"):].isdigit()])
-
-
 def _launcher_value(argv: list[str], config_dir: Path, name: str, dotted: str) -> str | None:
     """``hydra.launcher.<dotted>`` from the command line, else from cfgs/hydra/launcher/<name>.yaml, else from the
     Ray plugin's own config (``ray_cluster.yaml`` has ``defaults: [ray]``), else None."""
@@ -158,49 +151,42 @@ def _launcher_value(argv: list[str], config_dir: Path, name: str, dotted: str) -
     return None if node is None else str(node)
 
 
-def _number(text: str | None, default: float) -> float:
-    try:
-        return float(text) if text is not None and float(text) >= 0 else default
-    except ValueError:
-        return default
-
-
-def _words(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
 def _check_local_ray_resources(name: str, argv: list[str], config_dir: Path,
                                resources: Callable[[], tuple[int, int]]) -> None:  # fmt: skip
-    """A Ray started here (address null) has this machine's CPUs and GPUs (or ``ray.init``'s num_cpus / num_gpus):
-    a run asking for more would never be scheduled. Refused rather than fitted silently: the request is the launcher
-    config's statement of what a run needs, and running differently should be the user's choice (one copy-paste)."""
+    """A Ray started here (address null) has this machine's CPUs and GPUs (or ``ray.init``'s num_cpus / num_gpus): a
+    run asking for more would never be scheduled. Refused rather than fitted silently: the launcher config states what
+    a run needs, and running differently is the user's choice (one copy-paste)."""
     def value(dotted: str, default: float) -> float:
-        return _number(_launcher_value(argv, config_dir, name, f"ray.{dotted}"), default)
+        text = _launcher_value(argv, config_dir, name, f"ray.{dotted}")
+        try:
+            return float(text) if text is not None and float(text) >= 0 else default
+        except ValueError:
+            return default
 
     cpus_here, gpus_here = resources()
     have_cpus, have_gpus = value("init.num_cpus", cpus_here), value("init.num_gpus", gpus_here)
     ask_cpus, ask_gpus = value("remote.num_cpus", 1.0), value("remote.num_gpus", 0.0)  # Ray's defaults for a task
     if ask_cpus <= have_cpus and ask_gpus <= have_gpus:
         return
-    fits = [f"hydra.launcher.ray.remote.num_gpus={_words(min(ask_gpus, have_gpus))}"] if ask_gpus > have_gpus else []
-    fits += [f"hydra.launcher.ray.remote.num_cpus={_words(have_cpus)}"] if ask_cpus > have_cpus else []
-    raise ConfigError(f"hydra/launcher={name} asks each run for {_words(ask_gpus)} GPU and {_words(ask_cpus)} CPUs "
+    fits = [f"hydra.launcher.ray.remote.num_gpus={min(ask_gpus, have_gpus):g}"] if ask_gpus > have_gpus else []
+    fits += [f"hydra.launcher.ray.remote.num_cpus={have_cpus:g}"] if ask_cpus > have_cpus else []
+    raise ConfigError(f"hydra/launcher={name} asks each run for {ask_gpus:g} GPU and {ask_cpus:g} CPUs "
                       "(hydra.launcher.ray.remote.num_gpus / num_cpus), but the Ray it starts on this machine (address "
-                      f"null) has {_words(have_gpus)} GPUs and {_words(have_cpus)} CPUs, so Ray would wait forever: "
+                      f"null) has {have_gpus:g} GPUs and {have_cpus:g} CPUs, so Ray would wait forever: "
                       f"add {' '.join(fits)}, or send the sweep to a cluster with {RAY_ADDRESS}=host:port")
 
 
 def run_dir(argv: list[str]) -> str | None:
     """Where the run (``hydra.run.dir``) or the sweep (``hydra.sweep.dir``, with -m) will write, if the command line
     says so; None: hydra's default under the working directory."""
-    return _override(argv, "hydra.sweep.dir" if _multirun(argv) else "hydra.run.dir")
+    return _override(argv, "hydra.sweep.dir" if multirun(argv) else "hydra.run.dir")
 
 
 def runs_elsewhere(argv: list[str]) -> bool:
     """Whether a sweep's runs happen on other machines (SLURM, a Ray cluster at an address): this machine's memory
     and cores then say nothing about them (each job checks itself where it starts)."""
     name, engine = _engine(argv)
-    if not _multirun(argv):
+    if not multirun(argv):
         return False
     return name != "submitit_local" if engine == "submitit" else engine == "ray" and _ray_address(argv) != "null"
 
@@ -209,8 +195,8 @@ def jobs_at_once(argv: list[str], runs: int, config_dir: Path = CONFIG_DIR) -> i
     """How many runs of a local sweep share this machine at once: ``n_jobs`` of hydra/launcher=local (joblib; -1: all
     cores, -2: all but one), at most the sweep's ``runs``; 1 otherwise."""
     name, engine = _engine(argv)
-    if not _multirun(argv) or engine != "joblib":
+    if not multirun(argv) or engine != "joblib":
         return 1
     n_jobs = _launcher_value(argv, config_dir, name, "n_jobs")
     jobs = int(n_jobs) if n_jobs and n_jobs.lstrip("-").isdigit() else 1
-    return max(1, min(jobs if jobs > 0 else usable_cores() + 1 + jobs, runs))
+    return max(1, min(jobs if jobs > 0 else memory.usable_cores() + 1 + jobs, runs))
