@@ -38,15 +38,16 @@ class _Bad(Exception):
 @dataclass(frozen=True)
 class Key:
     """One key. kind: its type in words; allowed: what passes, in words; test: value -> normalised value, or raises
-    ``_Bad``; unit and why: for its line and the docs; machine: a further test that asks this machine, run only by
-    ``check(machine=True)``; legacy: what a saved config made before the key existed means (default: its default)."""
+    ``_Bad``; unit and why: for its line and the docs; machine: value -> what is wrong on this machine, or None (run
+    only by ``check(machine=True)``); legacy: what a saved config made before the key existed means (default: its
+    default)."""
 
     kind: str
     allowed: str
     test: Callable[[Any], Any]
     unit: str = ""
     why: str = ""
-    machine: Callable[[Any], None] | None = None
+    machine: Callable[[Any], str | None] | None = None
     legacy: Any = _NO_LEGACY
 
 
@@ -141,15 +142,6 @@ def _signals(v: Any) -> tuple[str, ...]:
     except ValueError as error:
         bad = re.search(r"stop_signals: ('.*?') is not one", str(error))
         raise _Bad(f"{bad.group(1) if bad else 'an entry'} is not one") from None
-
-
-def _device_here(v: str) -> None:
-    if v.startswith("cuda"):
-        import torch
-
-        _ok(torch.cuda.is_available(), v, "no CUDA device is available")
-        _ok(int(v.partition(":")[2] or 0) < torch.cuda.device_count(), v,
-            f"this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 # -------------------------------------------------------------------------------------------------------- the keys
@@ -299,9 +291,7 @@ class RunConfig:
     save_snapshot: bool = flag("write snapshot.pt periodically, at the end and on a stop signal")
     snapshot_every_frames: int = frames("snapshot at the first episode boundary after each multiple")
     save_replay_in_snapshot: bool = flag("false: smaller snapshots; a resumed run starts with an empty replay")
-    resume: str = key("str", "auto, never, or a snapshot.pt / a run dir holding one", machine=lambda v: _ok(
-        v in ("auto", "never") or Path(v).is_file() or (Path(v) / "snapshot.pt").is_file(), v,
-        f"{v} is neither a snapshot file nor a run dir holding snapshot.pt"),
+    resume: str = key("str", "auto, never, or a snapshot.pt / a run dir holding one", machine=footprint.resume_here,
                       test=_alias(_text, none="auto", true="auto", false="never"),
                       why="auto: continue if the run dir holds snapshot.pt")
     stop_signals: tuple[str, ...] = key("list[str]", f"a list of {', '.join(stop_signals.CHOICES)}", _signals,
@@ -309,7 +299,7 @@ class RunConfig:
     # ---- hardware
     seed: int = count("", "seeds python, numpy, torch, the train env; eval episode j at frame F: (seed, F, j)", low=0,
                       high=2**31 - 1)
-    device: str = key("str", "auto, cpu, cuda or cuda:N", machine=_device_here, test=lambda v: _ok(
+    device: str = key("str", "auto, cpu, cuda or cuda:N", machine=footprint.device_here, test=lambda v: _ok(
         isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v), v, closest(v, ("auto", "cpu", "cuda"))),
                       why="auto: cuda if available, else cpu")
     precision: str = choice(PRECISIONS, "autocast; auto: bf16 where the hardware has it natively, else fp32")
@@ -395,17 +385,6 @@ def _render_sizes(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
             for k in ("image_size", "video_size") if side is not None and v[k] > side]  # fmt: skip
 
 
-def _cuda_graphs(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
-    if v["cuda_graphs"] is not True:
-        return []
-    import torch
-
-    device, here = v["device"], torch.cuda.is_available()
-    where = f"with device={device}" if here else "on this machine, which has no CUDA device"
-    why = "each update replays a captured CUDA graph; use device=auto or cuda on a machine with a GPU"
-    return [] if here and device != "cpu" else [("cuda_graphs", True, f"false {where}", why)]
-
-
 RULES = (
     ("every `*_frames` count is a multiple of `action_repeat`", _multiples),
     ("`batch_size` <= `replay_buffer_size`", lambda v: [] if v["batch_size"] <= v["replay_buffer_size"] else [(
@@ -418,14 +397,7 @@ RULES = (
     ("`nstep` <= the episode's agent steps (`max_episode_frames`, or 1000, / `action_repeat`)", _nstep),
     ("`image_size`, `video_size` <= the task's offscreen framebuffer (480 pixels; dog: 1080)", _render_sizes),
 )
-MACHINE_RULES = (  # run by check(machine=True) only
-    ("`cuda_graphs=true` needs a CUDA device (checked on the machine that runs)", _cuda_graphs),
-    ("the run's memory at its end (replay, learner, batch, environments, video; drq/config/footprint.py) fits in the "
-     "machine's usable RAM (`DRQ_MEMORY_LIMIT`, the cgroup, or MemAvailable), the replay's one allocation in RAM + "
-     "swap, and for `device=cuda` in the GPU's free memory; else one line naming the largest value that fits",
-     footprint.memory_rule),
-    ("`eval_workers` <= max(8, 2 x the machine's cores)", footprint.eval_workers_rule),
-)
+MACHINE_RULES = footprint.MACHINE_RULES  # run by check(machine=True) only: they ask this machine
 
 
 # ------------------------------------------------------------------------------------------------------ the checks
@@ -458,8 +430,9 @@ def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[l
                 lines.append(f"{dotted}: missing ({k.allowed}; every key is in cfgs/config.yaml or cfgs/agent/)")
                 continue
             values[dotted] = k.test(value)
-            if machine and k.machine:
-                k.machine(values[dotted])
+            problem = k.machine(values[dotted]) if machine and k.machine else None
+            if problem:
+                raise _Bad(problem)
         except _Bad as bad:
             values.pop(dotted, None)
             lines.append(_line(dotted, value, k.allowed, "; ".join(p for p in (k.unit, k.why) if p), *bad.args))
@@ -566,8 +539,8 @@ def markdown() -> str:
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     rules = [f"- {words}" for words, _ in RULES + MACHINE_RULES]
     page = (CONFIG_DIR.parent / "docs" / "templates" / "configuration.md").read_text()
-    return ("# Configuration\n\n<!-- generated by `python -m drq.config.schema --markdown > docs/configuration.md` from "
-            "docs/templates/configuration.md; tests/test_config_schema.py checks it is up to date -->\n\n"
+    return ("# Configuration\n\n<!-- generated by `python -m drq.config.schema --markdown > docs/configuration.md` "
+            "from docs/templates/configuration.md; tests/test_config_schema.py checks it is up to date -->\n\n"
             + page.replace("{keys}", "\n".join(rows)).replace("{rules}", "\n".join(rules)))
 
 
