@@ -459,10 +459,11 @@ def check(cfg: Mapping[str, Any], machine: bool = False) -> list[str]:
     return _check(cfg, machine)[0]
 
 
-def values(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+def values(cfg: RunConfig | Mapping[str, Any], machine: bool = False, rules: bool = False) -> dict[str, Any]:
     """The checked values by dotted key (``{"agent.name": "drqv2", ...}``), as the rules and
-    :mod:`drq.config.footprint` read them; :class:`ConfigError` if a key is bad (the rules are not run)."""
-    lines, found = _check(cfg.to_dict() if isinstance(cfg, RunConfig) else cfg, machine=False, rules=False)
+    :mod:`drq.config.footprint` read them, or :class:`ConfigError` (one line per violation); by default only each
+    key's own check runs, not the rules between keys."""
+    lines, found = _check(cfg.to_dict() if isinstance(cfg, RunConfig) else cfg, machine, rules)
     if lines:
         raise ConfigError("\n".join(lines))
     return found
@@ -472,9 +473,7 @@ def load(cfg: Mapping[str, Any], machine: bool = False, rules: bool = True) -> R
     """The typed :class:`RunConfig` of a composed, resolved config, or :class:`ConfigError` (one line per violation).
     Keys the schema does not know (``+key=value``) are kept in ``extra``; ``rules=False`` skips the rules between
     keys."""
-    lines, found = _check(cfg, machine, rules)
-    if lines:
-        raise ConfigError("\n".join(lines))
+    found = values(cfg, machine, rules)
 
     def build(cls: type, prefix: str) -> Any:
         tables = {f.name: f.metadata.get("table") for f in dataclasses.fields(cls) if not f.metadata.get("extra")}
@@ -508,15 +507,11 @@ def fill_saved(saved: Mapping[str, Any]) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     agent = _lookup(saved, "agent.name")[1]
-    agent, saved = agent if agent in AGENT_NAMES else "drqv2", _plain(dict(saved))
+    agent, legacy = agent if agent in AGENT_NAMES else "drqv2", OmegaConf.create()
     for dotted, k in _keys(agent).items():
-        if k.legacy is not _NO_LEGACY and not _lookup(saved, dotted)[0]:
-            *parents, leaf = dotted.split(".")
-            node = saved
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = k.legacy
-    merged = OmegaConf.merge(OmegaConf.create(defaults(agent, resolve=False)), OmegaConf.create(saved))
+        if k.legacy is not _NO_LEGACY:
+            OmegaConf.update(legacy, dotted, k.legacy)  # the saved value, merged last, wins where there is one
+    merged = OmegaConf.merge(defaults(agent, resolve=False), legacy, _plain(dict(saved)))
     return OmegaConf.to_container(merged, resolve=True)
 
 
