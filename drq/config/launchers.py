@@ -46,7 +46,9 @@ def multirun(argv: list[str]) -> bool:
 
 
 def _engine(argv: list[str]) -> tuple[str, str | None]:
-    name = _override(argv, "hydra/launcher") or "basic"
+    """(the launcher's name, the engine module it drives); no ``hydra/launcher=``: hydra's basic launcher."""
+    name = _override(argv, "hydra/launcher")
+    name = "basic" if name is None else name
     return name, PLUGINS.get(name, (None, "", None))[2]
 
 
@@ -55,14 +57,12 @@ def check_launcher(argv: list[str], config_dir: Path = CONFIG_DIR,
                    resources: Callable[[], tuple[int, int]] | None = None) -> None:  # fmt: skip
     """:class:`ConfigError` (one line) if the launcher chosen in ``argv`` cannot run here. ``reachable(host, port,
     timeout_s)`` and ``resources() -> (cpus, gpus)`` stand in for the network and this machine in tests."""
-    name = _override(argv, "hydra/launcher")
-    if name is None:
-        return
+    name, engine = _engine(argv)
     ours = sorted(p.stem for p in (config_dir / "hydra" / "launcher").glob("*.yaml"))
     if name not in PLUGINS and name not in ours:
         raise ConfigError(f"unknown hydra/launcher '{name}'; choices: {', '.join(ours)} (cfgs/hydra/launcher/), or "
                           f"hydra's own {', '.join(k for k in PLUGINS if k not in ours)}")  # fmt: skip
-    plugin, install, engine = PLUGINS.get(name, (None, "", None))
+    plugin, install, _ = PLUGINS.get(name, (None, "", None))
     for module in (plugin, engine):
         if module and not _installed(module):
             raise ConfigError(f"hydra/launcher={name} needs the {module.split('.')[-1]} package, which is not "

@@ -438,9 +438,8 @@ def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[l
             lines.append(_line(dotted, value, k.allowed, "; ".join(p for p in (k.unit, k.why) if p), *bad.args))
     for section in ("wandb", "agent") if agent else ("wandb",):
         found, node = _lookup(cfg, section)
-        if found and not isinstance(node, Mapping):
-            lines.append(f"{section}={show(node)}: a group of keys ({section}.*), not a value")
-        if not found or not isinstance(node, Mapping):
+        if not isinstance(node, Mapping):
+            lines += [f"{section}={show(node)}: a group of keys ({section}.*), not a value"] if found else []
             continue
         where, valid = f"agent={agent}" if section == "agent" else section, [k for k in table if k.startswith(section)]
         lines += [_line(f"{section}.{k}", node[k], f"not a key of {where}", "docs/configuration.md lists every key",
