@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from drq.config import footprint, launchers, schema
-from drq.config.schema import CONFIG_DIR, ConfigError, closest
+from drq.config.schema import CONFIG_DIR, ConfigError, closest, group_choices
 
 __all__ = ["ConfigError", "check_overrides", "exit_on_bad_overrides", "group_choices", "parse", "compose"]
 
@@ -24,11 +24,6 @@ MAX_COMBINATIONS = 16  # ~0.2 s per composition
 EXIT_CODE = 2
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}  # fmt: skip
-
-
-def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
-    """Names of the configs in ``cfgs/<group>/`` (without ``.yaml``), sorted."""
-    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
 
 
 def parse(argv: list[str], hydra: bool = True) -> list[Any]:

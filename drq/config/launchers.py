@@ -14,7 +14,7 @@ from typing import Callable
 import yaml
 
 from drq.config import footprint
-from drq.config.schema import CONFIG_DIR, ConfigError
+from drq.config.schema import CONFIG_DIR, ConfigError, group_choices
 from drq.machine import memory
 
 SLURM = ("hydra_plugins.hydra_submitit_launcher", 'pip install -e ".[slurm]"  (hydra-submitit-launcher)', "submitit")
@@ -58,7 +58,7 @@ def check_launcher(argv: list[str], config_dir: Path = CONFIG_DIR,
     """:class:`ConfigError` (one line) if the launcher chosen in ``argv`` cannot run here. ``reachable(host, port,
     timeout_s)`` and ``resources() -> (cpus, gpus)`` stand in for the network and this machine in tests."""
     name, engine = _engine(argv)
-    ours = sorted(p.stem for p in (config_dir / "hydra" / "launcher").glob("*.yaml"))
+    ours = group_choices("hydra/launcher", config_dir)
     if name not in PLUGINS and name not in ours:
         raise ConfigError(f"unknown hydra/launcher '{name}'; choices: {', '.join(ours)} (cfgs/hydra/launcher/), or "
                           f"hydra's own {', '.join(k for k in PLUGINS if k not in ours)}")  # fmt: skip

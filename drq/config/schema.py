@@ -76,6 +76,11 @@ def _line(key: str, value: Any, allowed: str, why: str, hint: str = "") -> str:
     return f"{key}={show(value)}: {allowed}{'; ' + hint if hint else ''}" + (f" ({why})" if why else "")
 
 
+def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Names of the configs in ``cfgs/<group>/`` (without ``.yaml``), sorted."""
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
 # ------------------------------------------------------------------------------------------------------- value tests
 def _ok(passes: Any, value: Any, hint: str = "") -> Any:
     """``value`` if ``passes``, else :class:`_Bad` (with ``hint``): most keys' tests are one expression."""
