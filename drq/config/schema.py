@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from drq.config import footprint
@@ -332,7 +333,9 @@ def _plain(node: Any) -> Any:
 
 
 @lru_cache(maxsize=None)
-def _keys(agent: str | None) -> dict[str, Key]:
+def keys(agent: str | None = None) -> Mapping[str, Key]:
+    """Every key, dotted (``'wandb.mode'``, ``'agent.lr'``) -> its :class:`Key`, in cfgs/config.yaml's order, read-only;
+    ``agent``: only that agent's ``agent.*`` keys (default: both agents')."""
     out: dict[str, Key] = {}
 
     def walk(cls: type, prefix: str) -> None:
@@ -347,19 +350,13 @@ def _keys(agent: str | None) -> dict[str, Key]:
                 out.setdefault(prefix + f.name, f.metadata["key"])
 
     walk(RunConfig, "")
-    return out
-
-
-def keys(agent: str | None = None) -> dict[str, Key]:
-    """Every key, dotted (``'wandb.mode'``, ``'agent.lr'``) -> its :class:`Key`, in cfgs/config.yaml's order;
-    ``agent``: only that agent's ``agent.*`` keys (default: both agents')."""
-    return dict(_keys(agent))
+    return MappingProxyType(out)
 
 
 # --------------------------------------------------------------------------------------------- rules between keys
 # Each rule reads the checked values and returns its violations as (key, value, allowed, why); it runs only when every
 # key it reads passed its own check (reading one that did not skips the rule).
-FRAME_COUNTS = tuple(k for k in _keys(None) if k.endswith("_frames"))
+FRAME_COUNTS = tuple(k for k in keys() if k.endswith("_frames"))
 
 
 def _multiples(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
@@ -426,7 +423,7 @@ def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[l
     lines, values = [], _Passed()
     agent = _lookup(cfg, "agent.name")[1]
     agent = agent if isinstance(agent, str) and agent in AGENT_CONFIGS else None
-    table = {k: v for k, v in _keys(agent or "drqv2").items()
+    table = {k: v for k, v in keys(agent or "drqv2").items()
              if agent or k == "agent.name" or not k.startswith("agent.")}  # an unknown agent: only its name is checked
     for dotted, k in table.items():
         found, value = _lookup(cfg, dotted)
@@ -512,7 +509,7 @@ def fill_saved(saved: Mapping[str, Any]) -> dict[str, Any]:
 
     agent = _lookup(saved, "agent.name")[1]
     agent, legacy = agent if agent in AGENT_NAMES else "drqv2", OmegaConf.create()
-    for dotted, k in _keys(agent).items():
+    for dotted, k in keys(agent).items():
         if k.legacy is not _NO_LEGACY:
             OmegaConf.update(legacy, dotted, k.legacy)  # the saved value, merged last, wins where there is one
     merged = OmegaConf.merge(defaults(agent, resolve=False), legacy, _plain(dict(saved)))
@@ -530,7 +527,7 @@ def markdown() -> str:
     """docs/configuration.md: docs/templates/configuration.md with the table of every key and the rules filled in."""
     drqv2, sac = defaults("drqv2", resolve=False), defaults("sac", resolve=False)
     rows = ["| key | type | unit | default | allowed | why |", "|---|---|---|---|---|---|"]
-    for dotted, k in _keys(None).items():
+    for dotted, k in keys().items():
         (in_d, d), (in_s, s) = _lookup(drqv2, dotted), _lookup(sac, dotted)
         default = f"`{show(d)}` (sac: `{show(s)}`)" if in_d and in_s and d != s else f"`{show(d if in_d else s)}`"
         only = "" if in_d == in_s else " (drqv2)" if in_d else " (sac)"
