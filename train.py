@@ -66,6 +66,12 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def _resume_check(argv: list[str]) -> None:
+    from drq.run.resume_changes import refuse_before_hydra  # imports torch: only once the config itself passed
+
+    refuse_before_hydra(argv)
+
+
 if __name__ == "__main__":
-    exit_on_bad_overrides(sys.argv[1:])
+    exit_on_bad_overrides(sys.argv[1:], also=[_resume_check])
     main()

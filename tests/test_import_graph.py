@@ -170,6 +170,32 @@ def test_training_path_does_not_import_the_analysis_wing():
     assert analysis_on_training_path(tainted) == [f"drq.run.sinks -> {ANALYSIS}.dashboard"]
 
 
+def cycles(graph: dict[str, set[str]], prefix: str = "drq") -> list[list[str]]:
+    """Import circles among the modules under ``prefix``, each as the path that closes it (depth-first search)."""
+    found, done, path = [], set(), []
+
+    def visit(name: str) -> None:
+        if name in path:
+            found.append(path[path.index(name):] + [name])
+        elif name not in done:
+            path.append(name)
+            for other in sorted(graph.get(name, ())):
+                if other == prefix or other.startswith(prefix + "."):
+                    visit(other)
+            done.add(path.pop())
+
+    for name in sorted(graph):
+        visit(name)
+    return found
+
+
+def test_no_import_circle_and_the_config_imports_nothing_from_run():
+    graph = import_graph()
+    assert cycles(graph) == []
+    assert [f"{m} -> {t}" for m in graph if m.startswith("drq.config") for t in graph[m] if "drq.run" in t] == []
+    assert cycles({**graph, "drq.config.schema": graph["drq.config.schema"] | {"drq.config.errors"}}) != []
+
+
 if __name__ == "__main__":
     graph = import_graph()
     for name in sorted(graph):

@@ -150,7 +150,8 @@ def test_a_resume_says_what_changed_and_refuses_what_cannot_change(runs_by_eval_
     # refused before anything is written: the pre-hydra check (train.py's exit 2) and the trainer's own
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     with pytest.raises(SystemExit) as stop:
-        config_errors.exit_on_bad_overrides([*BASE, "eval_workers=1", f"hydra.run.dir={run_dir}", "frame_stack=2"])
+        config_errors.exit_on_bad_overrides([*BASE, "eval_workers=1", f"hydra.run.dir={run_dir}", "frame_stack=2"],
+                                            also=[resume_changes.refuse_before_hydra])  # as train.py does
     assert stop.value.code == 2
     with pytest.raises(resume_changes.ResumeRefused, match=r"frame_stack: snapshot 3, now 2 \(the replay"):
         trainer.Trainer(compose("eval_workers=1", "frame_stack=2"), run_dir, say=lambda s: None)

@@ -1,5 +1,5 @@
 """What a run will hold in memory, estimated from its config before anything starts, and the machine rules that refuse
-a run that cannot fit (one line each, exit 2: :data:`drq.config.schema.MACHINE_RULES`).
+a run that cannot fit (one line each, exit 2: :data:`MACHINE_RULES`, at the end).
 
 Pure arithmetic on the config plus a few reads of ``/proc`` and ``statvfs``: no torch import (except for
 ``device=cuda``, to ask the GPU), no environment, no allocation. Sizes are bytes; counts say their unit.
@@ -178,6 +178,15 @@ def _nvidia_device_present() -> bool:
                                                             for p in Path("/dev").glob("nvidia*"))  # fmt: skip
 
 
+def local_resources() -> tuple[int, int]:
+    """(CPUs, GPUs) a Ray started here would have: the usable cores, and the NVIDIA GPUs ``CUDA_VISIBLE_DEVICES``
+    lists (else the driver's device nodes); read without importing torch or Ray."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return memory.usable_cores(), len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return memory.usable_cores(), len([p for p in Path("/dev").glob("nvidia*") if p.name[len("nvidia"):].isdigit()])
+
+
 _MACHINE: contextvars.ContextVar[Machine | None] = contextvars.ContextVar("drq_machine", default=None)
 
 
@@ -238,7 +247,7 @@ def network_params(v: Mapping[str, Any]) -> tuple[int, int]:
 
 def batch_bytes(v: Mapping[str, Any]) -> int:
     """One update's batch and activations: measured bytes per pixel per sample x batch_size x H x W."""
-    if v.get("agent.name") == "sac":
+    if v["agent.name"] == "sac":
         passes = v.get("agent.num_critic_augs", 2) + v.get("agent.num_target_augs", 2)
         per_pixel = ACTIVATION_BYTES_PER_PIXEL["sac_per_pass"] * passes
     else:
@@ -471,10 +480,8 @@ def _fits(v: Mapping[str, Any], machine: Machine) -> bool:
 
 
 def _disk_storage_available() -> bool:
-    """Whether the schema has ``replay_storage`` (a disk-backed replay), so that a line may suggest it."""
-    from drq.config import schema as config_schema
-
-    return "replay_storage" in config_schema.keys()
+    """Whether a line may suggest ``replay_storage=disk`` (the schema has it; a test stands in a schema without it)."""
+    return True
 
 
 def max_eval_workers(cores: int) -> int:
@@ -519,3 +526,46 @@ def storage_decision(v: Mapping[str, Any], machine: Machine) -> tuple[str, str]:
     return "disk", (f"replay_storage=auto -> disk: with its frames in RAM the run needs {format_size(worst.needed)} "
                     f"of {worst.words}, {format_size(worst.available)} available; the frames ({written}) go to a "
                     "memory-mapped file in the run dir")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ the machine rules
+def device_here(device: str) -> str | None:
+    """What is wrong with ``device`` on this machine (asks torch, for ``cuda`` only), or None."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA device is available"
+    if int(device.partition(":")[2] or 0) >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+    return None
+
+
+def resume_here(resume: str) -> str | None:
+    """What is wrong with ``resume``: a path that is neither a snapshot file nor a run dir holding one, or None."""
+    if resume in ("auto", "never") or Path(resume).is_file() or (Path(resume) / "snapshot.pt").is_file():
+        return None
+    return f"{resume} is neither a snapshot file nor a run dir holding snapshot.pt"
+
+
+def cuda_graphs_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
+    """Machine rule: ``cuda_graphs=true`` needs a CUDA device here and a device that is not the CPU."""
+    if v["cuda_graphs"] is not True:
+        return []
+    import torch
+
+    device, here = v["device"], torch.cuda.is_available()
+    where = f"with device={device}" if here else "on this machine, which has no CUDA device"
+    why = "each update replays a captured CUDA graph; use device=auto or cuda on a machine with a GPU"
+    return [] if here and device != "cpu" else [("cuda_graphs", True, f"false {where}", why)]
+
+
+MACHINE_RULES = (  # drq.config.schema.check(machine=True) runs them after the rules between keys
+    ("`cuda_graphs=true` needs a CUDA device (checked on the machine that runs)", cuda_graphs_rule),
+    ("the run's memory at its end (replay, learner, batch, environments, video; drq/config/footprint.py) fits in the "
+     "machine's usable RAM (`DRQ_MEMORY_LIMIT`, the cgroup, or MemAvailable), the replay's one allocation in RAM + "
+     "swap, and for `device=cuda` in the GPU's free memory; else one line naming the largest value that fits",
+     memory_rule),
+    ("`eval_workers` <= max(8, 2 x the machine's cores)", eval_workers_rule),
+)

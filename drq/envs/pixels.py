@@ -18,11 +18,11 @@ from typing import Any, Union
 
 import numpy as np
 
+from drq.envs import FAST_RENDER_CHOICES
 from drq.envs import rendering
 from drq.envs import tasks
 
 FastRender = Union[bool, str, None]
-FAST_RENDER_CHOICES: tuple[Any, ...] = (False, True, "no_msaa", "no_shadows")
 _ACTION_TOLERANCE = 1e-5  # actions may exceed [-1, 1] by float rounding; they are clipped, larger excess is an error
 
 

@@ -7,7 +7,7 @@ writes them to ``metrics.jsonl`` (a ``"section": "resume"`` row) and logs them t
 The keys of :data:`FIXED_KEYS` cannot change within a run: a new value would mix two kinds of data in the replay,
 not fit the saved networks, or silently not take effect. :func:`check` refuses them with one line
 (:class:`ResumeRefused`, exit 2 in ``train.py``), before anything is written: ``train.py`` runs it before hydra writes
-``.hydra/`` into the run dir (:func:`drq.config.errors.exit_on_bad_overrides`), and the trainer runs it again before
+``.hydra/`` into the run dir (:func:`refuse_before_hydra`), and the trainer runs it again before
 it builds anything.
 """
 
@@ -96,3 +96,31 @@ def saved_config(path: str | Path) -> dict[str, Any] | None:
 
     config = snapshots.load(path, mmap=True).get("config")
     return config_schema.fill_saved(config) if isinstance(config, dict) and config else None
+
+
+def refuse_before_hydra(argv: list[str]) -> None:
+    """:class:`drq.config.schema.ConfigError` (the :class:`ResumeRefused` line) if the single run of ``argv``
+    (``sys.argv[1:]``) resumes a snapshot (``hydra.run.dir=DIR`` holding one, or ``resume=PATH``) made with another
+    value of a :data:`FIXED_KEYS` key. ``train.py`` runs it before hydra rewrites ``DIR/.hydra/``; the trainer checks
+    again (sweep jobs, in-process runs). A snapshot that cannot be read is left to the trainer's own message."""
+    from drq.config import errors, schema
+    from drq.run import snapshot
+
+    if {"-m", "--multirun"} & set(argv):
+        return
+    overrides = errors.parse(argv)
+    run_dir = next((o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.run.dir"), None)
+    own = Path(run_dir) / snapshot.FILENAME if run_dir and "${" not in run_dir else None
+    if not any(o.key_or_group == "resume" for o in overrides) and (own is None or not own.is_file()):
+        return  # nothing to resume: no composition needed
+    (cfg,) = errors.compose([[o.input_line for o in errors.parse(argv, hydra=False)]])
+    config = schema.load(cfg)
+    source = own if config.resume == "auto" else snapshot.resolve_path(config.resume)
+    if config.resume == "never" or source is None or not source.is_file():
+        return
+    try:
+        check(saved_config(source) or {}, config.to_dict(), source)
+    except ResumeRefused as error:
+        raise schema.ConfigError(str(error)) from None
+    except SnapshotError:
+        return

@@ -20,9 +20,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from drq.config.schema import WANDB_MODES
+
 TRAIN_COLUMNS = ("frame", "step", "episode", "episode_reward", "episode_length", "fps", "total_time")
 EVAL_COLUMNS = ("frame", "step", "episode", "episode_reward", "episode_length", "total_time")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 def _count_lines(path: Path) -> int:

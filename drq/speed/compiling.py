@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["COMPILE_MODES", "compile_agent", "check_compile_mode"]
+from drq.speed import COMPILE_MODES
 
-COMPILE_MODES = ("none", "default", "max-autotune")
+__all__ = ["COMPILE_MODES", "compile_agent", "check_compile_mode"]
 
 
 def check_compile_mode(mode: Any) -> str:

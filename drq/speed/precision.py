@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 
+from drq.speed import PRECISIONS
+
 __all__ = ["PRECISIONS", "RESOLVED_PRECISIONS", "check_precision", "check_resolved_precision", "native_bf16",
            "resolve_precision", "emulated_bf16_warning"]
 
-PRECISIONS = ("auto", "fp32", "bf16")
 RESOLVED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # what the networks run in: fp32 | bf16
 
 
