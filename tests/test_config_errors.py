@@ -187,3 +187,13 @@ def test_train_py_prints_one_line_and_exits_nonzero(tmp_path, override, expected
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected)
     assert "Traceback" not in result.stderr + result.stdout and result.stdout == ""
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_the_config_checks_run_without_torch():
+    """A command line is checked, bad values and all, before torch loads (``drq.agents`` loads its factory, and torch,
+    on first use): a fresh interpreter is the point, since this one imported torch long ago."""
+    code = ("import sys\nfrom drq.config import errors\nerrors.check_overrides(['task=walker_walk', 'agent=sac'])\n"
+            "try:\n    errors.check_overrides(['agent.stddev_schedule=-1'])\nexcept errors.ConfigError as e:\n"
+            "    print(e)\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[-1] == "False" and "stddev_schedule=-1" in out[0], out
