@@ -22,6 +22,21 @@ setup_rendering()
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# ------------------------------------------------------------------------------------------- pytest-xdist (make test)
+# `make test` runs the suite on 2 workers (`-n 2 --dist loadgroup`). Tests that share an expensive fixture run on one
+# worker: their module (or the shared debug run, :func:`debug_run`) is one xdist_group, so the fixture is built once.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    torch.set_num_threads(1)  # two workers on two cores: a second torch thread per worker only adds contention
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the slow-marked tests (end-to-end runs, seconds to a minute each) go first, so that no worker is
+    left with a long test at the end while the other idles; a plain run keeps the files' order."""
+    if getattr(config.option, "numprocesses", None):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: files' order within each kind
+
+
 
 def flat_state(state: Any) -> dict[str, Any]:
     """Every leaf of a nested state (dicts, lists, tuples, e.g. a snapshot or ``agent.state_dict()``) under its dotted
