@@ -79,9 +79,11 @@ def assert_same_state(a: Any, b: Any, what: str = "state") -> int:
 
 # ------------------------------------------------------------------------------------ one shared finished debug run
 DEBUG_RUN_OVERRIDES = ("preset=debug", "task=cartpole_swingup", "wandb.mode=disabled", "agent=drqv2", "async_env=true",
+                       "num_train_frames=1200", "eval_every_frames=600", "snapshot_every_frames=600",
                        "num_eval_episodes=3", "eval_workers=2", "save_video=false")  # fmt: skip
-"""The shared run's config: DrQ-v2 on the debug preset (2000 frames, evaluations at 0, 1000 and 2000), the training env
-in its worker and three evaluation episodes on two eval workers; no video, no wandb."""
+"""The shared run's config: DrQ-v2 on the debug preset, shortened to 1200 frames (6 episodes; updates from frame 400,
+evaluations and snapshots at 0, 600 and 1200), the training env in its worker and three evaluation episodes on two
+eval workers; no video, no wandb."""
 
 
 class FinishedRun:
@@ -106,7 +108,7 @@ def compose_debug(*overrides: str, base: tuple[str, ...] = ()) -> dict:
 
 @pytest.fixture(scope="session")
 def debug_run(tmp_path_factory) -> FinishedRun:
-    """One debug-preset run for the whole test session (~10 s), shared by every check that only reads a finished run
+    """One short debug-preset run for the whole test session (~6 s of CPU), shared by every check that only reads a finished run
     (:data:`DEBUG_RUN_OVERRIDES`)."""
     from drq.run import trainer
 
