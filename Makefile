@@ -19,9 +19,9 @@ $(VENV)/.ready: pyproject.toml Makefile
 train: setup
 	$(PY) train.py $(ARGS)
 
-# Two pytest-xdist workers (2 cores: ~1.xx the speed of one); tests sharing a costly fixture stay on one worker
-# (xdist_group). One process instead:  make test XDIST="-p no:xdist"
-XDIST  ?= -n 2 --dist loadgroup
+# Two pytest-xdist workers, one test file at a time each (a file's shared fixtures are built once), the longest files
+# first (tests/conftest.py). One process instead:  make test XDIST=
+XDIST  ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: setup
 	$(PY) -m pytest -q $(XDIST) tests $(ARGS)
 

@@ -23,7 +23,7 @@ import torch
 from conftest import assert_same_state
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("preemption")]  # one worker builds `reference`
+pytestmark = pytest.mark.slow
 
 # 1200 frames = 6 episodes of 200 frames; evaluations (1 episode, a 64x64 video) at 0, 400, 800, 1200: kills land
 # while starting, seeding (frames < 400), training, evaluating, writing videos and snapshots. The training env runs in

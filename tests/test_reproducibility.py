@@ -16,7 +16,6 @@ import torch
 from conftest import assert_same_state
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.xdist_group("reproducibility")  # under xdist one worker builds `runs_by_eval_workers`
 # 80-frame episodes (10 agent steps); evaluations at frames 0 and 320, updates from frame 160 on
 BASE = ["preset=debug", "task=cartpole_balance", "wandb.mode=disabled", "save_video=false", "async_env=false",
         "max_episode_frames=80", "num_train_frames=320", "num_seed_frames=160", "eval_every_frames=320",

@@ -199,9 +199,7 @@ class Crash(Exception):
     """Stands for SIGKILL right after a periodic snapshot."""
 
 
-@pytest.mark.parametrize("eval_overrides", [(), pytest.param(("num_eval_episodes=3", "eval_workers=2"),
-                                                              marks=pytest.mark.xdist_group("debug_run"))],
-                         ids=["1-env", "2-workers"])  # fmt: skip
+@pytest.mark.parametrize("eval_overrides", [(), ("num_eval_episodes=3", "eval_workers=2")], ids=["1-env", "2-workers"])
 def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval_overrides, request):
     from drq.run import snapshot
     from drq.run import trainer
@@ -242,7 +240,6 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval
     assert assert_same_state(whole.agent.state_dict(), resumed.agent.state_dict(), "agent") > 10
 
 
-@pytest.mark.xdist_group("debug_run")  # under xdist, on the worker that builds the shared run
 def test_eval_workers_play_the_episodes_of_their_seeded_envs(debug_run):
     """eval_workers=2, 3 episodes: episode j of the evaluation at frame F starts from the state drawn from
     (seed, F, j), whichever worker plays it. Reference: the trained agent played by hand on one in-process env,
