@@ -120,8 +120,8 @@ def compose_debug(*overrides: str, base: tuple[str, ...] = ()) -> dict:
 
 @pytest.fixture(scope="session")
 def debug_run(tmp_path_factory) -> FinishedRun:
-    """One short debug-preset run for the whole test session (~6 s of CPU), shared by every check that only reads a finished run
-    (:data:`DEBUG_RUN_OVERRIDES`)."""
+    """One short debug-preset run for the whole test session (~6 s of CPU), shared by every check that only reads a
+    finished run (:data:`DEBUG_RUN_OVERRIDES`)."""
     from drq.run import trainer
 
     cfg = compose_debug(base=DEBUG_RUN_OVERRIDES)

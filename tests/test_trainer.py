@@ -1,8 +1,8 @@
 """End-to-end runs of the trainer on a real DMC task (debug preset: 48x48, tiny networks; most runs shortened to 1200
 frames with evaluations at 0, 600 and 1200, :data:`SHORT`).
 
-Each run takes ~5 s of CPU; checks that only read a finished run share one (conftest's ``debug_run``). Checked against independent readers: the CSV / JSONL files with csv/json, the
-video with imageio (ffmpeg). What wandb receives is read through wandb's public API: ``wandb.init`` replaced by a
+Each run takes ~5 s of CPU; checks that only read a finished run share one (conftest's ``debug_run``). Checked
+against independent readers: the CSV / JSONL files with csv/json, the video with imageio (ffmpeg). What wandb receives is read through wandb's public API: ``wandb.init`` replaced by a
 recorder of the ``Run.log`` calls (wandb's files are a private record format, and ``wandb.Api`` needs its server);
 a real offline run is checked for its folder and its ``wandb sync`` line.
 """
