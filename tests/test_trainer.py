@@ -2,9 +2,10 @@
 frames with evaluations at 0, 600 and 1200, :data:`SHORT`).
 
 Each run takes ~5 s of CPU; checks that only read a finished run share one (conftest's ``debug_run``). Checked
-against independent readers: the CSV / JSONL files with csv/json, the video with imageio (ffmpeg). What wandb receives is read through wandb's public API: ``wandb.init`` replaced by a
-recorder of the ``Run.log`` calls (wandb's files are a private record format, and ``wandb.Api`` needs its server);
-a real offline run is checked for its folder and its ``wandb sync`` line.
+against independent readers: the CSV / JSONL files with csv/json, the video with imageio (ffmpeg). What wandb receives
+is read through wandb's public API: ``wandb.init`` replaced by a recorder of the ``Run.log`` calls (wandb's files are a
+private record format, and ``wandb.Api`` needs its server); a real offline run is checked for its folder and its
+``wandb sync`` line.
 """
 
 from __future__ import annotations
@@ -77,14 +78,14 @@ def run_train_py(run_dir: Path, *overrides: str, timeout: float = 180) -> subpro
 
 
 # --------------------------------------------------------------------------------------------- end to end
-def check_run_dir(run_dir: Path, frames: int = FRAMES) -> None:
+def check_run_dir(run_dir: Path, frames: int = FRAMES, eval_frames: list[int] = EVAL_FRAMES) -> None:
     import imageio.v2 as imageio
 
     train = rows(run_dir / "train.csv")
     assert [int(r["frame"]) for r in train] == list(range(200, frames + 1, 200))  # 200-frame debug episodes
     assert all(int(r["step"]) * 8 == int(r["frame"]) for r in train)  # action_repeat 8
     evals = rows(run_dir / "eval.csv")
-    assert [int(r["frame"]) for r in evals] == EVAL_FRAMES
+    assert [int(r["frame"]) for r in evals] == eval_frames
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     sections = {line["section"] for line in lines}
     assert sections == {"train", "eval", "health"}
@@ -97,7 +98,7 @@ def check_run_dir(run_dir: Path, frames: int = FRAMES) -> None:
     )
     state = torch.load(run_dir / "snapshot.pt", weights_only=True)
     assert state["counters"]["frame"] == frames
-    for name in (f"eval_{frame}.mp4" for frame in EVAL_FRAMES):
+    for name in (f"eval_{frame}.mp4" for frame in eval_frames):
         reader = imageio.get_reader(run_dir / "videos" / name)
         video = [f for f in reader]
         assert video and all(f.shape == (256, 256, 3) for f in video)
@@ -138,8 +139,12 @@ def test_sac_end_to_end_in_process(tmp_path, monkeypatch, capsys):
 
     runs, said = [], []
     monkeypatch.setattr(wandb, "init", lambda **kwargs: runs.append(RecordedRun(**kwargs)) or runs[-1])
-    run(compose("agent=sac", "async_env=false", "wandb.mode=offline", *SHORT), tmp_path, say=said.append)
-    check_run_dir(tmp_path)
+    # SAC updates every agent step (DrQ-v2 every second one): 800 frames, evaluations at 0, 400 and 800, a histogram
+    # at 800; updates from frame 400
+    sac_eval_frames = [0, 400, 800]
+    run(compose("agent=sac", "async_env=false", "wandb.mode=offline", "num_train_frames=800", "eval_every_frames=400"),
+        tmp_path, say=said.append)  # fmt: skip
+    check_run_dir(tmp_path, 800, sac_eval_frames)
     # not a terminal: every evaluation says each finished episode (drq.run.evaluation.EvalProgress), before its summary
     for row in rows(tmp_path / "eval.csv"):
         progress = [s for s in said if s.startswith(f"eval | frame {int(row['frame']):,} | episode ")]
@@ -156,7 +161,7 @@ def test_sac_end_to_end_in_process(tmp_path, monkeypatch, capsys):
     assert all(wb.step_metric[f"{section}/*"] == "frame" for section in ("train", "eval", "health", "histograms"))
     assert all("frame" in row for row in wb.rows)
     evals = [row for row in wb.rows if "eval/episode_reward" in row]
-    assert [row["frame"] for row in evals] == EVAL_FRAMES
+    assert [row["frame"] for row in evals] == sac_eval_frames
     assert [row["eval/episode_reward"] for row in evals] == pytest.approx(
         [float(r["episode_reward"]) for r in rows(tmp_path / "eval.csv")]
     )
@@ -169,7 +174,7 @@ def test_sac_end_to_end_in_process(tmp_path, monkeypatch, capsys):
     histograms = [row["histograms/actor_logprob"] for row in wb.rows if "histograms/actor_logprob" in row]
     assert histograms and all(isinstance(h, wandb.Histogram) for h in histograms)
     videos = [row for row in wb.rows if "video/eval" in row]
-    assert [row["frame"] for row in videos] == EVAL_FRAMES
+    assert [row["frame"] for row in videos] == sac_eval_frames
     assert all(isinstance(row["video/eval"], wandb.Video) for row in videos)
 
     # python -m drq.evaluate on the run dir: rebuilds the agent from the snapshot's config, exports a video
@@ -199,19 +204,23 @@ class Crash(Exception):
     """Stands for SIGKILL right after a periodic snapshot."""
 
 
-@pytest.mark.parametrize("eval_overrides", [(), ("num_eval_episodes=3", "eval_workers=2")], ids=["1-env", "2-workers"])
+# 1-env: the training env and the one evaluation env in this process; 2-workers: the training env in its worker, three
+# evaluation episodes on two eval workers (the shared run's config)
+@pytest.mark.parametrize("eval_overrides", [("async_env=false",),
+                                            ("async_env=true", "num_eval_episodes=3", "eval_workers=2")],
+                         ids=["1-env", "2-workers"])  # fmt: skip
 def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval_overrides, request):
     from drq.run import snapshot
     from drq.run import trainer
 
-    cfg = compose("agent=drqv2", "async_env=true", "save_video=false", *SHORT, *eval_overrides)
+    cfg = compose("agent=drqv2", "save_video=false", *SHORT, *eval_overrides)
     if cfg == compose_debug(base=DEBUG_RUN_OVERRIDES):  # 2-workers: the uninterrupted run is the shared one
         shared = request.getfixturevalue("debug_run")
         whole, whole_dir = shared.trainer, shared.run_dir
     else:
         whole_dir = tmp_path / "whole"
         whole = trainer.run(cfg, whole_dir, say=lambda s: None)
-    assert bool(eval_overrides) == (whole_dir != tmp_path / "whole"), "the 2-workers variant reads the shared run"
+    assert ("eval_workers=2" in eval_overrides) == (whole_dir != tmp_path / "whole"), "2-workers reads the shared run"
 
     real_save = snapshot.save
 
