@@ -14,13 +14,16 @@ $(VENV)/.ready: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH) numpy 2>&1 | grep -v "is ignored: it is neither" || true
 	$(PY) -c "import torch" 2>/dev/null || (echo "torch failed to install: try  make setup TORCH='torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu'"; exit 1)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PY) -c "import drq, dm_control, mujoco, hydra, wandb, cv2, imageio_ffmpeg" && touch $@
+	$(PY) -c "import drq, dm_control, mujoco, hydra, wandb, cv2, imageio_ffmpeg, xdist" && touch $@
 
 train: setup
 	$(PY) train.py $(ARGS)
 
+# Two pytest-xdist workers, one test file at a time each (a file's shared fixtures are built once), the longest files
+# first (tests/conftest.py). One process instead:  make test XDIST=
+XDIST  ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: setup
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q $(XDIST) tests $(ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -22,6 +22,33 @@ setup_rendering()
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# ------------------------------------------------------------------------------------------- pytest-xdist (make test)
+# `make test` runs the suite on 2 workers, one test file at a time each (`-n 2 --dist loadfile`): a file's tests share
+# its module fixtures (and test_trainer.py the session's debug run, :func:`debug_run`), so each is built once.
+# (xdist's loadgroup would be finer, but with pytest 9 it silently stops grouping: it renames items through a private
+# attribute that pytest 9 no longer reads.)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # two workers on two cores: a second torch thread per worker only adds contention
+
+# The files whose tests take longest (training runs, train.py processes), longest first: under xdist they start first,
+# so that no worker is left with a long file at the end while the other idles (measured with --durations).
+LONGEST_FILES = ("test_trainer.py", "test_preemption.py", "test_gpu_check.py", "test_reproducibility.py",
+                 "test_report.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (``--no-loadscope-reorder``: files go to the workers in this order), :data:`LONGEST_FILES` first,
+    then the other files with slow-marked tests, then the rest; each file's tests keep their order. A plain run keeps
+    the files' order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow_files = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def rank(name: str) -> int:
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES) + (name not in slow_files)
+
+    items.sort(key=lambda item: rank(item.path.name))  # stable: each file's tests, and files of one rank, in order
+
 
 def flat_state(state: Any) -> dict[str, Any]:
     """Every leaf of a nested state (dicts, lists, tuples, e.g. a snapshot or ``agent.state_dict()``) under its dotted
@@ -64,9 +91,11 @@ def assert_same_state(a: Any, b: Any, what: str = "state") -> int:
 
 # ------------------------------------------------------------------------------------ one shared finished debug run
 DEBUG_RUN_OVERRIDES = ("preset=debug", "task=cartpole_swingup", "wandb.mode=disabled", "agent=drqv2", "async_env=true",
+                       "num_train_frames=1200", "eval_every_frames=600", "snapshot_every_frames=600",
                        "num_eval_episodes=3", "eval_workers=2", "save_video=false")  # fmt: skip
-"""The shared run's config: DrQ-v2 on the debug preset (2000 frames, evaluations at 0, 1000 and 2000), the training env
-in its worker and three evaluation episodes on two eval workers; no video, no wandb."""
+"""The shared run's config: DrQ-v2 on the debug preset, shortened to 1200 frames (6 episodes; updates from frame 400,
+evaluations and snapshots at 0, 600 and 1200), the training env in its worker and three evaluation episodes on two
+eval workers; no video, no wandb."""
 
 
 class FinishedRun:
@@ -91,8 +120,8 @@ def compose_debug(*overrides: str, base: tuple[str, ...] = ()) -> dict:
 
 @pytest.fixture(scope="session")
 def debug_run(tmp_path_factory) -> FinishedRun:
-    """One debug-preset run for the whole test session (~10 s), shared by every check that only reads a finished run
-    (:data:`DEBUG_RUN_OVERRIDES`)."""
+    """One short debug-preset run for the whole test session (~6 s of CPU), shared by every check that only reads a
+    finished run (:data:`DEBUG_RUN_OVERRIDES`)."""
     from drq.run import trainer
 
     cfg = compose_debug(base=DEBUG_RUN_OVERRIDES)

@@ -1,9 +1,11 @@
-"""End-to-end runs of the trainer on a real DMC task (debug preset: 2000 frames, 48x48, tiny networks).
+"""End-to-end runs of the trainer on a real DMC task (debug preset: 48x48, tiny networks; most runs shortened to 1200
+frames with evaluations at 0, 600 and 1200, :data:`SHORT`).
 
-Each run takes ~10 s on a 2-core CPU; checks that only read a finished run share one (conftest's ``debug_run``). Checked against independent readers: the CSV / JSONL files with csv/json, the
-video with imageio (ffmpeg). What wandb receives is read through wandb's public API: ``wandb.init`` replaced by a
-recorder of the ``Run.log`` calls (wandb's files are a private record format, and ``wandb.Api`` needs its server);
-a real offline run is checked for its folder and its ``wandb sync`` line.
+Each run takes ~5 s of CPU; checks that only read a finished run share one (conftest's ``debug_run``). Checked
+against independent readers: the CSV / JSONL files with csv/json, the video with imageio (ffmpeg). What wandb receives
+is read through wandb's public API: ``wandb.init`` replaced by a recorder of the ``Run.log`` calls (wandb's files are a
+private record format, and ``wandb.Api`` needs its server); a real offline run is checked for its folder and its
+``wandb sync`` line.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 BASE = ["preset=debug", "task=cartpole_swingup", "wandb.mode=disabled"]
+# The debug preset's 2000 frames shortened to 1200 (6 episodes of 200 frames; updates from frame 400): evaluations and
+# snapshots at 0, E = 600 and 2E = 1200, as the preset has them at 0, 1000 and 2000. The shared run (conftest) too.
+SHORT = ("num_train_frames=1200", "eval_every_frames=600", "snapshot_every_frames=600")
+FRAMES, EVAL_FRAMES = 1200, [0, 600, 1200]
 
 
 def compose(*overrides: str) -> dict:
@@ -72,14 +78,14 @@ def run_train_py(run_dir: Path, *overrides: str, timeout: float = 180) -> subpro
 
 
 # --------------------------------------------------------------------------------------------- end to end
-def check_run_dir(run_dir: Path, frames: int = 2000) -> None:
+def check_run_dir(run_dir: Path, frames: int = FRAMES, eval_frames: list[int] = EVAL_FRAMES) -> None:
     import imageio.v2 as imageio
 
     train = rows(run_dir / "train.csv")
     assert [int(r["frame"]) for r in train] == list(range(200, frames + 1, 200))  # 200-frame debug episodes
     assert all(int(r["step"]) * 8 == int(r["frame"]) for r in train)  # action_repeat 8
     evals = rows(run_dir / "eval.csv")
-    assert [int(r["frame"]) for r in evals] == [0, 1000, 2000]
+    assert [int(r["frame"]) for r in evals] == eval_frames
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     sections = {line["section"] for line in lines}
     assert sections == {"train", "eval", "health"}
@@ -92,7 +98,7 @@ def check_run_dir(run_dir: Path, frames: int = 2000) -> None:
     )
     state = torch.load(run_dir / "snapshot.pt", weights_only=True)
     assert state["counters"]["frame"] == frames
-    for name in ("eval_0.mp4", "eval_1000.mp4", "eval_2000.mp4"):
+    for name in (f"eval_{frame}.mp4" for frame in eval_frames):
         reader = imageio.get_reader(run_dir / "videos" / name)
         video = [f for f in reader]
         assert video and all(f.shape == (256, 256, 3) for f in video)
@@ -102,7 +108,7 @@ def check_run_dir(run_dir: Path, frames: int = 2000) -> None:
 
 def test_train_py_drqv2_end_to_end_with_offline_wandb(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_train_py(run_dir, "agent=drqv2", "wandb.mode=offline", "async_env=true")
+    result = run_train_py(run_dir, "agent=drqv2", "wandb.mode=offline", "async_env=true", *SHORT)
     assert result.returncode == 0, result.stderr[-3000:]
     check_run_dir(run_dir)
     assert (run_dir / ".hydra" / "config.yaml").exists()
@@ -113,7 +119,7 @@ def test_train_py_drqv2_end_to_end_with_offline_wandb(tmp_path):
     # the run's own JSONL (what the wandb sink is handed, test_sac_end_to_end_in_process): every section against frame
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [line for line in lines if line["section"] == "eval"]
-    assert [line["frame"] for line in evals] == [0, 1000, 2000]
+    assert [line["frame"] for line in evals] == EVAL_FRAMES
     assert [line["episode_reward"] for line in evals] == pytest.approx(
         [float(r["episode_reward"]) for r in rows(run_dir / "eval.csv")]
     )
@@ -133,8 +139,12 @@ def test_sac_end_to_end_in_process(tmp_path, monkeypatch, capsys):
 
     runs, said = [], []
     monkeypatch.setattr(wandb, "init", lambda **kwargs: runs.append(RecordedRun(**kwargs)) or runs[-1])
-    run(compose("agent=sac", "async_env=false", "wandb.mode=offline"), tmp_path, say=said.append)
-    check_run_dir(tmp_path)
+    # SAC updates every agent step (DrQ-v2 every second one): 800 frames, evaluations at 0, 400 and 800, a histogram
+    # at 800; updates from frame 400
+    sac_eval_frames = [0, 400, 800]
+    run(compose("agent=sac", "async_env=false", "wandb.mode=offline", "num_train_frames=800", "eval_every_frames=400"),
+        tmp_path, say=said.append)  # fmt: skip
+    check_run_dir(tmp_path, 800, sac_eval_frames)
     # not a terminal: every evaluation says each finished episode (drq.run.evaluation.EvalProgress), before its summary
     for row in rows(tmp_path / "eval.csv"):
         progress = [s for s in said if s.startswith(f"eval | frame {int(row['frame']):,} | episode ")]
@@ -151,7 +161,7 @@ def test_sac_end_to_end_in_process(tmp_path, monkeypatch, capsys):
     assert all(wb.step_metric[f"{section}/*"] == "frame" for section in ("train", "eval", "health", "histograms"))
     assert all("frame" in row for row in wb.rows)
     evals = [row for row in wb.rows if "eval/episode_reward" in row]
-    assert [row["frame"] for row in evals] == [0, 1000, 2000]
+    assert [row["frame"] for row in evals] == sac_eval_frames
     assert [row["eval/episode_reward"] for row in evals] == pytest.approx(
         [float(r["episode_reward"]) for r in rows(tmp_path / "eval.csv")]
     )
@@ -164,7 +174,7 @@ def test_sac_end_to_end_in_process(tmp_path, monkeypatch, capsys):
     histograms = [row["histograms/actor_logprob"] for row in wb.rows if "histograms/actor_logprob" in row]
     assert histograms and all(isinstance(h, wandb.Histogram) for h in histograms)
     videos = [row for row in wb.rows if "video/eval" in row]
-    assert [row["frame"] for row in videos] == [0, 1000, 2000]
+    assert [row["frame"] for row in videos] == sac_eval_frames
     assert all(isinstance(row["video/eval"], wandb.Video) for row in videos)
 
     # python -m drq.evaluate on the run dir: rebuilds the agent from the snapshot's config, exports a video
@@ -194,38 +204,42 @@ class Crash(Exception):
     """Stands for SIGKILL right after a periodic snapshot."""
 
 
-@pytest.mark.parametrize("eval_overrides", [(), ("num_eval_episodes=3", "eval_workers=2")], ids=["1-env", "2-workers"])
+# 1-env: the training env and the one evaluation env in this process; 2-workers: the training env in its worker, three
+# evaluation episodes on two eval workers (the shared run's config)
+@pytest.mark.parametrize("eval_overrides", [("async_env=false",),
+                                            ("async_env=true", "num_eval_episodes=3", "eval_workers=2")],
+                         ids=["1-env", "2-workers"])  # fmt: skip
 def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval_overrides, request):
     from drq.run import snapshot
     from drq.run import trainer
 
-    cfg = compose("agent=drqv2", "async_env=true", "save_video=false", *eval_overrides)
+    cfg = compose("agent=drqv2", "save_video=false", *SHORT, *eval_overrides)
     if cfg == compose_debug(base=DEBUG_RUN_OVERRIDES):  # 2-workers: the uninterrupted run is the shared one
         shared = request.getfixturevalue("debug_run")
         whole, whole_dir = shared.trainer, shared.run_dir
     else:
         whole_dir = tmp_path / "whole"
         whole = trainer.run(cfg, whole_dir, say=lambda s: None)
-    assert bool(eval_overrides) == (whole_dir != tmp_path / "whole"), "the 2-workers variant reads the shared run"
+    assert ("eval_workers=2" in eval_overrides) == (whole_dir != tmp_path / "whole"), "2-workers reads the shared run"
 
     real_save = snapshot.save
 
     def save_then_crash(path, state):
         ok = real_save(path, state)
-        if state["counters"]["frame"] >= 1000:
+        if state["counters"]["frame"] >= 600:
             raise Crash
         return ok
 
     monkeypatch.setattr(snapshot, "save", save_then_crash)
     with pytest.raises(Crash):
         trainer.run(cfg, tmp_path / "split", say=lambda s: None)
-    assert len(rows(tmp_path / "split" / "eval.csv")) == 1  # frame 0; the eval at 1000 comes after the snapshot
+    assert len(rows(tmp_path / "split" / "eval.csv")) == 1  # frame 0; the eval at 600 comes after the snapshot
     monkeypatch.setattr(snapshot, "save", real_save)
     said = []
     resumed = trainer.run(cfg, tmp_path / "split", say=said.append)
-    assert any("resumed from" in s and "frame 1,000" in s for s in said)
+    assert any("resumed from" in s and "frame 600" in s for s in said)
 
-    assert resumed.frame == whole.frame == 2000
+    assert resumed.frame == whole.frame == FRAMES
     for name in ("train.csv", "eval.csv"):
         a, b = rows(whole_dir / name), rows(tmp_path / "split" / name)
         assert len(a) == len(b)
@@ -284,7 +298,7 @@ def test_non_finite_loss_stops_with_metric_and_frame_and_keeps_snapshot(tmp_path
 
     def poisoned(batch, step):
         metrics = real_update(batch, step)
-        if step * 8 >= 1000:
+        if step * 8 >= 600:
             metrics["critic_loss"] = metrics["critic_loss"] * float("nan")
         return metrics
 
@@ -292,9 +306,9 @@ def test_non_finite_loss_stops_with_metric_and_frame_and_keeps_snapshot(tmp_path
     with pytest.raises(trainer.NonFiniteMetricError) as info:
         t.train()
     message = str(info.value)
-    assert "non-finite critic_loss" in message and "at frame 1,200" in message  # first log after frame 1000
+    assert "non-finite critic_loss" in message and "at frame 800" in message  # first log after frame 600
     state = torch.load(tmp_path / "snapshot.pt", weights_only=True)
-    assert state["counters"]["frame"] == 800  # the last snapshot before the NaN, not overwritten
+    assert state["counters"]["frame"] == 400  # the last snapshot before the NaN, not overwritten
     params = [v.flatten().float() for v in flat_state(state["agent"]).values()
               if isinstance(v, torch.Tensor) and v.is_floating_point()]
     assert params and torch.isfinite(torch.cat(params)).all()
@@ -311,28 +325,28 @@ def test_disk_full_while_writing_snapshot_and_video_warns_and_goes_on(tmp_path, 
 
     def full_torch_save(obj, f, *args, **kwargs):
         calls["snapshot"] += 1
-        if calls["snapshot"] >= 2:  # the first snapshot (frame 1000) succeeds, later ones hit a full disk
+        if calls["snapshot"] >= 2:  # the first snapshot (frame 600) succeeds, later ones hit a full disk
             f.write(b"partial")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_torch_save(obj, f, *args, **kwargs)
 
     def full_writer(path, *args, **kwargs):
         calls["video"] += 1
-        if calls["video"] == 2:  # the eval at frame 1000
+        if calls["video"] == 2:  # the eval at frame 600
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_writer(path, *args, **kwargs)
 
     monkeypatch.setattr(snapshot.torch, "save", full_torch_save)
     monkeypatch.setattr(imageio, "get_writer", full_writer)
     with pytest.warns(RuntimeWarning, match="disk full") as caught:
-        trainer.run(compose("async_env=false", "video_size=64"), tmp_path, say=lambda s: None)  # small videos suffice
+        trainer.run(compose("async_env=false", "video_size=64", *SHORT), tmp_path, say=lambda s: None)  # small videos
     texts = [str(w.message) for w in caught]
     assert any("snapshot" in t and "previous snapshot is kept" in t for t in texts)
     assert any("video" in t for t in texts)
     assert len(rows(tmp_path / "eval.csv")) == 3  # training went on to the end
-    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["eval_0.mp4", "eval_2000.mp4"]
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["eval_0.mp4", "eval_1200.mp4"]
     state = torch.load(tmp_path / "snapshot.pt", weights_only=True)
-    assert state["counters"]["frame"] == 1000  # the intact previous snapshot
+    assert state["counters"]["frame"] == 600  # the intact previous snapshot
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
@@ -372,12 +386,12 @@ def test_ctrl_c_saves_a_snapshot_and_the_run_resumes(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "SIGINT at frame" in err and "resume with" in err and "Traceback" not in err
     frame = torch.load(tmp_path / "snapshot.pt", weights_only=True)["counters"]["frame"]
-    assert 0 < frame < 1000  # stopped in its first episodes (train.csv appears at frame 200)
-    # the resumed session trains to frame 1000 (num_train_frames may change on resume): half the debug run's frames
-    result = run_train_py(tmp_path, "async_env=false", "save_video=false", "wandb.mode=offline", "num_train_frames=1000")
+    assert 0 < frame < 600  # stopped in its first episodes (train.csv appears at frame 200)
+    # the resumed session trains to frame 600 (num_train_frames may change on resume): past the seed frames (400)
+    result = run_train_py(tmp_path, "async_env=false", "save_video=false", "wandb.mode=offline", "num_train_frames=600")
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted(tmp_path.glob("wandb/offline-run-*"))  # one folder per session, both the same wandb run
     assert len(runs) == 2 and len({p.name.rsplit("-", 1)[1] for p in runs}) == 1
     assert f"resumed from {tmp_path / 'snapshot.pt'} at frame {frame:,}" in result.stdout
-    assert torch.load(tmp_path / "snapshot.pt", weights_only=True)["counters"]["frame"] == 1000
-    assert int(rows(tmp_path / "eval.csv")[-1]["frame"]) == 1000
+    assert torch.load(tmp_path / "snapshot.pt", weights_only=True)["counters"]["frame"] == 600
+    assert int(rows(tmp_path / "eval.csv")[-1]["frame"]) == 600
