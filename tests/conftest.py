@@ -3,6 +3,7 @@ or dm_control; helpers several tests use."""
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -153,3 +154,14 @@ def run_module_as_main(module: str, *args: str) -> tuple[int, str, str]:
     finally:
         sys.argv = argv
     return code, out.getvalue(), err.getvalue()
+
+
+def with_value(cfg: dict, dotted: str, value: object) -> dict:
+    """A deep copy of the composed config ``cfg`` with the key ``dotted`` (``'agent.lr'``) set to ``value``."""
+    cfg = copy.deepcopy(cfg)
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    return cfg

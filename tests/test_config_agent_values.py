@@ -9,10 +9,10 @@ value per way each check fails, and the edges they accept.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
+from conftest import with_value
 
 from drq.config import schema
 
@@ -52,28 +52,18 @@ def composed() -> dict[str, dict]:
                 for a in ("drqv2", "sac")}  # fmt: skip
 
 
-def _with(cfg: dict, dotted: str, value: object) -> dict:
-    cfg = copy.deepcopy(cfg)
-    *parents, leaf = dotted.split(".")
-    node = cfg
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
-    return cfg
-
-
 @pytest.mark.parametrize("key", sorted(BAD))
 def test_the_schema_rejects_what_the_agents_rejected(composed, key):
     agents = ["sac"] if key in SAC_ONLY else ["drqv2"] if key in ("agent.num_expl_steps", "agent.stddev_schedule",
                                                                   "agent.stddev_clip") else ["drqv2", "sac"]
     for agent in agents:
         for value in BAD[key]:
-            lines = schema.check(_with(composed[agent], key, value))
+            lines = schema.check(with_value(composed[agent], key, value))
             assert len(lines) == 1 and lines[0].startswith(f"{key}={schema.show(value)}: "), (agent, value, lines)
 
 
 def test_an_unknown_agent_key_is_refused_as_make_agent_did(composed):
-    (line,) = schema.check(_with(composed["sac"], "agent.stddev_clip", 0.3))  # a drqv2 key given to sac
+    (line,) = schema.check(with_value(composed["sac"], "agent.stddev_clip", 0.3))  # a drqv2 key given to sac
     assert line.startswith("agent.stddev_clip=0.3: not a key of agent=sac")
 
 
@@ -82,6 +72,6 @@ def test_the_edges_the_agents_accept_pass(composed):
                               ("drqv2", "agent.stddev_schedule", 0.2), ("drqv2", "agent.feature_dim", 2.0),
                               ("sac", "agent.log_std_bounds", [-5, 2.5]), ("sac", "agent.init_temperature", 1e-6),
                               ("sac", "agent.target_encoder", False), ("drqv2", "image_size", 15)]:  # fmt: skip
-        assert schema.check(_with(composed[agent], key, value)) == [], (agent, key, value)
-    typed = schema.load(_with(composed["drqv2"], "agent.feature_dim", 2.0)).agent
+        assert schema.check(with_value(composed[agent], key, value)) == [], (agent, key, value)
+    typed = schema.load(with_value(composed["drqv2"], "agent.feature_dim", 2.0)).agent
     assert type(typed.feature_dim) is int and type(typed.lr) is float  # the agents get typed values

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import with_value
 
 from drq.config import schema
 from drq.config.schema import ConfigError, show
@@ -102,16 +103,6 @@ def compose(*overrides: str) -> dict:
 @pytest.fixture(scope="module")
 def composed() -> dict[str, dict]:
     return {agent: compose(f"agent={agent}") for agent in ("drqv2", "sac")}
-
-
-def with_value(cfg: dict, dotted: str, value: object) -> dict:
-    cfg = copy.deepcopy(cfg)
-    node = cfg
-    *parents, last = dotted.split(".")
-    for part in parents:
-        node = node[part]
-    node[last] = value
-    return cfg
 
 
 def flat_keys(node: dict, prefix: str = "") -> set[str]:
