@@ -16,7 +16,7 @@ Units: ``step`` is always agent steps; batches are ``(B, ...)``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -177,7 +177,6 @@ class AgentCore:
     """
 
     name = ""
-    full_branch: Hashable = ()  # the branch of update_tensors that computes every metric (SAC: actor and target step)
 
     def __init__(self, obs_shape: Sequence[int], action_shape: Sequence[int], device: str | torch.device,
                  precision: str) -> None:
@@ -187,7 +186,6 @@ class AgentCore:
         self.histograms: dict[str, torch.Tensor] = {}  # from the last update, e.g. actor_logprob (B,)
         self.graphed_update: GraphedUpdate | None = None
         self.noise: NoiseFn | None = None  # test seam for the update's random draws (NoiseFn)
-        self._latest_metrics: dict[str, torch.Tensor] = {}  # every metric's latest value (see run_update)
 
     # ----------------------------------------------------------------------------------- what a subclass declares
     def state_parts(self) -> list[str]:
@@ -213,53 +211,14 @@ class AgentCore:
     def run_update(self, batch: Any, branch: Hashable = (), **scalars: float) -> dict[str, torch.Tensor]:
         """Check ``batch`` (``replay.Batch``), copy it to the device and run ``update_tensors(branch, obs, action,
         reward, discount, next_obs, **scalars)``: eagerly, or as the replayed CUDA graph of ``branch`` once
-        ``enable_cuda_graphs`` was called (the scalars then 0-dim tensors the graph reads). Returns every metric as a
-        0-dim device tensor: a branch that skips a part of the update (SAC's critic-only updates) reports that part's
-        metrics from the latest update that ran it. Before there is one, they come from ``full_branch`` run once on
-        this batch with every parameter and optimiser state put back afterwards (``_put_back``), so it only reports.
-        """
+        ``enable_cuda_graphs`` was called (the scalars then 0-dim tensors the graph reads). Returns the metrics that
+        branch computed as 0-dim device tensors (SAC's critic-only updates have no actor metrics: the trainer's metric
+        window averages each metric over the updates that computed it)."""
         check_batch(batch, self.obs_shape, self.action_shape[0])
         tensors = to_device_batch(batch, self.device)
         if self.graphed_update is not None:
-            metrics = dict(self.graphed_update(branch, tensors, scalars))
-        else:
-            metrics = self.update_tensors(branch, *tensors, **scalars)
-        if branch != self.full_branch and not self._latest_metrics:
-            with self._put_back():
-                self._latest_metrics = dict(self.update_tensors(self.full_branch, *tensors, **scalars))
-        self._latest_metrics.update(metrics)
-        return {**metrics, **{k: v for k, v in self._latest_metrics.items() if k not in metrics}}
-
-    @contextlib.contextmanager
-    def _put_back(self) -> Iterator[None]:
-        """Every parameter, buffer, tensor part and optimiser state as it was before the block (restored in place, so
-        CUDA graphs and optimisers keep pointing at the same tensors); gradients cleared."""
-        tensors = []
-        for key in self.state_parts():
-            part = getattr(self, key)
-            if isinstance(part, torch.Tensor):
-                tensors.append(part)
-            elif isinstance(part, nn.Module):
-                tensors += list(part.state_dict(keep_vars=True).values())
-        saved = [t.detach().clone() for t in tensors]
-        opt_states = [{p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
-                       for p, s in opt.state.items()} for opt in self.optimizers()]
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for t, s in zip(tensors, saved):
-                    t.copy_(s)
-            for opt, state in zip(self.optimizers(), opt_states):
-                for p in [p for p in opt.state if p not in state]:
-                    del opt.state[p]
-                for p, s in state.items():
-                    for k, v in s.items():
-                        if isinstance(v, torch.Tensor):
-                            opt.state[p][k].copy_(v)
-                        else:
-                            opt.state[p][k] = v
-                opt.zero_grad(set_to_none=True)
+            return dict(self.graphed_update(branch, tensors, scalars))
+        return self.update_tensors(branch, *tensors, **scalars)
 
     def enable_cuda_graphs(self, warmup: int = 3, capture: bool = True) -> None:
         """Run every later ``update`` as a replayed CUDA graph (``drq.speed.cuda_graphs``), one per branch, each

@@ -77,7 +77,6 @@ class SACAgent(AgentCore):
     """
 
     name = "sac"
-    full_branch = (True, True)  # an actor step and a target update: every metric (AgentCore.run_update)
 
     def __init__(self, obs_shape: Sequence[int], action_shape: Sequence[int], device: str | torch.device = "cpu",
                  precision: str = "fp32", lr: float = 1e-3, feature_dim: int = 50, hidden_dim: int = 1024,
@@ -162,8 +161,8 @@ class SACAgent(AgentCore):
     def update(self, batch: TransitionBatch, step: int) -> dict[str, torch.Tensor]:
         """One SAC/DrQ update on a replay batch (``replay.Batch``: uint8 obs/next_obs ``(B, C, H, W)``, action
         ``(B, A)``, n-step reward and discount ``(B, 1)``) at agent step ``step``. Returns 0-dim metric tensors on the
-        device (no host sync); on updates without an actor step the actor's metrics are those of the latest one
-        (``AgentCore.run_update``, which checks the batch and runs ``update_tensors`` or its CUDA graph)."""
+        device (no host sync), the actor's and alpha's on actor steps only (``AgentCore.run_update`` checks the
+        batch and runs ``update_tensors`` or its CUDA graph)."""
         actor_step = step % self.actor_update_every_steps == 0
         target_step = step % self.critic_target_update_every_steps == 0
         return self.run_update(batch, (actor_step, target_step))

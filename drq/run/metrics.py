@@ -33,10 +33,12 @@ class NonFiniteMetricError(RuntimeError):
 
 class MetricWindow:
     """Sums of the updates' 0-dim metric tensors since the last ``health`` line, kept on the device (no host sync per
-    update); ``count``: updates summed, ``count_since_hist``: updates since the last histograms."""
+    update), each with the number of updates that computed it (SAC's actor metrics come from actor steps only);
+    ``count``: updates summed, ``count_since_hist``: updates since the last histograms."""
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
         self.count = 0
         self.count_since_hist = 0
 
@@ -44,26 +46,32 @@ class MetricWindow:
         for k, v in metrics.items():
             v = v.detach().float()
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.count += 1
         self.count_since_hist += 1
 
     def take_means(self) -> tuple[dict[str, float], int]:
-        """The means over the window (one host copy) and the number of updates they cover; the window starts again."""
+        """Each metric's mean over the updates that computed it (one host copy) and the number of updates in the
+        window; the window starts again."""
         names = list(self.sums)
-        means = (torch.stack([self.sums[k] for k in names]) / self.count).cpu().tolist()
+        sums = torch.stack([self.sums[k] for k in names]).cpu().tolist()
+        means = {k: total / self.counts[k] for k, total in zip(names, sums)}
         window = self.count
-        self.sums, self.count = {}, 0
-        return dict(zip(names, means)), window
+        self.sums, self.counts, self.count = {}, {}, 0
+        return means, window
 
     def state_dict(self) -> dict[str, Any]:
         """The snapshot's ``health_window`` (sums on the CPU)."""
-        return {"sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "count": self.count,
-                "count_since_hist": self.count_since_hist}  # fmt: skip
+        return {"sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "counts": dict(self.counts),
+                "count": self.count, "count_since_hist": self.count_since_hist}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any] | None, device: str) -> None:
+        """``state`` from :meth:`state_dict`; a snapshot from before per-metric counts had every metric in every
+        update, so each count is the window's."""
         state = state or {}
         self.sums = {k: v.to(device) for k, v in (state.get("sums") or {}).items()}
         self.count, self.count_since_hist = int(state.get("count", 0)), int(state.get("count_since_hist", 0))
+        self.counts = {k: int(n) for k, n in (state.get("counts") or dict.fromkeys(self.sums, self.count)).items()}
 
 
 class RunLog:
