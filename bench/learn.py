@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from drq.speed.hardware import describe  # noqa: E402
 from drq.speed.precision import resolve_precision  # noqa: E402
 from drq.config.schema import FRAME_COUNTS  # noqa: E402
-from drq.run.trainer import resolve_device  # noqa: E402
+from drq.run.build import resolve_device  # noqa: E402
 
 sys.path.append(str(ROOT / "bench"))  # last: bench/replay.py must not shadow the replay package
 from bench_config import compose, compose_or_exit, exit_on_bad_config, round_up, rounding_note  # noqa: E402

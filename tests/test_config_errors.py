@@ -12,7 +12,8 @@ import torch
 
 from drq.config import schema as config_schema
 from drq.envs import tasks
-from drq.config.errors import ConfigError, check_overrides, group_choices
+from drq.config.errors import ConfigError, check_overrides
+from drq.config.schema import group_choices
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -123,7 +123,7 @@ def test_compiled_networks_compute_the_eager_update(name):
 
 def test_run_config_keys_reach_the_agent():
     from drq.config.schema import defaults
-    from drq.run.trainer import make_agent_from_config
+    from drq.run.build import make_agent_from_config
 
     base = defaults("sac")  # a whole run config (cfgs/config.yaml + cfgs/agent/sac.yaml)
     cfg = {**base, "agent": {**base["agent"], **SMALL}, "precision": "fp32", "compile": "default", "cuda_graphs": False}

@@ -255,7 +255,7 @@ def test_eval_workers_play_the_episodes_of_their_seeded_envs(debug_run):
     reset with those seeds (drq.run.evaluation.episode_seeds)."""
     from drq.envs.pixels import make_env
     from drq.run.evaluation import episode_seeds
-    from drq.run.trainer import env_kwargs
+    from drq.run.build import env_kwargs
 
     cfg, trainer = debug_run.cfg, debug_run.trainer
     assert (cfg["agent"]["name"], cfg["num_eval_episodes"], cfg["eval_workers"]) == ("drqv2", 3, 2)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 from drq.config import footprint, launchers, schema
 from drq.config.schema import CONFIG_DIR, ConfigError, closest, group_choices
 
-__all__ = ["ConfigError", "check_overrides", "exit_on_bad_overrides", "group_choices", "parse", "compose"]
+__all__ = ["ConfigError", "check_overrides", "exit_on_bad_overrides", "parse", "compose"]
 
 GROUPS = ("task", "agent", "preset")  # ``protocol`` is chosen by cfgs/config.yaml; a bad one fails composition
 MAX_COMBINATIONS = 16  # ~0.2 s per composition

@@ -104,9 +104,10 @@ def refuse_before_hydra(argv: list[str]) -> None:
     value of a :data:`FIXED_KEYS` key. ``train.py`` runs it before hydra rewrites ``DIR/.hydra/``; the trainer checks
     again (sweep jobs, in-process runs). A snapshot that cannot be read is left to the trainer's own message."""
     from drq.config import errors, schema
+    from drq.config.launchers import multirun
     from drq.run import snapshot
 
-    if {"-m", "--multirun"} & set(argv):
+    if multirun(argv):
         return
     overrides = errors.parse(argv)
     run_dir = next((o.get_value_element_as_str() for o in overrides if o.key_or_group == "hydra.run.dir"), None)

@@ -39,7 +39,6 @@ from drq.machine import stop_signals
 from drq.run import build
 from drq.run import lock as run_dir_lock
 from drq.run import resume
-from drq.run.build import env_kwargs, make_agent_from_config, resolve_device
 from drq.run.evaluation import EpisodesStopped, EvalProgress, episode_seeds, run_episodes
 from drq.run.metrics import NonFiniteMetricError, RunLog
 from drq.run.state import Parts
@@ -47,8 +46,7 @@ from drq.run.state import Parts
 if TYPE_CHECKING:
     from drq.interfaces import Env
 
-__all__ = ["Trainer", "TrainingInterrupted", "NonFiniteMetricError", "run",
-           "env_kwargs", "make_agent_from_config", "resolve_device"]  # the last three: for their importers (build's)
+__all__ = ["Trainer", "TrainingInterrupted", "NonFiniteMetricError", "run"]
 
 
 class TrainingInterrupted(RuntimeError):
