@@ -1,6 +1,6 @@
-"""Every key of `cfgs/`, declared once (type, unit, allowed values, why), its checks and the typed run config:
-``load(cfg)`` gives the frozen :class:`RunConfig` or raises :class:`ConfigError`, ``check(cfg)`` lists the violations.
-docs/configuration.md is generated from it and docs/templates/configuration.md (units, defaults, the rules)."""
+"""Every key of `cfgs/`, declared once (type, unit, allowed values, why) with its test; the rules between keys; the
+typed :class:`RunConfig`. ``check(cfg)`` lists the violations, ``load(cfg)`` gives the frozen config or raises
+:class:`ConfigError`. docs/configuration.md is generated from it (``python -m drq.config.schema --markdown``)."""
 
 from __future__ import annotations
 
@@ -38,13 +38,12 @@ class _Bad(Exception):
 
 @dataclass(frozen=True)
 class Key:
-    """One key. kind: its type in words; allowed: what passes, in words; test: value -> normalised value, or raises
-    ``_Bad``; unit and why: for its line and the docs; machine: value -> what is wrong on this machine, or None (run
-    only by ``check(machine=True)``); legacy: what a saved config made before the key existed means (default: its
-    default)."""
+    """One key. ``test``: value -> normalised value, or raises ``_Bad``; ``machine``: value -> what is wrong on this
+    machine or None (run by ``check(machine=True)`` only); ``legacy``: what a saved config made before the key existed
+    means (default: the key's default)."""
 
-    kind: str
-    allowed: str
+    kind: str  # the type, in words
+    allowed: str  # what passes, in words
     test: Callable[[Any], Any]
     unit: str = ""
     why: str = ""
@@ -73,10 +72,6 @@ def closest(value: Any, choices: Iterable[Any], n: int = 3) -> str:
     return f"closest: {', '.join(near)}" if near else ""
 
 
-def _line(key: str, value: Any, allowed: str, why: str, hint: str = "") -> str:
-    return f"{key}={show(value)}: {allowed}{'; ' + hint if hint else ''}" + (f" ({why})" if why else "")
-
-
 def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     """Names of the configs in ``cfgs/<group>/`` (without ``.yaml``), sorted."""
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
@@ -97,9 +92,9 @@ def _num(low: float | None = None, high: float | None = None, integer: bool = Fa
     def test(v: Any) -> Any:
         v = int(v) if integer and isinstance(v, float) and v.is_integer() else v  # hydra reads 1e6 as a float
         _ok(not isinstance(v, bool) and isinstance(v, int if integer else (int, float)), v)
-        v = v if integer else float(_ok(-sys.float_info.max <= v <= sys.float_info.max, v))  # not nan, inf, 1e400
-        return _ok((low is None or v > low or (v == low and not low_open)) and (high is None or v <= high) and not (
-            even and v % 2), v)  # fmt: skip
+        v = v if integer else float(_ok(abs(v) <= sys.float_info.max, v))  # not nan, inf or 1e400
+        above = low is None or v > low or (v == low and not low_open)
+        return _ok(above and (high is None or v <= high) and not (even and v % 2), v)
 
     return test
 
@@ -167,8 +162,8 @@ def frames(why: str, low: int = 1) -> Any:
 
 
 def number(why: str, low: float = 0, high: float | None = None, low_open: bool = False, unit: str = "") -> Any:
-    words = f"a number {'>' if low_open else '>='} {low:g}" if high is None else \
-        f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"  # fmt: skip
+    left = "(" if low_open else "["
+    words = f"a number {'>' if low_open else '>='} {low:g}" if high is None else f"a number in {left}{low:g}, {high:g}]"
     return key("float", words, _num(low, high, low_open=low_open), unit, why)
 
 
@@ -340,22 +335,29 @@ def keys(agent: str | None = None) -> Mapping[str, Key]:
 
     def walk(cls: type, prefix: str) -> None:
         for f in dataclasses.fields(cls):
-            table = f.metadata.get("table")
-            if table is AgentConfig:
-                for name in [agent] if agent else AGENT_NAMES:
-                    walk(AGENT_CONFIGS[name], f"{prefix}{f.name}.")
-            elif table:
-                walk(table, f"{prefix}{f.name}.")
-            elif "key" in f.metadata:
+            tables = [AGENT_CONFIGS[a] for a in ([agent] if agent else AGENT_NAMES)] if f.metadata.get(
+                "table") is AgentConfig else [f.metadata["table"]] if "table" in f.metadata else []  # fmt: skip
+            for sub in tables:
+                walk(sub, f"{prefix}{f.name}.")
+            if "key" in f.metadata:
                 out.setdefault(prefix + f.name, f.metadata["key"])
 
     walk(RunConfig, "")
     return MappingProxyType(out)
 
 
+def _lookup(cfg: Any, dotted: str) -> tuple[bool, Any]:
+    """(whether the nested ``cfg`` has the key ``dotted``, its value)."""
+    for part in dotted.split("."):
+        if not isinstance(cfg, Mapping) or part not in cfg:
+            return False, None
+        cfg = cfg[part]
+    return True, cfg
+
+
 # --------------------------------------------------------------------------------------------- rules between keys
-# Each rule reads the checked values and returns its violations as (key, value, allowed, why); it runs only when every
-# key it reads passed its own check (reading one that did not skips the rule).
+# Each rule reads the checked values by dotted key and returns its violations as (key, value, allowed, why); a rule
+# that reads a key which failed its own check is skipped (KeyError).
 FRAME_COUNTS = tuple(k for k in keys() if k.endswith("_frames"))
 
 
@@ -403,55 +405,42 @@ MACHINE_RULES = footprint.MACHINE_RULES  # run by check(machine=True) only: they
 
 
 # ------------------------------------------------------------------------------------------------------ the checks
-class _Passed(dict):
-    """The values that passed; a rule that reads one that did not is skipped."""
-
-    def __missing__(self, name: str) -> Any:
-        raise _Bad(name)
-
-
-def _lookup(cfg: Any, dotted: str) -> tuple[bool, Any]:
-    for part in dotted.split("."):
-        if not isinstance(cfg, Mapping) or part not in cfg:
-            return False, None
-        cfg = cfg[part]
-    return True, cfg
+def _line(key: str, value: Any, allowed: str, why: str, hint: str = "") -> str:
+    return f"{key}={show(value)}: {allowed}{'; ' + hint if hint else ''}" + (f" ({why})" if why else "")
 
 
 def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[list[str], dict[str, Any]]:
     """(the violations, one line each; the normalised values of the keys that passed, by dotted key)."""
-    lines, values = [], _Passed()
-    agent = _lookup(cfg, "agent.name")[1]
+    lines, passed, agent = [], {}, _lookup(cfg, "agent.name")[1]
     agent = agent if isinstance(agent, str) and agent in AGENT_CONFIGS else None
     table = {k: v for k, v in keys(agent or "drqv2").items()
              if agent or k == "agent.name" or not k.startswith("agent.")}  # an unknown agent: only its name is checked
     for dotted, k in table.items():
         found, value = _lookup(cfg, dotted)
+        if not found:
+            lines.append(f"{dotted}: missing ({k.allowed}; every key is in cfgs/config.yaml or cfgs/agent/)")
+            continue
         try:
-            if not found:
-                lines.append(f"{dotted}: missing ({k.allowed}; every key is in cfgs/config.yaml or cfgs/agent/)")
-                continue
-            values[dotted] = k.test(value)
-            problem = k.machine(values[dotted]) if machine and k.machine else None
-            if problem:
-                raise _Bad(problem)
+            passed[dotted] = k.test(value)
+            problem = k.machine(passed[dotted]) if machine and k.machine else None
+            _ok(not problem, value, problem)
         except _Bad as bad:
-            values.pop(dotted, None)
+            passed.pop(dotted, None)
             lines.append(_line(dotted, value, k.allowed, "; ".join(p for p in (k.unit, k.why) if p), *bad.args))
     for section in ("wandb", "agent") if agent else ("wandb",):
         found, node = _lookup(cfg, section)
-        if not isinstance(node, Mapping):
-            lines += [f"{section}={show(node)}: a group of keys ({section}.*), not a value"] if found else []
-            continue
+        if found and not isinstance(node, Mapping):
+            lines.append(f"{section}={show(node)}: a group of keys ({section}.*), not a value")
         where, valid = f"agent={agent}" if section == "agent" else section, [k for k in table if k.startswith(section)]
         lines += [_line(f"{section}.{k}", node[k], f"not a key of {where}", "docs/configuration.md lists every key",
-                        closest(f"{section}.{k}", valid)) for k in node if f"{section}.{k}" not in table]
+                        closest(f"{section}.{k}", valid)) for k in (node if isinstance(node, Mapping) else ())
+                  if f"{section}.{k}" not in table]  # fmt: skip
     for _, rule in (RULES if rules else ()) + (MACHINE_RULES if machine else ()):
         try:
-            lines += [_line(*violation) for violation in rule(values)]
-        except _Bad:  # it read a key that failed its own check
+            lines += [_line(*violation) for violation in rule(passed)]
+        except KeyError:  # it read a key that failed its own check
             pass
-    return lines, dict(values)
+    return lines, passed
 
 
 def check(cfg: Mapping[str, Any], machine: bool = False) -> list[str]:
@@ -462,8 +451,7 @@ def check(cfg: Mapping[str, Any], machine: bool = False) -> list[str]:
 
 def values(cfg: RunConfig | Mapping[str, Any], machine: bool = False, rules: bool = False) -> dict[str, Any]:
     """The checked values by dotted key (``{"agent.name": "drqv2", ...}``), as the rules and
-    :mod:`drq.config.footprint` read them, or :class:`ConfigError` (one line per violation); by default only each
-    key's own check runs, not the rules between keys."""
+    :mod:`drq.config.footprint` read them, or :class:`ConfigError`; by default without the rules between keys."""
     lines, found = _check(cfg.to_dict() if isinstance(cfg, RunConfig) else cfg, machine, rules)
     if lines:
         raise ConfigError("\n".join(lines))
@@ -477,9 +465,9 @@ def load(cfg: Mapping[str, Any], machine: bool = False, rules: bool = True) -> R
     found = values(cfg, machine, rules)
 
     def build(cls: type, prefix: str) -> Any:
-        tables = {f.name: f.metadata.get("table") for f in dataclasses.fields(cls) if not f.metadata.get("extra")}
-        return cls(**{name: build(AGENT_CONFIGS[found["agent.name"]] if sub is AgentConfig else sub, f"{prefix}{name}.")
-                      if sub else found[prefix + name] for name, sub in tables.items()})  # fmt: skip
+        return cls(**{f.name: build(AGENT_CONFIGS[found["agent.name"]] if f.metadata["table"] is AgentConfig else
+                                    f.metadata["table"], f"{f.name}.") if "table" in f.metadata else
+                      found[prefix + f.name] for f in dataclasses.fields(cls) if "extra" not in f.metadata})  # fmt: skip
 
     known = {f.name for f in dataclasses.fields(RunConfig)}
     return dataclasses.replace(build(RunConfig, ""), extra={k: v for k, v in cfg.items() if k not in known})
@@ -490,6 +478,7 @@ def as_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
     return cfg if isinstance(cfg, RunConfig) else load(cfg)
 
 
+# ------------------------------------------------------------------------------------------- defaults, saved runs
 def defaults(agent: str = "drqv2", resolve: bool = True) -> dict[str, Any]:
     """cfgs/config.yaml with cfgs/agent/<agent>.yaml on top (no preset, task or protocol file): every key's default;
     ``resolve=False`` keeps interpolations such as ``agent.lr: ${lr}``."""
