@@ -40,6 +40,7 @@ CLI_CASES = ["eval_every_frames=-100", "discount=1.5", "eval_every_frames=1001",
 
 
 def _bad_values_table():
+    sys.path.insert(0, str(ROOT / "tests"))  # the table's module imports conftest's with_value
     spec = importlib.util.spec_from_file_location("test_config_schema", ROOT / "tests" / "test_config_schema.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -60,13 +61,14 @@ def main() -> None:
     from drq.run import trainer
     from drq.config.errors import ConfigError, check_overrides
 
+    table = _bad_values_table()  # before the stand-ins below: conftest sets up rendering when imported
+
     def started(*a, **k):
         raise AssertionError("something was built before the config was checked")
 
     env.make_env = env_worker.AsyncEnv.__init__ = env.PixelEnv.__init__ = started
     rendering.setup_rendering = sinks.WandbSink.__init__ = run_dir_lock.acquire = started
 
-    table = _bad_values_table()
     composed = {agent: table.compose(f"agent={agent}") for agent in ("drqv2", "sac")}
     times = []
     with tempfile.TemporaryDirectory(prefix="drq_config_check_") as tmp:
