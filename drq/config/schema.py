@@ -103,15 +103,14 @@ def _choice(choices: Iterable[str]) -> Callable[[Any], str]:
     return lambda v: _ok(isinstance(v, str) and v in choices, v, closest(v, choices) if isinstance(v, str) else "")
 
 
-def _or(special: Any, test: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``special`` (``'auto'``, ``None``) passes as itself, any other value goes to ``test``."""
-    return lambda v: v if v == special and type(v) is type(special) else test(v)
+def _alias(test: Callable[[Any], Any], meaning: Mapping[Any, Any]) -> Callable[[Any], Any]:
+    """Values that stand for another (``{None: False, True: 'no_msaa'}``, ``{'auto': 'auto'}``), matched with their
+    type (1 is not true); any other value goes to ``test``."""
+    def alias(v: Any) -> Any:
+        words = [word for word in meaning if v == word and type(v) is type(word)]
+        return meaning[words[0]] if words else test(v)
 
-
-def _alias(test: Callable[[Any], Any], **meaning: Any) -> Callable[[Any], Any]:
-    """``none=``, ``true=``, ``false=``: what ``null``, ``true``, ``false`` mean (by identity: 1 is not true)."""
-    words = {None: "none", True: "true", False: "false"}
-    return lambda v: meaning[words[v]] if (v is None or isinstance(v, bool)) and words[v] in meaning else test(v)
+    return alias
 
 
 def _text(v: Any) -> str:
@@ -176,7 +175,7 @@ def choice(choices: tuple[str, ...], why: str) -> Any:
 
 
 def text(why: str) -> Any:
-    return key("str | null", "null or a non-empty string", _or(None, _text), why=why)
+    return key("str | null", "null or a non-empty string", _alias(_text, {None: None}), why=why)
 
 
 @dataclass(frozen=True)
@@ -255,9 +254,10 @@ class RunConfig:
                                           isinstance(v, str) and v) else _num(-1, integer=True)(v))
     fast_render: str | bool = key(
         "str | false", "one of false, no_msaa, no_shadows; true = no_msaa", why="faster software rendering, slightly "
-        "different pixels", test=_alias(_choice(FAST_RENDER_CHOICES[2:]), none=False, false=False, true="no_msaa"))
+        "different pixels", test=_alias(_choice(FAST_RENDER_CHOICES[2:]), {None: False, False: False, True: "no_msaa"}),
+    )
     max_episode_frames: int | None = key("int | null", "null or an integer >= 1, a multiple of action_repeat",
-                                         _or(None, _num(1, integer=True)), FRAMES,
+                                         _alias(_num(1, integer=True), {None: None}), FRAMES,
                                          "null: the task's own limit, 1000 frames")
     # ---- training and evaluation
     num_train_frames: int = frames("train until this frame; the preset sets it")
@@ -265,7 +265,7 @@ class RunConfig:
     eval_every_frames: int = frames("evaluate at frames 0, E, 2E, ... and at the end")
     num_eval_episodes: int = count("episodes", "episodes per evaluation, acting with the mean action")
     eval_workers: int | str = key("int | auto", "'auto' or an integer >= 1, at most num_eval_episodes",
-                                  _or("auto", _num(1, integer=True)), "processes",
+                                  _alias(_num(1, integer=True), {"auto": "auto"}), "processes",
                                   "eval episodes side by side; auto: one per core, <= 8, 1 = in-process")
     save_video: bool = flag("first episode of each evaluation -> videos/eval_<frame>.mp4 and wandb")
     video_size: int = key("int", "an even integer >= 16", _num(16, integer=True, even=True), PIXELS,
@@ -293,7 +293,7 @@ class RunConfig:
     snapshot_every_frames: int = frames("snapshot at the first episode boundary after each multiple")
     save_replay_in_snapshot: bool = flag("false: smaller snapshots; a resumed run starts with an empty replay")
     resume: str = key("str", "auto, never, or a snapshot.pt / a run dir holding one", machine=footprint.resume_here,
-                      test=_alias(_text, none="auto", true="auto", false="never"),
+                      test=_alias(_text, {None: "auto", True: "auto", False: "never"}),
                       why="auto: continue if the run dir holds snapshot.pt")
     stop_signals: tuple[str, ...] = key("list[str]", f"a list of {', '.join(stop_signals.CHOICES)}", _signals,
                                         why="snapshot at the next safe point, exit 128+signal; docs/clusters.md")
@@ -305,11 +305,12 @@ class RunConfig:
                       why="auto: cuda if available, else cpu")
     precision: str = choice(PRECISIONS, "autocast; auto: bf16 where the hardware has it natively, else fp32")
     compile: str = key("str", "one of none, default, max-autotune; true = default, false = none",
-                       _alias(_choice(COMPILE_MODES), none="none", false="none", true="default"),
+                       _alias(_choice(COMPILE_MODES), {None: "none", False: "none", True: "default"}),
                        why="torch.compile of the networks, compiled on the first update")
     cuda_graphs: bool = flag("each update replays one captured CUDA graph; CUDA only")
     async_env: bool = flag("step and render the training env in a worker process while the agent updates")
-    num_threads: int | str = key("int | auto", "'auto' or an integer >= 1", _or("auto", _num(1, integer=True)),
+    num_threads: int | str = key("int | auto", "'auto' or an integer >= 1",
+                                 _alias(_num(1, integer=True), {"auto": "auto"}),
                                  "threads", "torch threads; auto: all cores, one fewer with async_env on more than 4")
     agent: AgentConfig = dataclasses.field(metadata={"table": AgentConfig})  # the agent's own config class
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, metadata={"extra": True})
@@ -335,11 +336,13 @@ def keys(agent: str | None = None) -> Mapping[str, Key]:
 
     def walk(cls: type, prefix: str) -> None:
         for f in dataclasses.fields(cls):
-            tables = [AGENT_CONFIGS[a] for a in ([agent] if agent else AGENT_NAMES)] if f.metadata.get(
-                "table") is AgentConfig else [f.metadata["table"]] if "table" in f.metadata else []  # fmt: skip
-            for sub in tables:
+            sub = f.metadata.get("table")
+            if sub is AgentConfig:
+                for name in [agent] if agent else AGENT_NAMES:
+                    walk(AGENT_CONFIGS[name], f"{prefix}{f.name}.")
+            elif sub:
                 walk(sub, f"{prefix}{f.name}.")
-            if "key" in f.metadata:
+            elif "key" in f.metadata:
                 out.setdefault(prefix + f.name, f.metadata["key"])
 
     walk(RunConfig, "")
@@ -465,9 +468,14 @@ def load(cfg: Mapping[str, Any], machine: bool = False, rules: bool = True) -> R
     found = values(cfg, machine, rules)
 
     def build(cls: type, prefix: str) -> Any:
-        return cls(**{f.name: build(AGENT_CONFIGS[found["agent.name"]] if f.metadata["table"] is AgentConfig else
-                                    f.metadata["table"], f"{f.name}.") if "table" in f.metadata else
-                      found[prefix + f.name] for f in dataclasses.fields(cls) if "extra" not in f.metadata})  # fmt: skip
+        args = {}
+        for f in dataclasses.fields(cls):
+            sub = f.metadata.get("table")
+            if sub:
+                args[f.name] = build(AGENT_CONFIGS[found["agent.name"]] if sub is AgentConfig else sub, f"{f.name}.")
+            elif "key" in f.metadata:
+                args[f.name] = found[prefix + f.name]
+        return cls(**args)
 
     known = {f.name for f in dataclasses.fields(RunConfig)}
     return dataclasses.replace(build(RunConfig, ""), extra={k: v for k, v in cfg.items() if k not in known})
