@@ -215,16 +215,16 @@ def test_sizes_that_cannot_be_rendered_or_run_are_one_line(argv, expected):
 
 
 def test_sweeps_elsewhere_are_checked_where_they_run_and_local_ones_share_the_ram(configs):
-    assert launcher_checks.runs_elsewhere(["-m", "hydra/launcher=slurm"])
-    assert launcher_checks.runs_elsewhere(["-m", "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.address=h:1"])
-    assert not launcher_checks.runs_elsewhere(["-m", "hydra/launcher=ray_cluster"])
-    assert not launcher_checks.runs_elsewhere(["hydra/launcher=slurm"])  # a single run runs here
+    assert launcher_checks.machine(["-m", "hydra/launcher=slurm"]).remote
+    assert launcher_checks.machine(["-m", "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.address=h:1"]).remote
+    assert not launcher_checks.machine(["-m", "hydra/launcher=ray_cluster"]).remote
+    assert not launcher_checks.machine(["hydra/launcher=slurm"]).remote  # a single run runs here
     big = values(configs["debug"], replay_buffer_size=2_000_000_000)
     with on_machine(Machine(usable_ram=GB, allocation_limit=GB, remote=True)):
         assert run_footprint.memory_rule(big) == []
-    assert launcher_checks.jobs_at_once(["-m", "hydra/launcher=local", "seed=1,2,3"], runs=3) == 2  # n_jobs: 2
-    assert launcher_checks.jobs_at_once(["-m", "hydra/launcher=local", "hydra.launcher.n_jobs=8"], runs=3) == 3
-    assert launcher_checks.jobs_at_once(["-m", "seed=1,2,3"], runs=3) == 1  # hydra's basic launcher: one at a time
+    assert launcher_checks.machine(["-m", "hydra/launcher=local", "seed=1,2,3"], runs=3).jobs == 2  # n_jobs: 2
+    assert launcher_checks.machine(["-m", "hydra/launcher=local", "hydra.launcher.n_jobs=8"], runs=3).jobs == 3
+    assert launcher_checks.machine(["-m", "seed=1,2,3"], runs=3).jobs == 1  # hydra's basic launcher: one at a time
 
 
 def test_a_bad_memory_limit_is_one_line(monkeypatch):

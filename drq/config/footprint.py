@@ -120,6 +120,7 @@ class Machine:
     gpu_free: Callable[[str], int | None] = field(default=lambda device: None)
     cuda_present: bool = False
     remote: bool = False
+    jobs: int = 1  # runs of a local sweep at once, sharing usable_ram (already divided by them)
     error: str = ""  # a bad DRQ_MEMORY_LIMIT, reported by memory_rule as its one line
 
     @classmethod
@@ -131,7 +132,7 @@ class Machine:
         try:
             usable = memory.usable_ram_bytes()
         except ValueError as bad:  # DRQ_MEMORY_LIMIT=lots
-            return cls(usable_ram=None, error=str(bad), remote=remote)
+            return cls(usable_ram=None, error=str(bad), remote=remote, jobs=jobs)
         if override:
             source = f"{memory.ENV_LIMIT}={override}"
             limit, limit_source = usable, source
@@ -151,7 +152,7 @@ class Machine:
         return cls(usable_ram=usable, ram_source=source, allocation_limit=limit, allocation_source=limit_source,
                    cores=cores, disk_free=disk_free, disk_path=str(place),
                    gpu_free=functools.lru_cache(maxsize=None)(memory.usable_gpu_bytes),  # asked once per device
-                   cuda_present=_nvidia_device_present(), remote=remote)  # fmt: skip
+                   cuda_present=_nvidia_device_present(), remote=remote, jobs=jobs)  # fmt: skip
 
 
 def _allocation_limit() -> tuple[int | None, str]:
@@ -192,8 +193,8 @@ _MACHINE: contextvars.ContextVar[Machine | None] = contextvars.ContextVar("drq_m
 
 @contextlib.contextmanager
 def on_machine(machine: Machine) -> Iterator[Machine]:
-    """Run the checks inside against ``machine`` (tests inject small or fake machines; :mod:`drq.config.errors` passes
-    the run dir and whether the sweep runs elsewhere)."""
+    """Run the checks inside against ``machine``: the one a command's runs see (:func:`drq.config.launchers.machine`),
+    or a small or fake one in tests."""
     token = _MACHINE.set(machine)
     try:
         yield machine
