@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import yaml
 
@@ -47,29 +47,18 @@ def multirun(argv: list[str]) -> bool:
 
 
 def _launcher(argv: list[str]) -> tuple[str, tuple[str | None, str, str | None]]:
-    """The launcher's config name (no ``hydra/launcher=``: hydra's basic launcher) and its :data:`PLUGINS` row."""
-    name = _override(argv, "hydra/launcher", "basic")
+    name = _override(argv, "hydra/launcher", "basic")  # no hydra/launcher=: hydra's basic launcher
     return name, PLUGINS.get(name, PLUGINS["basic"])
 
 
 def _launcher_value(argv: list[str], name: str, dotted: str) -> str | None:
-    """``hydra.launcher.<dotted>`` from the command line, else from cfgs/hydra/launcher/<name>.yaml, else from the
-    Ray plugin's own config (``ray_cluster.yaml`` has ``defaults: [ray]``), else None."""
-    def walk(node: Any) -> Any:
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
-        return node
-
+    """``hydra.launcher.<dotted>`` from the command line, else from cfgs/hydra/launcher/<name>.yaml, else None (the
+    Ray plugin's own config, under ``ray_cluster.yaml``, sets no ``ray.init`` / ``ray.remote`` value: Ray's apply)."""
     value, path = _override(argv, f"hydra.launcher.{dotted}"), CONFIG_DIR / "hydra" / "launcher" / f"{name}.yaml"
     if value is None and path.exists():
-        value = walk(yaml.safe_load(path.read_text()))
-    if value is None and name in ("ray", "ray_cluster"):
-        try:
-            from hydra_plugins.hydra_ray_launcher._config import RayLauncherConf
-
-            value = walk(RayLauncherConf())
-        except Exception:  # noqa: BLE001 -- an unknown plugin layout: nothing to check
-            pass
+        value = yaml.safe_load(path.read_text())
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
     return None if value is None else str(value)
 
 
@@ -99,8 +88,7 @@ def check_launcher(argv: list[str], resources: Callable[[], tuple[int, int]] = f
 def _check_slurm_gpus(argv: list[str], name: str) -> None:
     """GPUs asked for (``gpus_per_node``, 1 in cfgs/hydra/launcher/slurm.yaml) on a partition whose nodes have none
     would make sbatch fail with "Invalid generic resource (gres) specification" and a traceback."""
-    gpus = _launcher_value(argv, name, "gpus_per_node") or "0"
-    partition = _launcher_value(argv, name, "partition")
+    gpus, partition = _launcher_value(argv, name, "gpus_per_node") or "0", _launcher_value(argv, name, "partition")
     if not gpus.isdigit() or int(gpus) == 0 or shutil.which("sinfo") is None:
         return
     try:
@@ -145,12 +133,9 @@ def _check_local_ray_resources(argv: list[str], name: str, resources: Callable[[
     """A Ray started here (address null) has this machine's CPUs and GPUs (or ``ray.init``'s num_cpus / num_gpus): a
     run asking for more would never be scheduled. Refused rather than fitted silently: the launcher config states what
     a run needs, and running differently is the user's choice (one copy-paste)."""
-    def value(dotted: str, default: float) -> float:
-        text = _launcher_value(argv, name, f"ray.{dotted}")
-        try:
-            return float(text) if text is not None and float(text) >= 0 else default
-        except ValueError:
-            return default
+    def value(dotted: str, default: float) -> float:  # a number >= 0, else (null, a word) default
+        text = _launcher_value(argv, name, f"ray.{dotted}") or ""
+        return float(text) if text.replace(".", "", 1).isdigit() else default
 
     cpus_here, gpus_here = resources()
     have_cpus, have_gpus = value("init.num_cpus", cpus_here), value("init.num_gpus", gpus_here)
@@ -166,11 +151,9 @@ def _check_local_ray_resources(argv: list[str], name: str, resources: Callable[[
 
 
 def machine(argv: list[str], runs: int = 1) -> footprint.Machine:
-    """The machine the ``runs`` runs of ``argv`` are checked against: its run dir is where they write
-    (``hydra.sweep.dir`` with -m, else ``hydra.run.dir``; None: hydra's default under the working directory); it is
-    ``remote`` when a sweep runs on other machines (SLURM, a Ray cluster at an address: each job checks itself where it
-    starts); its RAM is shared by the ``jobs`` runs of a local sweep at once (``n_jobs`` of a joblib launcher such as
-    hydra/launcher=local; -1: all cores, -2: all but one; at most ``runs``)."""
+    """This machine as the ``runs`` runs of ``argv`` see it: their run dir (``hydra.sweep.dir`` / ``hydra.run.dir``),
+    ``remote`` for a sweep sent to SLURM or a Ray cluster at an address (each job checks itself where it starts), and
+    ``jobs``: a joblib sweep's runs at once (its ``n_jobs``, -1: all cores, -2: all but one; at most ``runs``)."""
     (name, (_, _, engine)), sweep = _launcher(argv), multirun(argv)
     n_jobs = _launcher_value(argv, name, "n_jobs") if sweep and engine == "joblib" else None
     jobs = int(n_jobs) if n_jobs and n_jobs.lstrip("-").isdigit() else 1
