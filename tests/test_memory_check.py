@@ -20,6 +20,7 @@ from drq.config import launchers as launcher_checks
 from drq.config import footprint as run_footprint
 from drq.config.errors import ConfigError, check_overrides
 from drq.config.footprint import Machine, on_machine
+from drq.machine import memory
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 10**9
@@ -225,6 +226,8 @@ def test_sweeps_elsewhere_are_checked_where_they_run_and_local_ones_share_the_ra
     assert launcher_checks.machine(["-m", "hydra/launcher=local", "seed=1,2,3"], runs=3).jobs == 2  # n_jobs: 2
     assert launcher_checks.machine(["-m", "hydra/launcher=local", "hydra.launcher.n_jobs=8"], runs=3).jobs == 3
     assert launcher_checks.machine(["-m", "seed=1,2,3"], runs=3).jobs == 1  # hydra's basic launcher: one at a time
+    assert launcher_checks.machine(["-m", "hydra/launcher=joblib", "seed=1,2,3"], runs=3).jobs == min(
+        3, memory.usable_cores())  # joblib's own n_jobs: -1, all cores  # fmt: skip
 
 
 def test_a_bad_memory_limit_is_one_line(monkeypatch):

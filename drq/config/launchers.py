@@ -155,8 +155,8 @@ def machine(argv: list[str], runs: int = 1) -> footprint.Machine:
     ``remote`` for a sweep sent to SLURM or a Ray cluster at an address (each job checks itself where it starts), and
     ``jobs``: a joblib sweep's runs at once (its ``n_jobs``, -1: all cores, -2: all but one; at most ``runs``)."""
     (name, (_, _, engine)), sweep = _launcher(argv), multirun(argv)
-    n_jobs = _launcher_value(argv, name, "n_jobs") if sweep and engine == "joblib" else None
-    jobs = int(n_jobs) if n_jobs and n_jobs.lstrip("-").isdigit() else 1
+    n_jobs = (_launcher_value(argv, name, "n_jobs") or "-1") if sweep and engine == "joblib" else "1"  # joblib's: -1
+    jobs = int(n_jobs) if n_jobs.lstrip("-").isdigit() else 1
     jobs = max(1, min(jobs if jobs > 0 else memory.usable_cores() + 1 + jobs, runs))
     elsewhere = name != "submitit_local" if engine == "submitit" else engine == "ray" and _ray_address(argv) != "null"
     run_dir = _override(argv, "hydra.sweep.dir" if sweep else "hydra.run.dir")
