@@ -139,11 +139,9 @@ def check_overrides(argv: list[str], machine: bool = True) -> None:
         raise ConfigError("\n".join(dict.fromkeys(lines)))
 
 
-def exit_on_bad_overrides(argv: list[str] | None = None, also: Iterable[Callable[[list[str]], None]] = ()) -> None:
-    """Print ``drq: <violation>`` lines to stderr and exit with status 2 if :func:`check_overrides`, the launcher
-    check or one of ``also`` (train.py's resume check, ``drq.run.resume_changes.refuse_before_hydra``) raises
-    :class:`ConfigError` for ``argv``."""
-    argv = sys.argv[1:] if argv is None else argv
+def exit_on_bad_overrides(argv: list[str], also: Iterable[Callable[[list[str]], None]] = ()) -> None:
+    """Print ``drq: <violation>`` lines to stderr and exit 2 if :func:`check_overrides`, the launcher check or one of
+    ``also`` (train.py's resume check) raises :class:`ConfigError` for ``argv`` (``sys.argv[1:]``)."""
     if {"--help", "-h", "--hydra-help"} & set(argv):
         return
     try:
