@@ -53,7 +53,7 @@ def _launcher(argv: list[str]) -> tuple[str, tuple[str | None, str, str | None]]
 
 def _launcher_value(argv: list[str], name: str, dotted: str) -> str | None:
     """``hydra.launcher.<dotted>`` from the command line, else from cfgs/hydra/launcher/<name>.yaml, else None (the
-    Ray plugin's own config, under ``ray_cluster.yaml``, sets no ``ray.init`` / ``ray.remote`` value: Ray's apply)."""
+    Ray plugin's own config, which ray_cluster.yaml extends, sets no num_cpus / num_gpus: Ray's defaults apply)."""
     value, path = _override(argv, f"hydra.launcher.{dotted}"), CONFIG_DIR / "hydra" / "launcher" / f"{name}.yaml"
     if value is None and path.exists():
         value = yaml.safe_load(path.read_text())
