@@ -102,24 +102,18 @@ WORKERS_PER_CORE = 2
 # ------------------------------------------------------------------------------------------------ the machine
 @dataclass(frozen=True)
 class Machine:
-    """What the checks compare with (bytes; None = unknown, not checked).
+    """What the checks compare with (bytes; None: unknown, not checked)."""
 
-    usable_ram: RAM the run may use (:func:`drq.machine.memory.usable_ram_bytes`); ram_source: where that figure comes
-    from, in words; allocation_limit: the largest single allocation the kernel grants (None: no limit); cores: usable
-    CPU cores; disk_free: free bytes of the run dir's file system, disk_path: that dir; gpu_free: a function of the
-    device (``cuda``, ``cuda:1``) -> free bytes, or None without CUDA; remote: the run happens elsewhere (skip the
-    checks)."""
-
-    usable_ram: int | None
-    ram_source: str = "MemAvailable"
-    allocation_limit: int | None = None
+    usable_ram: int | None  # RAM the run may use (drq.machine.memory.usable_ram_bytes)
+    ram_source: str = "MemAvailable"  # where that figure comes from, in words
+    allocation_limit: int | None = None  # the largest single allocation the kernel grants (None: no limit)
     allocation_source: str = ""
-    cores: int = 1
-    disk_free: int | None = None
-    disk_path: str = "."
-    gpu_free: Callable[[str], int | None] = field(default=lambda device: None)
-    cuda_present: bool = False
-    remote: bool = False
+    cores: int = 1  # usable CPU cores
+    disk_free: int | None = None  # free bytes of the run dir's file system
+    disk_path: str = "."  # the run dir (its nearest existing parent)
+    gpu_free: Callable[[str], int | None] = field(default=lambda device: None)  # device -> free bytes (None: no CUDA)
+    cuda_present: bool = False  # an NVIDIA GPU is visible (read without importing torch)
+    remote: bool = False  # the run happens elsewhere: the checks are skipped
     jobs: int = 1  # runs of a local sweep at once, sharing usable_ram (already divided by them)
     error: str = ""  # a bad DRQ_MEMORY_LIMIT, reported by memory_rule as its one line
 
@@ -148,9 +142,8 @@ class Machine:
             disk_free = shutil.disk_usage(place).free
         except OSError:
             disk_free = None
-        cores = memory.usable_cores()
         return cls(usable_ram=usable, ram_source=source, allocation_limit=limit, allocation_source=limit_source,
-                   cores=cores, disk_free=disk_free, disk_path=str(place),
+                   cores=memory.usable_cores(), disk_free=disk_free, disk_path=str(place),
                    gpu_free=functools.lru_cache(maxsize=None)(memory.usable_gpu_bytes),  # asked once per device
                    cuda_present=_visible_gpus() > 0, remote=remote, jobs=jobs)  # fmt: skip
 
@@ -482,9 +475,8 @@ def storage_decision(v: Mapping[str, Any], machine: Machine) -> tuple[str, str]:
     :func:`footprint` the memory rule checks) fits every limit, else ``disk`` (a memory-mapped file in the run dir)."""
     fp = footprint(v, machine)
     written = format_size(fp.replay_frames + fp.replay_meta)
-    requested = fp.storage
-    if requested != "auto":
-        return requested, f"replay_storage={requested}: {written} of replay by the end of the run"
+    if fp.storage != "auto":
+        return fp.storage, f"replay_storage={fp.storage}: {written} of replay by the end of the run"
     problems = _problems(dict(v, replay_storage="ram"), machine)
     if not problems:
         room = "unknown" if machine.usable_ram is None else format_size(machine.usable_ram)
