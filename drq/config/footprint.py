@@ -94,7 +94,7 @@ CUDA_CONTEXT_BYTES = 1 * 10**9  # CUDA context and library workspaces on the GPU
 ACTIVATION_BYTES_PER_PIXEL = {"drqv2": 480, "sac_per_pass": 240}  # per sample and per pixel of H x W (measured)
 ACTION_DIM_BOUND = 56  # the widest action in the suite (humanoid_CMU); metadata is 4 A + 13 bytes per slot
 META_BYTES_FIXED = 13  # reward, discount (float32), t (int32), last (bool) per slot
-DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (drq.config.schema.DEFAULT_EPISODE_FRAMES)
+DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (the schema's nstep rule reads it too)
 MAX_AUTO_EVAL_WORKERS = 8  # drq.run.build.resolve_eval_workers: auto never starts more
 WORKERS_PER_CORE = 2
 
