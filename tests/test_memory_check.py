@@ -20,6 +20,7 @@ from drq.config import launchers as launcher_checks
 from drq.config import footprint as run_footprint
 from drq.config.errors import ConfigError, check_overrides
 from drq.config.footprint import Machine, on_machine
+from drq.machine import memory
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 10**9
@@ -147,12 +148,11 @@ def test_default_walker_on_a_small_machine(configs):
     assert rule({**v, "replay_buffer_size": int(best * 1.01)}, machine(ram_gb=8)) != []
 
 
-def test_a_medium_preset_names_disk_storage_where_the_schema_has_it(configs, monkeypatch):
+def test_a_medium_preset_names_disk_storage_where_the_schema_has_it(configs):
     v = values(configs["cheetah"], replay_storage="ram")  # 3.1M frames: the 1M replay fills (21.4 GB)
-    monkeypatch.setattr(run_footprint, "_disk_storage_available", lambda: False)  # a schema without the key
-    line = one_line(rule(v, machine(ram_gb=23)))
+    before_the_key = {k: x for k, x in v.items() if k != "replay_storage"}  # a config made before the key: ram
+    line = one_line(rule(before_the_key, machine(ram_gb=23)))
     assert "21.4 GB written by the end (1,000,005 frames of 3x84x84)" in line and "replay_storage=disk" not in line
-    monkeypatch.undo()
     line = one_line(rule(v, machine(ram_gb=23)))
     assert line.endswith("or replay_storage=disk (the frames in a file in the run dir: 21.2 GB of 100.0 GB free at "
                          "/runs) (estimated from the config before the run: drq/config/footprint.py)")
@@ -215,16 +215,18 @@ def test_sizes_that_cannot_be_rendered_or_run_are_one_line(argv, expected):
 
 
 def test_sweeps_elsewhere_are_checked_where_they_run_and_local_ones_share_the_ram(configs):
-    assert launcher_checks.runs_elsewhere(["-m", "hydra/launcher=slurm"])
-    assert launcher_checks.runs_elsewhere(["-m", "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.address=h:1"])
-    assert not launcher_checks.runs_elsewhere(["-m", "hydra/launcher=ray_cluster"])
-    assert not launcher_checks.runs_elsewhere(["hydra/launcher=slurm"])  # a single run runs here
+    assert launcher_checks.machine(["-m", "hydra/launcher=slurm"]).remote
+    assert launcher_checks.machine(["-m", "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.address=h:1"]).remote
+    assert not launcher_checks.machine(["-m", "hydra/launcher=ray_cluster"]).remote
+    assert not launcher_checks.machine(["hydra/launcher=slurm"]).remote  # a single run runs here
     big = values(configs["debug"], replay_buffer_size=2_000_000_000)
     with on_machine(Machine(usable_ram=GB, allocation_limit=GB, remote=True)):
         assert run_footprint.memory_rule(big) == []
-    assert launcher_checks.jobs_at_once(["-m", "hydra/launcher=local", "seed=1,2,3"], runs=3) == 2  # n_jobs: 2
-    assert launcher_checks.jobs_at_once(["-m", "hydra/launcher=local", "hydra.launcher.n_jobs=8"], runs=3) == 3
-    assert launcher_checks.jobs_at_once(["-m", "seed=1,2,3"], runs=3) == 1  # hydra's basic launcher: one at a time
+    assert launcher_checks.machine(["-m", "hydra/launcher=local", "seed=1,2,3"], runs=3).jobs == 2  # n_jobs: 2
+    assert launcher_checks.machine(["-m", "hydra/launcher=local", "hydra.launcher.n_jobs=8"], runs=3).jobs == 3
+    assert launcher_checks.machine(["-m", "seed=1,2,3"], runs=3).jobs == 1  # hydra's basic launcher: one at a time
+    assert launcher_checks.machine(["-m", "hydra/launcher=joblib", "seed=1,2,3"], runs=3).jobs == min(
+        3, memory.usable_cores())  # joblib's own n_jobs: -1, all cores  # fmt: skip
 
 
 def test_a_bad_memory_limit_is_one_line(monkeypatch):

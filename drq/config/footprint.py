@@ -54,8 +54,8 @@ here: no GPU was available to this helper; the usual CUDA context + cuDNN/cuBLAS
 
 What is compared, and with what (:class:`Machine`, read once per check):
 
-- RAM: the estimate against :func:`drq.machine.memory.usable_ram_bytes` (``DRQ_MEMORY_LIMIT``, else the cgroup's headroom,
-  else ``MemAvailable``); the replay's reservation against the allocation limit (RAM + swap with
+- RAM: the estimate against :func:`drq.machine.memory.usable_ram_bytes` (``DRQ_MEMORY_LIMIT``, else the cgroup's
+  headroom, else ``MemAvailable``); the replay's reservation against the allocation limit (RAM + swap with
   ``vm.overcommit_memory=0``, ``CommitLimit - Committed_AS`` with 2, none with 1; ``DRQ_MEMORY_LIMIT`` when set, so a
   machine made to look small looks small throughout).
 - ``replay_storage=disk`` (a memory-mapped frames file in the run dir): the frames against the free space of the run
@@ -94,7 +94,7 @@ CUDA_CONTEXT_BYTES = 1 * 10**9  # CUDA context and library workspaces on the GPU
 ACTIVATION_BYTES_PER_PIXEL = {"drqv2": 480, "sac_per_pass": 240}  # per sample and per pixel of H x W (measured)
 ACTION_DIM_BOUND = 56  # the widest action in the suite (humanoid_CMU); metadata is 4 A + 13 bytes per slot
 META_BYTES_FIXED = 13  # reward, discount (float32), t (int32), last (bool) per slot
-DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (drq.config.schema.DEFAULT_EPISODE_FRAMES)
+DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (the schema's nstep rule reads it too)
 MAX_AUTO_EVAL_WORKERS = 8  # drq.run.build.resolve_eval_workers: auto never starts more
 WORKERS_PER_CORE = 2
 
@@ -102,24 +102,19 @@ WORKERS_PER_CORE = 2
 # ------------------------------------------------------------------------------------------------ the machine
 @dataclass(frozen=True)
 class Machine:
-    """What the checks compare with (bytes; None = unknown, not checked).
+    """What the checks compare with (bytes; None: unknown, not checked)."""
 
-    usable_ram: RAM the run may use (:func:`drq.machine.memory.usable_ram_bytes`); ram_source: where that figure comes from,
-    in words; allocation_limit: the largest single allocation the kernel grants (None: no limit); cores: usable CPU
-    cores; disk_free: free bytes of the run dir's file system, disk_path: that dir; gpu_free: a function of the device
-    (``cuda``, ``cuda:1``) -> free bytes, or None without CUDA; remote: the run happens elsewhere (skip the checks).
-    """
-
-    usable_ram: int | None
-    ram_source: str = "MemAvailable"
-    allocation_limit: int | None = None
+    usable_ram: int | None  # RAM the run may use (drq.machine.memory.usable_ram_bytes)
+    ram_source: str = "MemAvailable"  # where that figure comes from, in words
+    allocation_limit: int | None = None  # the largest single allocation the kernel grants (None: no limit)
     allocation_source: str = ""
-    cores: int = 1
-    disk_free: int | None = None
-    disk_path: str = "."
-    gpu_free: Callable[[str], int | None] = field(default=lambda device: None)
-    cuda_present: bool = False
-    remote: bool = False
+    cores: int = 1  # usable CPU cores
+    disk_free: int | None = None  # free bytes of the run dir's file system
+    disk_path: str = "."  # the run dir (its nearest existing parent)
+    gpu_free: Callable[[str], int | None] = field(default=lambda device: None)  # device -> free bytes (None: no CUDA)
+    cuda_present: bool = False  # an NVIDIA GPU is visible (read without importing torch)
+    remote: bool = False  # the run happens elsewhere: the checks are skipped
+    jobs: int = 1  # runs of a local sweep at once, sharing usable_ram (already divided by them)
     error: str = ""  # a bad DRQ_MEMORY_LIMIT, reported by memory_rule as its one line
 
     @classmethod
@@ -131,7 +126,7 @@ class Machine:
         try:
             usable = memory.usable_ram_bytes()
         except ValueError as bad:  # DRQ_MEMORY_LIMIT=lots
-            return cls(usable_ram=None, error=str(bad), remote=remote)
+            return cls(usable_ram=None, error=str(bad), remote=remote, jobs=jobs)
         if override:
             source = f"{memory.ENV_LIMIT}={override}"
             limit, limit_source = usable, source
@@ -147,11 +142,10 @@ class Machine:
             disk_free = shutil.disk_usage(place).free
         except OSError:
             disk_free = None
-        cores = memory.usable_cores()
         return cls(usable_ram=usable, ram_source=source, allocation_limit=limit, allocation_source=limit_source,
-                   cores=cores, disk_free=disk_free, disk_path=str(place),
+                   cores=memory.usable_cores(), disk_free=disk_free, disk_path=str(place),
                    gpu_free=functools.lru_cache(maxsize=None)(memory.usable_gpu_bytes),  # asked once per device
-                   cuda_present=_nvidia_device_present(), remote=remote)  # fmt: skip
+                   cuda_present=_visible_gpus() > 0, remote=remote, jobs=jobs)  # fmt: skip
 
 
 def _allocation_limit() -> tuple[int | None, str]:
@@ -170,21 +164,18 @@ def _allocation_limit() -> tuple[int | None, str]:
     return None, ""
 
 
-def _nvidia_device_present() -> bool:
-    """An NVIDIA GPU is visible (device nodes or the driver's /proc entry), read without importing torch."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return Path("/proc/driver/nvidia/gpus").is_dir() or any(re.fullmatch(r"nvidia\d+", p.name)
-                                                            for p in Path("/dev").glob("nvidia*"))  # fmt: skip
+def _visible_gpus() -> int:
+    """The NVIDIA GPUs this process may use, read without importing torch: those ``CUDA_VISIBLE_DEVICES`` lists (``''``
+    or ``-1``: none), else the driver's device nodes ``/dev/nvidiaN``."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return len([p for p in Path("/dev").glob("nvidia*") if re.fullmatch(r"nvidia\d+", p.name)])
 
 
 def local_resources() -> tuple[int, int]:
-    """(CPUs, GPUs) a Ray started here would have: the usable cores, and the NVIDIA GPUs ``CUDA_VISIBLE_DEVICES``
-    lists (else the driver's device nodes); read without importing torch or Ray."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return memory.usable_cores(), len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    return memory.usable_cores(), len([p for p in Path("/dev").glob("nvidia*") if p.name[len("nvidia"):].isdigit()])
+    """(CPUs, GPUs) a Ray started here would have: the usable cores and the visible NVIDIA GPUs."""
+    return memory.usable_cores(), _visible_gpus()
 
 
 _MACHINE: contextvars.ContextVar[Machine | None] = contextvars.ContextVar("drq_machine", default=None)
@@ -192,8 +183,8 @@ _MACHINE: contextvars.ContextVar[Machine | None] = contextvars.ContextVar("drq_m
 
 @contextlib.contextmanager
 def on_machine(machine: Machine) -> Iterator[Machine]:
-    """Run the checks inside against ``machine`` (tests inject small or fake machines; :mod:`drq.config.errors` passes
-    the run dir and whether the sweep runs elsewhere)."""
+    """Run the checks inside against ``machine``: the one a command's runs see (:func:`drq.config.launchers.machine`),
+    or a small or fake one in tests."""
     token = _MACHINE.set(machine)
     try:
         yield machine
@@ -208,8 +199,8 @@ def current_machine() -> Machine:
 
 # ------------------------------------------------------------------------------------------------ the estimate
 def conv_output_side(size: int) -> int:
-    """Side of the encoder's output for an H = W = ``size`` frame (:func:`drq.agents.networks.conv_output_hw`, which imports
-    torch; tests hold the two equal)."""
+    """Side of the encoder's output for an H = W = ``size`` frame (:func:`drq.agents.networks.conv_output_hw`, which
+    imports torch; tests hold the two equal)."""
     return (size - 3) // 2 + 1 - 6
 
 
@@ -235,7 +226,7 @@ def slot_bytes(v: Mapping[str, Any]) -> int:
 
 
 def network_params(v: Mapping[str, Any]) -> tuple[int, int]:
-    """(trained parameters, target-critic parameters) of the agent, counted from the layer sizes of drq.agents.networks."""
+    """(trained parameters, target-critic parameters), counted from the layer sizes of drq.agents.networks."""
     side = max(1, conv_output_side(v["image_size"]))
     repr_dim, feature, hidden, a = 32 * side * side, v["feature_dim"], v["hidden_dim"], ACTION_DIM_BOUND
     encoder = 9 * 3 * v["frame_stack"] * 32 + 3 * 9 * 32 * 32 + 4 * 32
@@ -290,22 +281,15 @@ class Footprint:
     def learner(self) -> int:
         return self.networks + self.batch
 
-    def ram(self, storage: str | None = None) -> int:
+    def ram(self, storage: str) -> int:
         """Host RAM at the end of the run with ``storage`` (ram | disk) for the frames."""
-        storage = storage or self.storage
         frames = self.replay_frames if storage == "ram" and not self.gpu else 0
         learner = 0 if self.gpu else self.learner
         return frames + self.replay_meta + self.process + learner + self.envs + self.video
 
-    def gpu_memory(self, storage: str | None = None) -> int:
-        storage = storage or self.storage
+    def gpu_memory(self, storage: str) -> int:
         frames = self.replay_reserved if storage == "ram" else 0  # torch.empty on a GPU allocates at once
         return frames + self.learner + CUDA_CONTEXT_BYTES
-
-
-def _storage(v: Mapping[str, Any]) -> str:
-    value = v.get("replay_storage", "ram")
-    return value if value in ("ram", "disk", "auto") else "ram"
 
 
 def _on_gpu(v: Mapping[str, Any], machine: Machine) -> bool:
@@ -326,7 +310,7 @@ def footprint(v: Mapping[str, Any], machine: Machine) -> Footprint:
     return Footprint(replay_reserved=slots * frame_bytes(v), replay_frames=written * frame_bytes(v),
                      replay_meta=written * (slot_bytes(v) - frame_bytes(v)), process=PROCESS_BYTES,
                      networks=16 * trained + 4 * target, batch=batch_bytes(v), envs=env_count * ENV_PROCESS_BYTES,
-                     env_count=env_count, video=video, storage=_storage(v), gpu=gpu,
+                     env_count=env_count, video=video, storage=v.get("replay_storage", "ram"), gpu=gpu,
                      replay_meta_reserved=slots * (slot_bytes(v) - frame_bytes(v)))  # fmt: skip
 
 
@@ -349,28 +333,18 @@ class Problem:
 def _problems(v: Mapping[str, Any], machine: Machine) -> list[Problem]:
     """The exceeded limits, the largest excess first; [] if the run fits. ``replay_storage=auto`` fits if RAM or
     disk storage fits (its problems are then RAM storage's)."""
-    fp = footprint(v, machine)
-    found: list[list[Problem]] = []
+    fp, found = footprint(v, machine), []
+    gpu_free = machine.gpu_free(v["device"] if v["device"] != "auto" else "cuda") if fp.gpu else None
     for storage in (("ram", "disk") if fp.storage == "auto" else (fp.storage,)):
-        over = []
-        if machine.usable_ram is not None and fp.ram(storage) > machine.usable_ram:
-            over.append(Problem("ram", f"RAM ({machine.ram_source})", fp.ram(storage), machine.usable_ram))
-        if (storage == "ram" and not fp.gpu and machine.allocation_limit is not None
-                and fp.replay_reserved > machine.allocation_limit):  # fmt: skip
-            over.append(Problem("allocation", f"one allocation ({machine.allocation_source})", fp.replay_reserved,
-                                machine.allocation_limit))  # fmt: skip
-        # disk: the frames file is sized for every slot (a sparse file, but the whole of it may be written), and it
-        # is counted so; the metadata arrays stay in RAM, each one allocation
-        if storage == "disk" and machine.disk_free is not None and fp.replay_reserved > machine.disk_free:
-            over.append(Problem("disk", f"disk (free at {machine.disk_path})", fp.replay_reserved, machine.disk_free))
-        if (storage == "disk" and machine.allocation_limit is not None
-                and fp.replay_meta_reserved > machine.allocation_limit):  # fmt: skip
-            over.append(Problem("allocation", f"one allocation ({machine.allocation_source})",
-                                fp.replay_meta_reserved, machine.allocation_limit))  # fmt: skip
-        if fp.gpu:
-            free = machine.gpu_free(v["device"] if v["device"] != "auto" else "cuda")
-            if free is not None and fp.gpu_memory(storage) > free:
-                over.append(Problem("gpu", "GPU memory (free)", fp.gpu_memory(storage), free))
+        # one allocation: the frames tensor in RAM, or with disk storage the metadata arrays (they stay in RAM); the
+        # frames file counts at its full size (a sparse file, but the whole of it may be written)
+        allocation = fp.replay_meta_reserved if storage == "disk" else 0 if fp.gpu else fp.replay_reserved
+        limits = [("ram", f"RAM ({machine.ram_source})", fp.ram(storage), machine.usable_ram),
+                  ("allocation", f"one allocation ({machine.allocation_source})", allocation, machine.allocation_limit),
+                  ("disk", f"disk (free at {machine.disk_path})", fp.replay_reserved if storage == "disk" else 0,
+                   machine.disk_free),
+                  ("gpu", "GPU memory (free)", fp.gpu_memory(storage), gpu_free)]  # fmt: skip
+        over = [Problem(*limit) for limit in limits if limit[3] is not None and limit[2] > limit[3]]
         if not over:
             return []
         found.append(over)
@@ -429,10 +403,9 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     from drq.envs import tasks
 
     machine = current_machine()
-    if machine.error:
-        value = os.environ.get(memory.ENV_LIMIT, "")
-        why = "environment variable: the RAM a run may use"
-        return [(memory.ENV_LIMIT, value, machine.error.split(": ", 1)[-1], why)]
+    if machine.error:  # a bad DRQ_MEMORY_LIMIT
+        return [(memory.ENV_LIMIT, os.environ.get(memory.ENV_LIMIT, ""), machine.error.split(": ", 1)[-1],
+                 "environment variable: the RAM a run may use")]
     if machine.remote:
         return []
     side = tasks.framebuffer_side(v["task_name"])
@@ -443,10 +416,11 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     problems = _problems(v, machine)
     if not problems:
         return []
-    fp = footprint(v, machine)
-    first = problems[0]
-    key = _culprit(fp, first.kind)
-    size = v["image_size"]
+    fp, size = footprint(v, machine), v["image_size"]
+    blamed: dict[str, list[Problem]] = {}  # key -> the exceeded limits it is named for, worst first
+    for problem in problems:
+        blamed.setdefault(_culprit(fp, problem.kind), []).append(problem)
+    key, first = next(iter(blamed)), problems[0]  # the worst limit's key
     parts = [f"replay {format_size(fp.replay_reserved)} reserved, {format_size(fp.replay_frames + fp.replay_meta)} "
              f"written by the end ({min(replay_slots(v), replay_adds(v)):,} frames of 3x{size}x{size})",
              f"learner {format_size(fp.process + fp.learner)} (batch_size={v['batch_size']}: "
@@ -455,15 +429,12 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
         parts.append(f"{fp.env_count} env process{'es' if fp.env_count > 1 else ''} {format_size(fp.envs)}")
     if fp.video:
         parts.append(f"video {format_size(fp.video)}")
-    blamed: dict[str, list[Problem]] = {}  # key -> the exceeded limits it is named for, worst first
-    for problem in problems:
-        blamed.setdefault(_culprit(fp, problem.kind), []).append(problem)
     best = _largest_fitting(v, key, {p.kind for p in blamed[key]}, machine)
     fix = f"the largest {key} that fits: {best}" if best is not None else f"no {key} fits here"
-    if key == "replay_buffer_size" and fp.storage == "ram" and _disk_storage_available():
-        if _fits(dict(v, replay_storage="disk"), machine):
-            fix += (f", or replay_storage=disk (the frames in a file in the run dir: {format_size(fp.replay_reserved)}"
-                    f" of {format_size(machine.disk_free or 0)} free at {machine.disk_path})")
+    on_disk = dict(v, replay_storage="disk")  # suggested where it fits, and where the config has the key
+    if key == "replay_buffer_size" and v.get("replay_storage") == "ram" and not _problems(on_disk, machine):
+        fix += (f", or replay_storage=disk (the frames in a file in the run dir: {format_size(fp.replay_reserved)}"
+                f" of {format_size(machine.disk_free or 0)} free at {machine.disk_path})")
     for other_key, others in blamed.items():
         if other_key != key:
             other, other_best = others[0], _largest_fitting(v, other_key, {p.kind for p in others}, machine)
@@ -473,15 +444,6 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     allowed = (f"needs {format_size(first.needed)} of {first.words} but {format_size(first.available)} is available "
                f"({'; '.join(parts)}); {fix}")
     return [(key, v[key], allowed, "estimated from the config before the run: drq/config/footprint.py")]
-
-
-def _fits(v: Mapping[str, Any], machine: Machine) -> bool:
-    return not _problems(v, machine)
-
-
-def _disk_storage_available() -> bool:
-    """Whether a line may suggest ``replay_storage=disk`` (the schema has it; a test stands in a schema without it)."""
-    return True
 
 
 def max_eval_workers(cores: int) -> int:
@@ -513,9 +475,8 @@ def storage_decision(v: Mapping[str, Any], machine: Machine) -> tuple[str, str]:
     :func:`footprint` the memory rule checks) fits every limit, else ``disk`` (a memory-mapped file in the run dir)."""
     fp = footprint(v, machine)
     written = format_size(fp.replay_frames + fp.replay_meta)
-    requested = fp.storage
-    if requested != "auto":
-        return requested, f"replay_storage={requested}: {written} of replay by the end of the run"
+    if fp.storage != "auto":
+        return fp.storage, f"replay_storage={fp.storage}: {written} of replay by the end of the run"
     problems = _problems(dict(v, replay_storage="ram"), machine)
     if not problems:
         room = "unknown" if machine.usable_ram is None else format_size(machine.usable_ram)

@@ -1,5 +1,6 @@
 """A sweep's launcher checked before hydra starts (plugin, ``sbatch``, GPUs on the partition, the Ray cluster and its
-resources): one :class:`ConfigError` line naming what to install, check or copy-paste (docs/clusters.md)."""
+resources): one :class:`ConfigError` line naming what to install, check or copy-paste (docs/clusters.md); and the
+machine a command's runs are checked against (:func:`machine`)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,10 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _override(argv: list[str], key: str) -> str | None:
-    """The last value ``argv`` gives ``key`` (``key=``, ``+key=``, ``++key=``), unquoted; None if none."""
+def _override(argv: list[str], key: str, default: str | None = None) -> str | None:
+    """The last value ``argv`` gives ``key`` (``key=``, ``+key=``, ``++key=``), unquoted; ``default`` if none."""
     found = [t.split("=", 1)[1] for t in argv if t.lstrip("+").startswith(f"{key}=")]
-    return found[-1].strip().strip("'\"") if found else None
+    return found[-1].strip().strip("'\"") if found else default
 
 
 def multirun(argv: list[str]) -> bool:
@@ -45,44 +46,49 @@ def multirun(argv: list[str]) -> bool:
     return bool({"-m", "--multirun"} & set(argv))
 
 
-def _engine(argv: list[str]) -> tuple[str, str | None]:
-    """(the launcher's name, the engine module it drives); no ``hydra/launcher=``: hydra's basic launcher."""
-    name = _override(argv, "hydra/launcher")
-    name = "basic" if name is None else name
-    return name, PLUGINS.get(name, (None, "", None))[2]
+def _launcher(argv: list[str]) -> tuple[str, tuple[str | None, str, str | None]]:
+    name = _override(argv, "hydra/launcher", "basic")  # no hydra/launcher=: hydra's basic launcher
+    return name, PLUGINS.get(name, PLUGINS["basic"])
 
 
-def check_launcher(argv: list[str], config_dir: Path = CONFIG_DIR,
-                   reachable: Callable[[str, int, float], bool] | None = None,
-                   resources: Callable[[], tuple[int, int]] | None = None) -> None:  # fmt: skip
-    """:class:`ConfigError` (one line) if the launcher chosen in ``argv`` cannot run here. ``reachable(host, port,
-    timeout_s)`` and ``resources() -> (cpus, gpus)`` stand in for the network and this machine in tests."""
-    name, engine = _engine(argv)
-    ours = group_choices("hydra/launcher", config_dir)
+def _launcher_value(argv: list[str], name: str, dotted: str) -> str | None:
+    """``hydra.launcher.<dotted>`` from the command line, else from cfgs/hydra/launcher/<name>.yaml, else None (the
+    Ray plugin's own config, which ray_cluster.yaml extends, sets no num_cpus / num_gpus: Ray's defaults apply)."""
+    value, path = _override(argv, f"hydra.launcher.{dotted}"), CONFIG_DIR / "hydra" / "launcher" / f"{name}.yaml"
+    if value is None and path.exists():
+        value = yaml.safe_load(path.read_text())
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+    return None if value is None else str(value)
+
+
+def check_launcher(argv: list[str], resources: Callable[[], tuple[int, int]] = footprint.local_resources) -> None:
+    """:class:`ConfigError` (one line) if the launcher chosen in ``argv`` cannot run here; ``resources() -> (cpus,
+    gpus)``: what a Ray started here would have (tests stand in a machine)."""
+    name, (plugin, install, engine) = _launcher(argv)
+    ours = group_choices("hydra/launcher")
     if name not in PLUGINS and name not in ours:
         raise ConfigError(f"unknown hydra/launcher '{name}'; choices: {', '.join(ours)} (cfgs/hydra/launcher/), or "
                           f"hydra's own {', '.join(k for k in PLUGINS if k not in ours)}")  # fmt: skip
-    plugin, install, _ = PLUGINS.get(name, (None, "", None))
     for module in (plugin, engine):
         if module and not _installed(module):
             raise ConfigError(f"hydra/launcher={name} needs the {module.split('.')[-1]} package, which is not "
                               f"installed: {install}")  # fmt: skip
     if not multirun(argv):
         return  # a single run ignores the launcher
-    if engine == "submitit" and name != "submitit_local" and shutil.which("sbatch") is None:
-        raise ConfigError(f"hydra/launcher={name} submits with SLURM's sbatch, which is not on PATH: run the sweep on "
-                          "a SLURM login node (or start a one-node cluster here: bench/cluster/slurm_local.sh)")
-    if engine == "submitit" and name == "slurm":
-        _check_slurm_gpus(argv, config_dir)
-    if engine == "ray" and _ray_address(argv, reachable or _tcp_reachable) == "null":
-        _check_local_ray_resources(name, argv, config_dir, resources or footprint.local_resources)
+    if engine == "submitit" and name != "submitit_local":
+        if shutil.which("sbatch") is None:
+            raise ConfigError(f"hydra/launcher={name} submits with SLURM's sbatch, which is not on PATH: run the sweep "
+                              "on a SLURM login node (or start a one-node cluster here: bench/cluster/slurm_local.sh)")
+        _check_slurm_gpus(argv, name)
+    if engine == "ray" and _ray_address(argv, check=True) == "null":
+        _check_local_ray_resources(argv, name, resources)
 
 
-def _check_slurm_gpus(argv: list[str], config_dir: Path) -> None:
+def _check_slurm_gpus(argv: list[str], name: str) -> None:
     """GPUs asked for (``gpus_per_node``, 1 in cfgs/hydra/launcher/slurm.yaml) on a partition whose nodes have none
     would make sbatch fail with "Invalid generic resource (gres) specification" and a traceback."""
-    gpus = _launcher_value(argv, config_dir, "slurm", "gpus_per_node") or "0"
-    partition = _launcher_value(argv, config_dir, "slurm", "partition")
+    gpus, partition = _launcher_value(argv, name, "gpus_per_node") or "0", _launcher_value(argv, name, "partition")
     if not gpus.isdigit() or int(gpus) == 0 or shutil.which("sinfo") is None:
         return
     try:
@@ -97,14 +103,14 @@ def _check_slurm_gpus(argv: list[str], config_dir: Path) -> None:
                           "hydra.launcher.partition=<a GPU partition>")  # fmt: skip
 
 
-def _ray_address(argv: list[str], reachable: Callable[[str, int, float], bool] | None = None) -> str:
+def _ray_address(argv: list[str], check: bool = False) -> str:
     """The Ray address a sweep will use: the override, else ``$RAY_ADDRESS`` (ray.init joins it), else ``'null'`` (a
-    Ray started here). With ``reachable``: ``auto`` must find a running local cluster, and ``host:port`` /
-    ``ray://host:port`` must accept a TCP connection, else :class:`ConfigError`."""
+    Ray started here). With ``check``: ``auto`` must find a running local cluster, and ``host:port`` /
+    ``ray://host:port`` must accept a TCP connection within 5 s, else :class:`ConfigError`."""
     address = _override(argv, RAY_ADDRESS)
     if address in (None, "null", "None", ""):
         address = os.environ.get("RAY_ADDRESS") or "null"
-    if address in ("null", "local") or reachable is None:
+    if address in ("null", "local") or not check:
         return "null" if address == "local" else address
     if address == "auto":
         address = os.environ.get("RAY_ADDRESS") or (
@@ -115,53 +121,21 @@ def _ray_address(argv: list[str], reachable: Callable[[str, int, float], bool] |
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"{RAY_ADDRESS}={address!r} is not host:port, ray://host:port, auto or null")
-    if not reachable(host, int(port), 5.0):
+    try:
+        socket.create_connection((host, int(port)), timeout=5.0).close()
+    except OSError:
         raise ConfigError(f"no Ray cluster answers at {address} ({RAY_ADDRESS}): check that `ray start --head` runs "
-                          "there and the port is open, or use address=null for a Ray on this machine")
+                          "there and the port is open, or use address=null for a Ray on this machine") from None
     return address
 
 
-def _tcp_reachable(host: str, port: int, timeout_s: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def _launcher_value(argv: list[str], config_dir: Path, name: str, dotted: str) -> str | None:
-    """``hydra.launcher.<dotted>`` from the command line, else from cfgs/hydra/launcher/<name>.yaml, else from the
-    Ray plugin's own config (``ray_cluster.yaml`` has ``defaults: [ray]``), else None."""
-    value = _override(argv, f"hydra.launcher.{dotted}")
-    if value is not None:
-        return value
-    path = config_dir / "hydra" / "launcher" / f"{name}.yaml"
-    node: object = yaml.safe_load(path.read_text()) or {} if path.exists() else None
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    if node is None and name in ("ray", "ray_cluster"):
-        try:
-            from hydra_plugins.hydra_ray_launcher._config import RayLauncherConf
-
-            node = RayLauncherConf().ray
-            for part in dotted.split(".")[1:]:
-                node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
-        except Exception:  # noqa: BLE001 -- an unknown plugin layout: nothing to check
-            node = None
-    return None if node is None else str(node)
-
-
-def _check_local_ray_resources(name: str, argv: list[str], config_dir: Path,
-                               resources: Callable[[], tuple[int, int]]) -> None:  # fmt: skip
+def _check_local_ray_resources(argv: list[str], name: str, resources: Callable[[], tuple[int, int]]) -> None:
     """A Ray started here (address null) has this machine's CPUs and GPUs (or ``ray.init``'s num_cpus / num_gpus): a
     run asking for more would never be scheduled. Refused rather than fitted silently: the launcher config states what
     a run needs, and running differently is the user's choice (one copy-paste)."""
-    def value(dotted: str, default: float) -> float:
-        text = _launcher_value(argv, config_dir, name, f"ray.{dotted}")
-        try:
-            return float(text) if text is not None and float(text) >= 0 else default
-        except ValueError:
-            return default
+    def value(dotted: str, default: float) -> float:  # a number >= 0, else (null, a word) default
+        text = _launcher_value(argv, name, f"ray.{dotted}") or ""
+        return float(text) if text.replace(".", "", 1).isdigit() else default
 
     cpus_here, gpus_here = resources()
     have_cpus, have_gpus = value("init.num_cpus", cpus_here), value("init.num_gpus", gpus_here)
@@ -176,27 +150,14 @@ def _check_local_ray_resources(name: str, argv: list[str], config_dir: Path,
                       f"add {' '.join(fits)}, or send the sweep to a cluster with {RAY_ADDRESS}=host:port")
 
 
-def run_dir(argv: list[str]) -> str | None:
-    """Where the run (``hydra.run.dir``) or the sweep (``hydra.sweep.dir``, with -m) will write, if the command line
-    says so; None: hydra's default under the working directory."""
-    return _override(argv, "hydra.sweep.dir" if multirun(argv) else "hydra.run.dir")
-
-
-def runs_elsewhere(argv: list[str]) -> bool:
-    """Whether a sweep's runs happen on other machines (SLURM, a Ray cluster at an address): this machine's memory
-    and cores then say nothing about them (each job checks itself where it starts)."""
-    name, engine = _engine(argv)
-    if not multirun(argv):
-        return False
-    return name != "submitit_local" if engine == "submitit" else engine == "ray" and _ray_address(argv) != "null"
-
-
-def jobs_at_once(argv: list[str], runs: int, config_dir: Path = CONFIG_DIR) -> int:
-    """How many runs of a local sweep share this machine at once: ``n_jobs`` of hydra/launcher=local (joblib; -1: all
-    cores, -2: all but one), at most the sweep's ``runs``; 1 otherwise."""
-    name, engine = _engine(argv)
-    if not multirun(argv) or engine != "joblib":
-        return 1
-    n_jobs = _launcher_value(argv, config_dir, name, "n_jobs")
-    jobs = int(n_jobs) if n_jobs and n_jobs.lstrip("-").isdigit() else 1
-    return max(1, min(jobs if jobs > 0 else memory.usable_cores() + 1 + jobs, runs))
+def machine(argv: list[str], runs: int = 1) -> footprint.Machine:
+    """This machine as the ``runs`` runs of ``argv`` see it: their run dir (``hydra.sweep.dir`` / ``hydra.run.dir``),
+    ``remote`` for a sweep sent to SLURM or a Ray cluster at an address (each job checks itself where it starts), and
+    ``jobs``: a joblib sweep's runs at once (its ``n_jobs``, -1: all cores, -2: all but one; at most ``runs``)."""
+    (name, (_, _, engine)), sweep = _launcher(argv), multirun(argv)
+    n_jobs = (_launcher_value(argv, name, "n_jobs") or "-1") if sweep and engine == "joblib" else "1"  # joblib's: -1
+    jobs = int(n_jobs) if n_jobs.lstrip("-").isdigit() else 1
+    jobs = max(1, min(jobs if jobs > 0 else memory.usable_cores() + 1 + jobs, runs))
+    elsewhere = name != "submitit_local" if engine == "submitit" else engine == "ray" and _ray_address(argv) != "null"
+    run_dir = _override(argv, "hydra.sweep.dir" if sweep else "hydra.run.dir")
+    return footprint.Machine.here(run_dir, remote=sweep and elsewhere, jobs=jobs)
