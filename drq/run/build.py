@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import torch
 
+from drq.config import footprint as run_footprint
 from drq.config import schema as config_schema
 from drq.config.schema import RunConfig
 from drq.machine.memory import usable_cores
@@ -53,21 +54,6 @@ def resolve_num_threads(num_threads: Any, async_env: bool) -> int:
         return n
     cores = usable_cores()
     return cores - 1 if async_env and cores > 4 else cores
-
-
-def resolve_eval_workers(eval_workers: Any, num_eval_episodes: int) -> int:
-    """How many environments play the evaluation episodes side by side (``drq.run.evaluation``).
-
-    ``1``: one environment in the trainer's process (episodes one after another). ``K > 1``: ``K`` worker processes
-    stepping and rendering in parallel. ``auto``: one worker per core, at most one per episode and at most 8; a
-    single core gets the in-process environment. Evaluation blocks training; with Mesa's software renderer, which
-    already uses every core, 2 workers on 2 cores took 1.25x less wall time (bench/eval.py, docs/benchmarks.md)."""
-    if eval_workers in (None, "auto"):
-        cores = usable_cores()
-        return max(1, min(cores, num_eval_episodes, 8))
-    if isinstance(eval_workers, bool) or not str(eval_workers).isdigit() or int(eval_workers) < 1:
-        raise ValueError(f"eval_workers must be 'auto' or an integer >= 1, got {eval_workers!r}")
-    return int(eval_workers)
 
 
 def env_kwargs(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -159,7 +145,7 @@ def build(parts: Parts) -> tuple[RunState, MetricWindow]:
     parts.files = RunFiles(parts.run_dir)
     _clean_up_after_a_lost_session(parts, resuming=saved is not None)
     parts.train_env = make_train_env(c)
-    parts.num_eval_workers = resolve_eval_workers(c.eval_workers, c.num_eval_episodes)
+    parts.num_eval_workers = run_footprint.eval_workers_resolved(c.eval_workers, c.num_eval_episodes, usable_cores())
     obs_shape = parts.observation_shape = tuple(parts.train_env.observation_shape)
     parts.action_shape = tuple(parts.train_env.action_shape)
     parts.replay = _make_replay(parts, obs_shape, saved)
@@ -211,7 +197,6 @@ def _make_replay(parts: Parts, obs_shape: tuple[int, ...], saved: Mapping[str, A
     """The replay, its frames in RAM on the device or memory-mapped in the run dir (``replay_storage``, decided by
     :func:`drq.config.footprint.storage_decision` and said in one line), and its segment files (``RUN_DIR/replay``,
     :mod:`replay.segments`, set as ``parts.replay_files``), cleaned of what a killed session left."""
-    from drq.config import footprint as run_footprint
     from replay import FrameReplay
     from replay.segments import ReplayFiles, is_manifest
 
