@@ -12,7 +12,7 @@ import torch
 
 from drq.config import schema as config_schema
 from drq.envs import tasks
-from drq.config.errors import ConfigError, check_overrides
+from drq.config.errors import ConfigError, check_overrides, exit_on_bad_overrides
 from drq.config.schema import group_choices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,21 +165,34 @@ def test_cuda_graphs_without_a_gpu_is_one_clear_error():
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize(
-    "override, expected",
-    [
-        ("task=walker_wlak", "drq: task=walker_wlak: one of the 24 task configs in cfgs/task/; closest: walker_walk"),
-        ("agent=ppo", "drq: agent=ppo: one of drqv2, sac"),
-        ("num_train_frame=10", "drq: num_train_frame=10: unknown config key; closest: num_train_frames"),
-        ("compile=fast", "drq: compile=fast: one of none, default, max-autotune"),
-        ("eval_every_frames=-100", "drq: eval_every_frames=-100: an integer >= 1, a multiple of action_repeat "
-                                   "(frames; evaluate at frames 0, E, 2E, ... and at the end)"),  # it used to hang
-        ("discount=1.5", "drq: discount=1.5: a number in [0, 1] (per agent step; gamma per agent step)"),
-        ("eval_every_frames=1001", "drq: eval_every_frames=1001: a multiple of action_repeat=2, e.g. 1000 or 1002"),
-    ],
-)
-@pytest.mark.slow  # 7 interpreter starts, ~1.5 s each
-def test_train_py_prints_one_line_and_exits_nonzero(tmp_path, override, expected):
+TRAIN_PY_CASES = [
+    ("task=walker_wlak", "drq: task=walker_wlak: one of the 24 task configs in cfgs/task/; closest: walker_walk"),
+    ("agent=ppo", "drq: agent=ppo: one of drqv2, sac"),
+    ("num_train_frame=10", "drq: num_train_frame=10: unknown config key; closest: num_train_frames"),
+    ("compile=fast", "drq: compile=fast: one of none, default, max-autotune"),
+    ("eval_every_frames=-100", "drq: eval_every_frames=-100: an integer >= 1, a multiple of action_repeat "
+                               "(frames; evaluate at frames 0, E, 2E, ... and at the end)"),  # it used to hang
+    ("discount=1.5", "drq: discount=1.5: a number in [0, 1] (per agent step; gamma per agent step)"),
+    ("eval_every_frames=1001", "drq: eval_every_frames=1001: a multiple of action_repeat=2, e.g. 1000 or 1002"),
+]
+
+
+@pytest.mark.parametrize("override, expected", TRAIN_PY_CASES)
+def test_a_bad_override_prints_one_line_and_exits_2(tmp_path, capsys, override, expected):
+    """What train.py runs before hydra (its resume check included), in this process: one line on stderr, exit 2."""
+    from drq.run.resume_changes import refuse_before_hydra
+
+    with pytest.raises(SystemExit) as info:
+        exit_on_bad_overrides([override, f"hydra.run.dir={tmp_path}/run"], also=[refuse_before_hydra])
+    out = capsys.readouterr()
+    assert info.value.code == 2 and out.out == ""
+    assert out.err.strip().splitlines() == [out.err.strip()] and out.err.startswith(expected)
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+@pytest.mark.slow  # one interpreter start (~1.5 s): train.py itself runs the check before hydra writes anything
+def test_train_py_prints_one_line_and_exits_2(tmp_path):
+    override, expected = TRAIN_PY_CASES[4]
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
