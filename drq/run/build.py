@@ -41,17 +41,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_num_threads(num_threads: Any, async_env: bool) -> int:
+def resolve_num_threads(num_threads: int | str, async_env: bool) -> int:
     """``auto``: all cores for torch; with ``async_env`` on more than 4 cores, all but one (left to the env worker).
 
     On 2 cores, leaving one to the renderer was 1.55x slower end to end (bench/e2e.py, cartpole_swingup: 9.6 vs 14.9
     frames/s): an 84x84 render is ~11 ms per agent step, a small share of a core, and with passive OpenMP waiting
     (set by the entry points: ``drq.machine.process_tuning``) the two compete only briefly."""
-    if num_threads not in (None, "auto"):
-        n = int(num_threads)
-        if n < 1:
-            raise ValueError(f"num_threads must be 'auto' or >= 1, got {num_threads!r}")
-        return n
+    if num_threads != "auto":
+        return int(num_threads)  # checked by the schema (an integer >= 1)
     cores = usable_cores()
     return cores - 1 if async_env and cores > 4 else cores
 
