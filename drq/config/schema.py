@@ -360,7 +360,7 @@ def _lookup(cfg: Any, dotted: str) -> tuple[bool, Any]:
 
 # --------------------------------------------------------------------------------------------- rules between keys
 # Each rule reads the checked values by dotted key and returns its violations as (key, value, allowed, why); a rule
-# that reads a key which failed its own check is skipped (KeyError).
+# that reads a key which failed its own check is skipped (:class:`_Passed`).
 FRAME_COUNTS = tuple(k for k in keys() if k.endswith("_frames"))
 
 
@@ -408,13 +408,20 @@ MACHINE_RULES = footprint.MACHINE_RULES  # run by check(machine=True) only: they
 
 
 # ------------------------------------------------------------------------------------------------------ the checks
+class _Passed(dict):
+    """The values that passed their checks; reading one that did not raises :class:`_Bad`, which skips the rule."""
+
+    def __missing__(self, name: str) -> Any:
+        raise _Bad(name)
+
+
 def _line(key: str, value: Any, allowed: str, why: str, hint: str = "") -> str:
     return f"{key}={show(value)}: {allowed}{'; ' + hint if hint else ''}" + (f" ({why})" if why else "")
 
 
 def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[list[str], dict[str, Any]]:
     """(the violations, one line each; the normalised values of the keys that passed, by dotted key)."""
-    lines, passed, agent = [], {}, _lookup(cfg, "agent.name")[1]
+    lines, passed, agent = [], _Passed(), _lookup(cfg, "agent.name")[1]
     agent = agent if isinstance(agent, str) and agent in AGENT_CONFIGS else None
     table = {k: v for k, v in keys(agent or "drqv2").items()
              if agent or k == "agent.name" or not k.startswith("agent.")}  # an unknown agent: only its name is checked
@@ -432,18 +439,18 @@ def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[l
             lines.append(_line(dotted, value, k.allowed, "; ".join(p for p in (k.unit, k.why) if p), *bad.args))
     for section in ("wandb", "agent") if agent else ("wandb",):
         found, node = _lookup(cfg, section)
-        if found and not isinstance(node, Mapping):
-            lines.append(f"{section}={show(node)}: a group of keys ({section}.*), not a value")
+        if not isinstance(node, Mapping):
+            lines += [f"{section}={show(node)}: a group of keys ({section}.*), not a value"] if found else []
+            continue
         where, valid = f"agent={agent}" if section == "agent" else section, [k for k in table if k.startswith(section)]
         lines += [_line(f"{section}.{k}", node[k], f"not a key of {where}", "docs/configuration.md lists every key",
-                        closest(f"{section}.{k}", valid)) for k in (node if isinstance(node, Mapping) else ())
-                  if f"{section}.{k}" not in table]  # fmt: skip
+                        closest(f"{section}.{k}", valid)) for k in node if f"{section}.{k}" not in table]
     for _, rule in (RULES if rules else ()) + (MACHINE_RULES if machine else ()):
         try:
             lines += [_line(*violation) for violation in rule(passed)]
-        except KeyError:  # it read a key that failed its own check
+        except _Bad:  # it read a key that failed its own check
             pass
-    return lines, passed
+    return lines, dict(passed)
 
 
 def check(cfg: Mapping[str, Any], machine: bool = False) -> list[str]:
