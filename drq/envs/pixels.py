@@ -56,24 +56,6 @@ def episode_over(ts: Any, frames: int, max_episode_frames: int | None) -> bool:
     return bool(ts.last) or (max_episode_frames is not None and frames >= max_episode_frames)
 
 
-def make_env(
-    task: str = "walker_walk",
-    frame_stack: int = 3,
-    action_repeat: int = 2,
-    seed: int = 1,
-    size: int = 84,
-    camera_id: int | str | None = None,
-    fast_render: FastRender = False,
-) -> "PixelEnv":
-    """Build a pixel environment for ``task`` (see :mod:`drq.envs.tasks` for names).
-
-    frame_stack: k, frames per observation; action_repeat: frames per agent step; size: H = W in pixels;
-    camera_id: None picks the domain's camera (quadruped 2, else 0);
-    fast_render: False (full quality) | 'no_msaa' (or True) | 'no_shadows' (MSAA and shadows off).
-    """
-    return PixelEnv(task, frame_stack, action_repeat, seed, size, camera_id, fast_render)
-
-
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -99,11 +81,16 @@ def _fast_render_mode(value: FastRender) -> str | None:
 
 
 class PixelEnv:
-    """A dm_control task seen through one camera; see :func:`make_env` for the arguments."""
+    """A dm_control task seen through one camera (``make_env`` is this class: the name drqv2 users know).
+
+    task: a name from :mod:`drq.envs.tasks`; frame_stack: k, frames per observation; action_repeat: frames per agent
+    step; size: H = W in pixels; camera_id: None picks the domain's camera (quadruped 2, else 0); fast_render: False
+    (full quality) | 'no_msaa' (or True) | 'no_shadows' (MSAA and shadows off).
+    """
 
     def __init__(
         self,
-        task: str,
+        task: str = "walker_walk",
         frame_stack: int = 3,
         action_repeat: int = 2,
         seed: int = 1,
@@ -255,3 +242,6 @@ class PixelEnv:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+make_env = PixelEnv  # the factory name drqv2 users know: make_env(task, frame_stack=3, action_repeat=2, ...)
