@@ -125,16 +125,32 @@ def test_the_framebuffer_side_is_what_mujoco_renders():
 
 
 # ------------------------------------------------------------------------------------------ one line per bad value
-def test_two_billion_transitions_name_the_largest_replay_that_fits(monkeypatch):
+def test_two_billion_transitions_name_the_largest_replay_that_fits(monkeypatch, configs):
+    """Live, with this machine's figures under DRQ_MEMORY_LIMIT=24G and the frames in RAM: RAM and one allocation are
+    the limits, and they stay put on a busy machine. ``replay_storage=auto`` may put the frames on disk, whose free
+    space moves while other work writes (CI's own files did): that case runs on a made-up machine."""
     monkeypatch.setenv("DRQ_MEMORY_LIMIT", "24G")
+    in_ram = [*DEBUG, "replay_storage=ram"]
     with pytest.raises(ConfigError) as info:
-        check_overrides([*DEBUG, "replay_buffer_size=2000000000"])
+        check_overrides([*in_ram, "replay_buffer_size=2000000000"])
     line = one_line(str(info.value).splitlines())
     assert line.startswith("replay_buffer_size=2000000000: needs 13.8 TB of one allocation (DRQ_MEMORY_LIMIT=24G)")
     best = suggested(line, "replay_buffer_size")
-    check_overrides([*DEBUG, f"replay_buffer_size={best}"])  # the suggestion passes ...
+    check_overrides([*in_ram, f"replay_buffer_size={best}"])  # the suggestion passes ...
     with pytest.raises(ConfigError, match="replay_buffer_size"):
-        check_overrides([*DEBUG, f"replay_buffer_size={int(best * 1.01)}"])  # ... and it is the largest (to 1%)
+        check_overrides([*in_ram, f"replay_buffer_size={int(best * 1.01)}"])  # ... and it is the largest (to 1%)
+
+    auto = values(configs["debug"], replay_buffer_size=2_000_000_000)
+    assert auto["replay_storage"] == "auto"
+    for disk_gb, on_disk in ((100, True), (1, False)):  # the disk holds more than RAM, or less
+        line = one_line(rule(auto, machine(ram_gb=24, disk_gb=disk_gb)))
+        assert line.startswith("replay_buffer_size=2000000000: needs 13.8 TB of one allocation (test) but 24.0 GB")
+        best = suggested(line, "replay_buffer_size")
+        assert rule({**auto, "replay_buffer_size": best}, machine(ram_gb=24, disk_gb=disk_gb)) == []
+        assert rule({**auto, "replay_buffer_size": int(best * 1.01)}, machine(ram_gb=24, disk_gb=disk_gb)) != []
+        said = f"(with its frames on disk, where replay_storage=auto puts them: {best * 6912 / GB:.1f} GB of "
+        assert (said in line) == on_disk, line
+    assert "99.5 GB of 100.0 GB free at /runs)" in rule(auto, machine(ram_gb=24, disk_gb=100))[0]
 
 
 def test_default_walker_on_a_small_machine(configs):

@@ -432,6 +432,11 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
         parts.append(f"video {format_size(fp.video)}")
     best = _largest_fitting(v, key, {p.kind for p in blamed[key]}, machine)
     fix = f"the largest {key} that fits: {best}" if best is not None else f"no {key} fits here"
+    fitted = dict(v, replay_buffer_size=best or 1, batch_size=min(v["batch_size"], best or 1), replay_storage="ram")
+    if key == "replay_buffer_size" and fp.storage == "auto" and best is not None and _problems(fitted, machine):
+        fix += (f" (with its frames on disk, where replay_storage=auto puts them: "
+                f"{format_size(footprint(fitted, machine).replay_reserved)} of {format_size(machine.disk_free or 0)} "
+                f"free at {machine.disk_path})")
     on_disk = dict(v, replay_storage="disk")  # suggested where it fits, and where the config has the key
     if key == "replay_buffer_size" and v.get("replay_storage") == "ram" and not _problems(on_disk, machine):
         fix += (f", or replay_storage=disk (the frames in a file in the run dir: {format_size(fp.replay_reserved)}"
