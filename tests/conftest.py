@@ -11,6 +11,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # The pre-run memory check (drq.config.footprint) compares a config with the machine's free RAM, which varies with what
 # else runs; tests see a large machine, and tests/test_memory_check.py makes it small where it means to.
 os.environ.setdefault("DRQ_MEMORY_LIMIT", "1T")
+os.environ.setdefault("DRQ_DISK_LIMIT", "1T")  # and a large disk: its free space moves while other work writes
 
 from drq.machine.process_tuning import tune_process  # noqa: E402
 

@@ -174,8 +174,51 @@ def test_a_medium_preset_names_disk_storage_where_the_schema_has_it(configs):
                          "/runs) (estimated from the config before the run: drq/config/footprint.py)")
     assert rule({**v, "replay_storage": "disk"}, machine(ram_gb=23)) == []
     assert rule({**v, "replay_storage": "auto"}, machine(ram_gb=23)) == []
-    line = one_line(rule({**v, "replay_storage": "disk"}, machine(ram_gb=23, disk_gb=10)))
-    assert "needs 21.2 GB of disk (free at /runs) but 10.0 GB is available" in line
+    line = one_line(rule({**v, "replay_storage": "disk"}, machine(ram_gb=23, disk_gb=10)))  # the frames file and the
+    assert "needs 43.4 GB of disk (free at /runs) but 10.0 GB is available" in line  # snapshots' segments: 21.2 + 22.3
+    assert "; snapshots 22.3 GB on disk); the largest replay_buffer_size that fits: 214000 (" in line
+
+
+def test_snapshots_count_on_the_run_dirs_disk(configs):
+    """The replay's segment files and snapshot.pt go to the run dir whatever the storage (drq.run.snapshot,
+    replay.segments): a disk too small for them is one line before the run, not a warning at each snapshot after hours.
+    (The bound on the segments is checked against the files themselves in tests/test_replay_persistence.py.)"""
+    v, small = values(configs["walker"], replay_storage="ram"), machine(ram_gb=24, disk_gb=8)
+    line = one_line(rule(v, small))  # 551,101 steps written: 11.8 GB of segments by the end
+    assert line.startswith("replay_buffer_size=1000000: needs 12.1 GB of disk (free at /runs) but 8.0 GB is available")
+    assert "; snapshots 12.1 GB on disk); the largest replay_buffer_size that fits: 333000, or save_replay_in_snapshot="
+    "false (snapshots without the replay: a resumed run starts with it empty) (estimated" in line
+    best = suggested(line, "replay_buffer_size")
+    assert rule({**v, "replay_buffer_size": best}, small) == []
+    assert rule({**v, "replay_buffer_size": int(best * 1.01)}, small) != []
+    assert rule({**v, "save_replay_in_snapshot": False}, small) == []  # the agent only: 0.2 GB
+    assert rule({**v, "save_replay_in_snapshot": False}, machine(ram_gb=24, disk_gb=0.1)) != []
+    assert rule({**v, "save_snapshot": False}, machine(ram_gb=24, disk_gb=0)) == []  # nothing written to disk
+
+
+def test_the_disk_a_run_may_fill(tmp_path, monkeypatch):
+    """What the disk check compares with (drq.machine.memory.usable_disk_bytes): the file system's free space (made up
+    here: it moves while other work writes), plus what the run dir's snapshots hold already (a resume writes over
+    them), shared by a local sweep's jobs at once; DRQ_DISK_LIMIT instead where set."""
+    import shutil
+
+    monkeypatch.delenv("DRQ_DISK_LIMIT")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * GB, 5 * GB, 5 * GB))
+    assert Machine.here(tmp_path / "new").disk_free == 5 * GB  # a new run dir: its nearest existing parent's
+    assert Machine.here(tmp_path / "new").disk_path == str(tmp_path)
+    for held in (tmp_path / "run", tmp_path / "sweep" / "3"):  # a run dir, and a job folder of a sweep dir
+        (held / "replay").mkdir(parents=True)
+        (held / "replay" / "seg-000000000000-000000001000.npys").write_bytes(b"x" * 3_000_000)
+        (held / "snapshot.pt").write_bytes(b"x" * 1_000_000)
+    for run_dir in (tmp_path / "run", tmp_path / "sweep"):
+        assert 5 * GB + 4_000_000 <= Machine.here(run_dir).disk_free <= 5 * GB + 4_100_000
+    two = Machine.here(tmp_path / "new", jobs=2)
+    assert (two.disk_free, two.disk_source) == (5 * GB // 2, "free / 2 sweep jobs at once")
+    monkeypatch.setenv("DRQ_DISK_LIMIT", "2G")
+    limited = Machine.here(tmp_path / "run")
+    assert (limited.disk_free, limited.disk_source) == (2 * 2**30, "DRQ_DISK_LIMIT=2G")
+    v = values(compose(*DEBUG), replay_storage="disk", replay_buffer_size=1_000_000)
+    assert "of disk (DRQ_DISK_LIMIT=2G at " in one_line(rule(v, limited))
 
 
 @pytest.mark.parametrize("changes, start", [
@@ -245,13 +288,14 @@ def test_sweeps_elsewhere_are_checked_where_they_run_and_local_ones_share_the_ra
         3, memory.usable_cores())  # joblib's own n_jobs: -1, all cores  # fmt: skip
 
 
-def test_a_bad_memory_limit_is_one_line(monkeypatch):
-    monkeypatch.setenv("DRQ_MEMORY_LIMIT", "lots")
+@pytest.mark.parametrize("name, what", [("DRQ_MEMORY_LIMIT", "the RAM a run may use"),
+                                        ("DRQ_DISK_LIMIT", "the disk a run may fill")])
+def test_a_bad_memory_or_disk_limit_is_one_line(monkeypatch, name, what):
+    monkeypatch.setenv(name, "lots")
     with pytest.raises(ConfigError) as info:
         check_overrides(DEBUG)
     assert one_line(str(info.value).splitlines()) == (
-        "DRQ_MEMORY_LIMIT=lots: expected bytes or a size such as 512M, 8G, 1.5T (environment variable: the RAM a run "
-        "may use)")
+        f"{name}=lots: expected bytes or a size such as 512M, 8G, 1.5T (environment variable: {what})")
 
 
 # ------------------------------------------------------------------------------------------ a local Ray's resources

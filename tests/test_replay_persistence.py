@@ -17,7 +17,7 @@ from conftest import assert_same_state
 
 from drq.run import snapshot as snapshots
 from replay import FrameReplay
-from replay.segments import ReplayFiles, cells, is_manifest, segment_name
+from replay.segments import SEGMENT_STEPS, ReplayFiles, cells, is_manifest, segment_name
 
 SHAPE = (3, 6, 6)
 EPISODE = 23  # steps per episode (not a divisor of the segment size or the ring: boundaries land everywhere)
@@ -187,6 +187,28 @@ def test_cells_cover_the_held_window_once():
 
 
 # ---------------------------------------------------------------------------------------- disk storage
+@pytest.mark.parametrize("stride", [1, 5, 16, 23, 60])  # steps between snapshots; the ring holds 44
+def test_segment_files_never_hold_more_than_the_disk_check_counts(tmp_path, stride):
+    """Brute force against the pre-run disk check's bound (drq.config.footprint.segment_steps_on_disk): the steps in
+    the files on disk, read from each file's first step and its name, counted right after each save (before the prune
+    that deletes the previous snapshot's files: the peak), through wrap-around."""
+    from drq.config import footprint
+
+    assert footprint.SEGMENT_STEPS == SEGMENT_STEPS  # the config check does not import replay (no torch before a run)
+    replay, files, gaps = make(), ReplayFiles(tmp_path, segment_steps=16), []
+    while replay.total < 400:
+        fill(replay, replay.total + stride)
+        manifest = files.save(replay)
+        steps = 0
+        for path in tmp_path.glob("seg-*"):
+            with open(path, "rb") as f:
+                steps += int(path.name.split("-")[2].split(".")[0]) - int(np.load(f))  # stop - first
+        gaps.append(footprint.segment_steps_on_disk(replay.total, replay.num_slots, stride, 16) - steps)
+        files.prune(manifest)
+    assert min(gaps) >= 0, gaps  # never more than the check counts ...
+    assert min(gaps) <= 2 * 16, gaps  # ... and at most two segments less, at the peak
+
+
 def test_disk_storage_samples_the_same_batches_as_ram(tmp_path):
     """Frames memory-mapped in a file: same batches (index_select through the page cache), same snapshot files."""
     ram, disk = make(), make(frames_file=tmp_path / "frames.u8")
@@ -248,17 +270,25 @@ def test_trainer_disk_storage_and_an_old_snapshot_resume_to_the_same_run(tmp_pat
     in RAM, to the same end: same replay manifest, same agent."""
     import shutil
 
+    from drq.config import schema as config_schema
+    from drq.config.footprint import Machine, footprint
     from drq.run import trainer
 
     monkeypatch.setenv("DRQ_MEMORY_LIMIT", "900M")  # the debug run's estimate with its frames in RAM: 1.0 GB
     said: list[str] = []
-    trainer.run(compose("num_train_frames=400"), tmp_path / "new", say=said.append)
+    cfg = compose("num_train_frames=400")
+    trainer.run(cfg, tmp_path / "new", say=said.append)
     lines = [s for s in said if s.startswith("replay: ")]
     assert len(lines) == 1 and "replay_storage=auto -> disk" in lines[0] and "(DRQ_MEMORY_LIMIT=900M)" in lines[0], said
     assert (tmp_path / "new" / "replay" / "frames.u8").is_file()
     state = snapshots.load(tmp_path / "new")
     assert is_manifest(state["replay"])
     assert on_disk(tmp_path / "new" / "replay") == set(ReplayFiles.names(state["replay"]))
+    # what the pre-run disk check counted (drq.config.footprint) holds what the run wrote: the snapshots, the frames file
+    fp = footprint(config_schema.values(cfg), Machine(usable_ram=None))
+    snapshot_files = [tmp_path / "new" / "snapshot.pt", *(tmp_path / "new" / "replay").glob("seg-*")]
+    assert sum(p.stat().st_blocks for p in snapshot_files) * 512 <= fp.snapshots
+    assert (tmp_path / "new" / "replay" / "frames.u8").stat().st_blocks * 512 <= fp.replay_reserved
 
     shutil.copytree(tmp_path / "new", tmp_path / "old")
     shutil.rmtree(tmp_path / "old" / "replay")

@@ -21,6 +21,9 @@ The estimate, for the end of the run (when the replay is fullest), is the sum of
 - **environments** (:func:`env_bytes`): the training env worker (``async_env=true``) and the eval workers
   (``eval_workers=K > 1``), ``ENV_PROCESS_BYTES`` each; an in-process env is inside ``PROCESS_BYTES``' margin.
 - **video** (:func:`video_bytes`): the recorded episode's frames, ``video_size^2 x 3`` bytes each, plus ffmpeg.
+- **snapshots**, on disk in the run dir (:func:`snapshot_bytes`): ``snapshot.pt`` and, with
+  ``save_replay_in_snapshot``, the replay's segment files: by the end the steps held (all ``min(slots, adds)``), plus
+  those the previous snapshot's files still hold until the next one is in place (:func:`segment_steps_on_disk`).
 
 Measured on the 2-core AMD EPYC (Zen 3, family 25 model 1), 24.7 GB, torch 2.13.0 CPU, load 3-8 (other jobs), with
 ``python bench/footprint.py learner`` (peak VmHWM of a process that imports torch + drq.agents + replay, builds the
@@ -58,8 +61,10 @@ What is compared, and with what (:class:`Machine`, read once per check):
   headroom, else ``MemAvailable``); the replay's reservation against the allocation limit (RAM + swap with
   ``vm.overcommit_memory=0``, ``CommitLimit - Committed_AS`` with 2, none with 1; ``DRQ_MEMORY_LIMIT`` when set, so a
   machine made to look small looks small throughout).
-- ``replay_storage=disk`` (a memory-mapped frames file in the run dir): the frames against the free space of the run
-  dir's file system instead of RAM; ``auto`` fits if either fits. A config without the key means ``ram``.
+- disk: the snapshots, and with ``replay_storage=disk`` (a memory-mapped frames file in the run dir, its frames out of
+  RAM) the frames file, against :func:`drq.machine.memory.usable_disk_bytes` (``DRQ_DISK_LIMIT``, else the run dir's
+  free space plus what its snapshots hold already); ``auto`` fits if either storage fits. A config without the key
+  means ``ram``. A local sweep's jobs at once share the RAM and the disk.
 - ``device=cuda`` (or ``auto`` where an NVIDIA device exists): GPU memory against
   :func:`drq.machine.memory.usable_gpu_bytes`.
 - ``eval_workers``: at most ``max(8, 2 x cores)`` processes (:func:`max_eval_workers`).
@@ -76,7 +81,6 @@ import functools
 import math
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -97,6 +101,7 @@ META_BYTES_FIXED = 13  # reward, discount (float32), t (int32), last (bool) per 
 DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (the schema's nstep rule reads it too)
 MAX_AUTO_EVAL_WORKERS = 8  # eval_workers=auto never starts more
 WORKERS_PER_CORE = 2
+SEGMENT_STEPS = 1000  # time steps per replay segment file (replay.segments.SEGMENT_STEPS: tests hold the two equal)
 
 
 # ------------------------------------------------------------------------------------------------ the machine
@@ -109,8 +114,9 @@ class Machine:
     allocation_limit: int | None = None  # the largest single allocation the kernel grants (None: no limit)
     allocation_source: str = ""
     cores: int = 1  # usable CPU cores
-    disk_free: int | None = None  # free bytes of the run dir's file system
+    disk_free: int | None = None  # bytes the run may write in its run dir (drq.machine.memory.usable_disk_bytes)
     disk_path: str = "."  # the run dir (its nearest existing parent)
+    disk_source: str = "free"  # where disk_free comes from, in words
     gpu_free: Callable[[str], int | None] = field(default=lambda device: None)  # device -> free bytes (None: no CUDA)
     cuda_present: bool = False  # an NVIDIA GPU is visible (read without importing torch)
     remote: bool = False  # the run happens elsewhere: the checks are skipped
@@ -123,10 +129,17 @@ class Machine:
         ``exp_local/`` goes), whose nearest existing parent gives the free disk space; ``jobs``: runs at once on this
         machine (a local sweep's parallel jobs), which share its RAM."""
         override = os.environ.get(memory.ENV_LIMIT)
+        place = Path(run_dir if run_dir is not None else Path.cwd()).absolute()
+        is_run_dir = run_dir is not None and place.is_dir()
+        while not place.exists() and place != place.parent:
+            place = place.parent
         try:
             usable = memory.usable_ram_bytes()
-        except ValueError as bad:  # DRQ_MEMORY_LIMIT=lots
+            disk_free = memory.usable_disk_bytes(place, run_dir=is_run_dir)
+        except ValueError as bad:  # DRQ_MEMORY_LIMIT=lots, DRQ_DISK_LIMIT=lots
             return cls(usable_ram=None, error=str(bad), remote=remote, jobs=jobs)
+        disk_override = os.environ.get(memory.ENV_DISK_LIMIT)
+        disk_source = f"{memory.ENV_DISK_LIMIT}={disk_override}" if disk_override else "free"
         if override:
             source = f"{memory.ENV_LIMIT}={override}"
             limit, limit_source = usable, source
@@ -135,15 +148,10 @@ class Machine:
             limit, limit_source = _allocation_limit()
         if jobs > 1 and usable is not None:
             usable, source = usable // jobs, f"{source} / {jobs} sweep jobs at once"
-        place = Path(run_dir if run_dir is not None else Path.cwd()).absolute()
-        while not place.exists() and place != place.parent:
-            place = place.parent
-        try:
-            disk_free = shutil.disk_usage(place).free
-        except OSError:
-            disk_free = None
+        if jobs > 1 and disk_free is not None:  # their run dirs share the sweep dir's file system
+            disk_free, disk_source = disk_free // jobs, f"{disk_source} / {jobs} sweep jobs at once"
         return cls(usable_ram=usable, ram_source=source, allocation_limit=limit, allocation_source=limit_source,
-                   cores=memory.usable_cores(), disk_free=disk_free, disk_path=str(place),
+                   cores=memory.usable_cores(), disk_free=disk_free, disk_path=str(place), disk_source=disk_source,
                    gpu_free=functools.lru_cache(maxsize=None)(memory.usable_gpu_bytes),  # asked once per device
                    cuda_present=_visible_gpus() > 0, remote=remote, jobs=jobs)  # fmt: skip
 
@@ -254,6 +262,34 @@ def eval_workers_resolved(eval_workers: int | str, episodes: int, cores: int) ->
     return max(1, min(cores, episodes, MAX_AUTO_EVAL_WORKERS)) if eval_workers == "auto" else int(eval_workers)
 
 
+def snapshot_bytes(v: Mapping[str, Any]) -> int:
+    """Disk the run's snapshots take in its run dir at their largest (0 with ``save_snapshot=false``).
+
+    ``snapshot.pt`` (the agent: weights and Adam's moments, under the 16 bytes per trained parameter of
+    :func:`network_params`' count, twice: the new file is written beside the old one, then renamed over it) and, with
+    ``save_replay_in_snapshot``, the replay's segment files (:mod:`replay.segments`, one slot's bytes per time step):
+    at most :func:`segment_steps_on_disk` steps."""
+    if not v.get("save_snapshot", False):
+        return 0
+    trained, target = network_params(v)
+    agent = 2 * (16 * trained + 4 * target)
+    if not v.get("save_replay_in_snapshot", True):
+        return agent
+    # agent steps between two snapshots: snapshot_every_frames, then up to an episode to its end
+    stride = math.ceil(v["snapshot_every_frames"] / v["action_repeat"]) + math.ceil(
+        (v["max_episode_frames"] or DEFAULT_EPISODE_FRAMES) / v["action_repeat"])
+    return agent + segment_steps_on_disk(replay_adds(v), replay_slots(v), stride) * slot_bytes(v)
+
+
+def segment_steps_on_disk(adds: int, slots: int, stride: int, segment_steps: int = SEGMENT_STEPS) -> int:
+    """The most time steps the segment files of a replay with ``slots`` slots hold at once after ``adds`` steps, with
+    snapshots at most ``stride`` steps apart. Until a new snapshot is in place, the files of the previous one stay: the
+    windows of both, ``slots + min(stride, slots)`` steps at most; up to ``segment_steps`` more of the newest segment's
+    previous version and, once the ring has wrapped, of evicted steps in the oldest segment."""
+    held = min(slots, adds)
+    return min(adds, slots + min(stride, slots)) + min(segment_steps, held) + (segment_steps if adds > slots else 0)
+
+
 def video_frames(v: Mapping[str, Any]) -> int:
     """Pictures of one recorded episode: one per agent step and the first."""
     return math.ceil((v["max_episode_frames"] or DEFAULT_EPISODE_FRAMES) / v["action_repeat"]) + 1
@@ -277,6 +313,12 @@ class Footprint:
     storage: str
     gpu: bool
     replay_meta_reserved: int = 0  # the metadata arrays (action, reward, ...) for every slot, in RAM whatever storage
+    snapshots: int = 0  # on disk in the run dir: snapshot.pt and the replay's segment files (snapshot_bytes)
+
+    def disk(self, storage: str) -> int:
+        """Disk in the run dir at the end of the run with ``storage`` (ram | disk) for the frames: the snapshots, and
+        the frames file at its full size (sparse, but every slot may be written)."""
+        return self.snapshots + (self.replay_reserved if storage == "disk" else 0)
 
     @property
     def learner(self) -> int:
@@ -312,7 +354,8 @@ def footprint(v: Mapping[str, Any], machine: Machine) -> Footprint:
                      replay_meta=written * (slot_bytes(v) - frame_bytes(v)), process=PROCESS_BYTES,
                      networks=16 * trained + 4 * target, batch=batch_bytes(v), envs=env_count * ENV_PROCESS_BYTES,
                      env_count=env_count, video=video, storage=v.get("replay_storage", "ram"), gpu=gpu,
-                     replay_meta_reserved=slots * (slot_bytes(v) - frame_bytes(v)))  # fmt: skip
+                     replay_meta_reserved=slots * (slot_bytes(v) - frame_bytes(v)),
+                     snapshots=snapshot_bytes(v))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ the rules
@@ -342,8 +385,7 @@ def _problems(v: Mapping[str, Any], machine: Machine) -> list[Problem]:
         allocation = fp.replay_meta_reserved if storage == "disk" else 0 if fp.gpu else fp.replay_reserved
         limits = [("ram", f"RAM ({machine.ram_source})", fp.ram(storage), machine.usable_ram),
                   ("allocation", f"one allocation ({machine.allocation_source})", allocation, machine.allocation_limit),
-                  ("disk", f"disk (free at {machine.disk_path})", fp.replay_reserved if storage == "disk" else 0,
-                   machine.disk_free),
+                  ("disk", f"disk ({machine.disk_source} at {machine.disk_path})", fp.disk(storage), machine.disk_free),
                   ("gpu", "GPU memory (free)", fp.gpu_memory(storage), gpu_free)]  # fmt: skip
         over = [Problem(*limit) for limit in limits if limit[3] is not None and limit[2] > limit[3]]
         if not over:
@@ -404,9 +446,10 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     from drq.envs import tasks
 
     machine = current_machine()
-    if machine.error:  # a bad DRQ_MEMORY_LIMIT
-        return [(memory.ENV_LIMIT, os.environ.get(memory.ENV_LIMIT, ""), machine.error.split(": ", 1)[-1],
-                 "environment variable: the RAM a run may use")]
+    if machine.error:  # a bad DRQ_MEMORY_LIMIT or DRQ_DISK_LIMIT
+        name = memory.ENV_DISK_LIMIT if machine.error.startswith(memory.ENV_DISK_LIMIT) else memory.ENV_LIMIT
+        what = "the disk a run may fill" if name == memory.ENV_DISK_LIMIT else "the RAM a run may use"
+        return [(name, os.environ.get(name, ""), machine.error.split(": ", 1)[-1], f"environment variable: {what}")]
     if machine.remote:
         return []
     side = tasks.framebuffer_side(v["task_name"])
@@ -430,17 +473,23 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
         parts.append(f"{fp.env_count} env process{'es' if fp.env_count > 1 else ''} {format_size(fp.envs)}")
     if fp.video:
         parts.append(f"video {format_size(fp.video)}")
+    disk_short = any(p.kind == "disk" for p in problems)
+    if fp.snapshots and disk_short:
+        parts.append(f"snapshots {format_size(fp.snapshots)} on disk")
     best = _largest_fitting(v, key, {p.kind for p in blamed[key]}, machine)
     fix = f"the largest {key} that fits: {best}" if best is not None else f"no {key} fits here"
     fitted = dict(v, replay_buffer_size=best or 1, batch_size=min(v["batch_size"], best or 1), replay_storage="ram")
     if key == "replay_buffer_size" and fp.storage == "auto" and best is not None and _problems(fitted, machine):
         fix += (f" (with its frames on disk, where replay_storage=auto puts them: "
                 f"{format_size(footprint(fitted, machine).replay_reserved)} of {format_size(machine.disk_free or 0)} "
-                f"free at {machine.disk_path})")
+                f"{machine.disk_source} at {machine.disk_path})")
+    no_replay = dict(v, save_replay_in_snapshot=False)
+    if disk_short and v.get("save_replay_in_snapshot") and all(p.kind != "disk" for p in _problems(no_replay, machine)):
+        fix += ", or save_replay_in_snapshot=false (snapshots without the replay: a resumed run starts with it empty)"
     on_disk = dict(v, replay_storage="disk")  # suggested where it fits, and where the config has the key
     if key == "replay_buffer_size" and v.get("replay_storage") == "ram" and not _problems(on_disk, machine):
         fix += (f", or replay_storage=disk (the frames in a file in the run dir: {format_size(fp.replay_reserved)}"
-                f" of {format_size(machine.disk_free or 0)} free at {machine.disk_path})")
+                f" of {format_size(machine.disk_free or 0)} {machine.disk_source} at {machine.disk_path})")
     for other_key, others in blamed.items():
         if other_key != key:
             other, other_best = others[0], _largest_fitting(v, other_key, {p.kind for p in others}, machine)
@@ -532,7 +581,8 @@ MACHINE_RULES = (  # drq.config.schema.check(machine=True) runs them after the r
     ("`cuda_graphs=true` needs a CUDA device (checked on the machine that runs)", cuda_graphs_rule),
     ("the run's memory at its end (replay, learner, batch, environments, video; drq/config/footprint.py) fits in the "
      "machine's usable RAM (`DRQ_MEMORY_LIMIT`, the cgroup, or MemAvailable), the replay's one allocation in RAM + "
-     "swap, and for `device=cuda` in the GPU's free memory; else one line naming the largest value that fits",
+     "swap, for `device=cuda` in the GPU's free memory, and its snapshots (and a `replay_storage=disk` frames file) "
+     "in the run dir's disk (`DRQ_DISK_LIMIT`, or the free space); else one line naming the largest value that fits",
      memory_rule),
     ("`eval_workers` <= max(8, 2 x the machine's cores)", eval_workers_rule),
 )

@@ -10,6 +10,9 @@
 
 Returns None where none of these can be read (not Linux): the checks then trust the user.
 
+``usable_disk_bytes(place, run_dir)``: what a run may write under its run dir: ``DRQ_DISK_LIMIT`` if set (same forms),
+else the file system's free space plus what the run dir's snapshots already hold (a resumed run writes over them).
+
 ``usable_gpu_bytes(device)``: free memory on a CUDA device (``torch.cuda.mem_get_info``), or None without CUDA.
 ``usable_cores()``: the CPU cores this process may run on (the one count the trainer, the checks and the launcher checks
 use). No torch import at module level: the config checks run before torch is loaded.
@@ -19,19 +22,22 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
-__all__ = ["ENV_LIMIT", "parse_size", "format_size", "meminfo", "usable_cores", "usable_ram_bytes", "usable_gpu_bytes"]
+__all__ = ["ENV_LIMIT", "ENV_DISK_LIMIT", "parse_size", "format_size", "meminfo", "usable_cores", "usable_ram_bytes", "usable_disk_bytes",
+           "usable_gpu_bytes"]
 
 ENV_LIMIT = "DRQ_MEMORY_LIMIT"
+ENV_DISK_LIMIT = "DRQ_DISK_LIMIT"  # the disk a run may fill in its run dir, instead of its file system's free space
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-def parse_size(text: str) -> int:
-    """``"8G"`` -> 8 * 2**30; ``"123"`` -> 123. Raises ValueError naming the accepted forms."""
+def parse_size(text: str, name: str = ENV_LIMIT) -> int:
+    """``"8G"`` -> 8 * 2**30; ``"123"`` -> 123. Raises ValueError naming the variable ``name`` and the accepted forms."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
     if not match:
-        raise ValueError(f"{ENV_LIMIT}={text!r}: expected bytes or a size such as 512M, 8G, 1.5T")
+        raise ValueError(f"{name}={text!r}: expected bytes or a size such as 512M, 8G, 1.5T")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
@@ -104,6 +110,34 @@ def usable_ram_bytes() -> int | None:
     if headroom is not None and (available is None or headroom < available):
         return headroom
     return available
+
+
+def _allocated(path: Path) -> int:
+    """Bytes ``path`` takes on disk (its allocated blocks: a sparse file counts what was written), 0 if gone."""
+    try:
+        return path.stat().st_blocks * 512
+    except OSError:
+        return 0
+
+
+def usable_disk_bytes(place: str | Path, run_dir: bool = False) -> int | None:
+    """Bytes a run may still write at ``place`` (an existing folder), or None where that cannot be read.
+
+    ``DRQ_DISK_LIMIT`` if set; else the free space of ``place``'s file system, plus, where ``place`` is the run dir
+    itself (``run_dir``: a resumed run, or a sweep dir whose jobs resume), what its snapshots hold already there
+    (``snapshot.pt`` and ``replay/``, in it or in its job folders): a resume keeps those segments and replaces the rest."""
+    override = os.environ.get(ENV_DISK_LIMIT)
+    if override:
+        return parse_size(override, ENV_DISK_LIMIT)
+    try:
+        free = shutil.disk_usage(place).free
+    except OSError:
+        return None
+    if not run_dir:
+        return free
+    place = Path(place)
+    held = [*place.glob("snapshot.pt"), *place.glob("replay/*"), *place.glob("*/snapshot.pt"), *place.glob("*/replay/*")]
+    return free + sum(_allocated(path) for path in held)
 
 
 def usable_gpu_bytes(device: str = "cuda") -> int | None:
