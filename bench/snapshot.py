@@ -17,6 +17,8 @@ ring wraps, evicting the oldest) and it is snapshotted again. A 32 MB tensor sta
 - ``--storage disk``: the frames of the filled and of the resumed buffer are memory-mapped in ``--dir``.
 
 Per size: ``second_snapshot_s`` and ``second_snapshot_bytes`` (bytes written by write() calls: /proc/self/io wchar),
+``snapshot_dir_peak_bytes`` (the snapshot files' allocated blocks at their largest, after a save and before the
+prune) beside ``disk_check_bytes`` (what the pre-run disk check counts for them: ``drq.config.footprint``),
 peak ``rss``/``rss_anon``/``rss_file`` while it ran (bytes, /proc/self/status sampled every 2 ms: mapped file pages
 count in RSS but are reclaimable, anonymous ones are not), ``buffer_bytes``, ``process_peak_rss_anon``/``_file`` (the
 filling process from start to end), and from a fresh process per resume (as after a kill; the page cache dropped first
@@ -149,6 +151,10 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
 
     agent = {"stand_in": torch.zeros(AGENT_BYTES // 4)}
     files = ReplayFiles(run_dir / "replay")
+    peak_dir_bytes = [0]  # the snapshot files at their largest: after a save, before the prune
+
+    def dir_bytes() -> int:
+        return sum(p.stat().st_blocks * 512 for p in run_dir.rglob("*") if p.is_file() and p.suffix not in (".u8",))
 
     def snapshot(replay: FrameReplay) -> None:
         if path == "legacy":
@@ -156,6 +162,7 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
         else:
             state = {"agent": agent, "replay": files.save(replay)}
             assert snapshots.save(run_dir / "snapshot.pt", state)
+            peak_dir_bytes[0] = max(peak_dir_bytes[0], dir_bytes())
             files.prune(state["replay"])
 
     replay = make("frames")
@@ -173,7 +180,7 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
         snapshot(replay)
         second_s = time.perf_counter() - t0
     second_bytes = written_bytes() - before
-    buffer_bytes = replay.nbytes
+    buffer_bytes, slots, total = replay.nbytes, replay.num_slots, replay.total
     torch.save(tuple(replay.sample(8)), run_dir / "reference.pt")  # drawn after the snapshot: a resume must too
     del replay
 
@@ -183,6 +190,12 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
               "peak_rss_anon": peak.peak["RssAnon"], "peak_rss_file": peak.peak["RssFile"],
               "snapshot_dir_bytes": sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file()
                                         and not p.name.endswith(".u8"))}  # fmt: skip
+    if path == "segments":  # against what the pre-run disk check counts for this replay and these snapshots
+        from drq.config.footprint import segment_steps_on_disk
+
+        result["snapshot_dir_peak_bytes"] = peak_dir_bytes[0]
+        result["disk_check_bytes"] = 2 * AGENT_BYTES + buffer_bytes // slots * segment_steps_on_disk(
+            total, slots, append_steps)
     return result
 
 
