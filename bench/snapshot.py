@@ -151,10 +151,10 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
 
     agent = {"stand_in": torch.zeros(AGENT_BYTES // 4)}
     files = ReplayFiles(run_dir / "replay")
-    peak_dir_bytes = [0]  # the snapshot files at their largest: after a save, before the prune
+    peak_dir_bytes = [0]  # the snapshot files' allocated blocks at their largest: after a save, before the prune
 
-    def dir_bytes() -> int:
-        return sum(p.stat().st_blocks * 512 for p in run_dir.rglob("*") if p.is_file() and p.suffix not in (".u8",))
+    def snapshot_files() -> list[Path]:  # all but the memory-mapped frames files
+        return [p for p in run_dir.rglob("*") if p.is_file() and p.suffix != ".u8"]
 
     def snapshot(replay: FrameReplay) -> None:
         if path == "legacy":
@@ -162,7 +162,7 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
         else:
             state = {"agent": agent, "replay": files.save(replay)}
             assert snapshots.save(run_dir / "snapshot.pt", state)
-            peak_dir_bytes[0] = max(peak_dir_bytes[0], dir_bytes())
+            peak_dir_bytes[0] = max(peak_dir_bytes[0], sum(p.stat().st_blocks * 512 for p in snapshot_files()))
             files.prune(state["replay"])
 
     replay = make("frames")
@@ -188,8 +188,7 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
               "first_snapshot_s": round(first_s, 2), "second_snapshot_s": round(second_s, 3),
               "second_snapshot_bytes": second_bytes, "peak_rss": peak.peak["VmRSS"],
               "peak_rss_anon": peak.peak["RssAnon"], "peak_rss_file": peak.peak["RssFile"],
-              "snapshot_dir_bytes": sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file()
-                                        and not p.name.endswith(".u8"))}  # fmt: skip
+              "snapshot_dir_bytes": sum(p.stat().st_size for p in snapshot_files())}  # fmt: skip
     if path == "segments":  # against what the pre-run disk check counts for this replay and these snapshots
         from drq.config.footprint import segment_steps_on_disk
 

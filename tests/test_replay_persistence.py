@@ -284,7 +284,7 @@ def test_trainer_disk_storage_and_an_old_snapshot_resume_to_the_same_run(tmp_pat
     state = snapshots.load(tmp_path / "new")
     assert is_manifest(state["replay"])
     assert on_disk(tmp_path / "new" / "replay") == set(ReplayFiles.names(state["replay"]))
-    # what the pre-run disk check counted (drq.config.footprint) holds what the run wrote: the snapshots, the frames file
+    # what the pre-run disk check counted (drq.config.footprint) holds what the run wrote: snapshots, frames file
     fp = footprint(config_schema.values(cfg), Machine(usable_ram=None))
     snapshot_files = [tmp_path / "new" / "snapshot.pt", *(tmp_path / "new" / "replay").glob("seg-*")]
     assert sum(p.stat().st_blocks for p in snapshot_files) * 512 <= fp.snapshots

@@ -135,7 +135,7 @@ class Machine:
             place = place.parent
         try:
             usable = memory.usable_ram_bytes()
-            disk_free = memory.usable_disk_bytes(place, run_dir=is_run_dir)
+            disk_free = memory.usable_disk_bytes(place, is_run_dir=is_run_dir)
         except ValueError as bad:  # DRQ_MEMORY_LIMIT=lots, DRQ_DISK_LIMIT=lots
             return cls(usable_ram=None, error=str(bad), remote=remote, jobs=jobs)
         disk_override = os.environ.get(memory.ENV_DISK_LIMIT)
@@ -402,18 +402,22 @@ def _round_down(value: int) -> int:
     return value // unit * unit
 
 
+def _shrunk(v: Mapping[str, Any], key: str, value: int) -> dict[str, Any]:
+    """``v`` with ``key`` set to ``value``, the other keys unchanged, except that a smaller replay takes a batch no
+    larger than itself."""
+    if key == "replay_buffer_size":
+        return dict(v, replay_buffer_size=value, batch_size=min(v["batch_size"], value))
+    return dict(v, **{key: value})
+
+
 def _largest_fitting(v: Mapping[str, Any], key: str, kinds: set[str], machine: Machine) -> int | None:
-    """The largest value of ``key`` below its current one with which the limits ``kinds`` hold (the other keys
-    unchanged; a smaller replay takes a batch no larger than itself), or None if even the smallest does not."""
+    """The largest value of ``key`` below its current one with which the limits ``kinds`` hold (:func:`_shrunk`), or
+    None if even the smallest does not."""
     low, step = _SHRINKABLE[key]
     current = v[key] if key != "eval_workers" else eval_workers_resolved(v[key], v["num_eval_episodes"], machine.cores)
-    trial = dict(v)
 
     def fits(value: int) -> bool:
-        trial[key] = value
-        if key == "replay_buffer_size":
-            trial["batch_size"] = min(v["batch_size"], value)
-        return all(p.kind not in kinds for p in _problems(trial, machine))
+        return all(p.kind not in kinds for p in _problems(_shrunk(v, key, value), machine))
 
     if current <= low or not fits(low):
         return None
@@ -446,10 +450,10 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
     from drq.envs import tasks
 
     machine = current_machine()
-    if machine.error:  # a bad DRQ_MEMORY_LIMIT or DRQ_DISK_LIMIT
-        name = memory.ENV_DISK_LIMIT if machine.error.startswith(memory.ENV_DISK_LIMIT) else memory.ENV_LIMIT
-        what = "the disk a run may fill" if name == memory.ENV_DISK_LIMIT else "the RAM a run may use"
-        return [(name, os.environ.get(name, ""), machine.error.split(": ", 1)[-1], f"environment variable: {what}")]
+    if machine.error:  # a bad DRQ_MEMORY_LIMIT or DRQ_DISK_LIMIT: "NAME='value': expected ..."
+        name = machine.error.split("=", 1)[0]
+        return [(name, os.environ.get(name, ""), machine.error.split(": ", 1)[-1],
+                 f"environment variable: {memory.LIMIT_VARIABLES[name]}")]
     if machine.remote:
         return []
     side = tasks.framebuffer_side(v["task_name"])
@@ -478,11 +482,12 @@ def memory_rule(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
         parts.append(f"snapshots {format_size(fp.snapshots)} on disk")
     best = _largest_fitting(v, key, {p.kind for p in blamed[key]}, machine)
     fix = f"the largest {key} that fits: {best}" if best is not None else f"no {key} fits here"
-    fitted = dict(v, replay_buffer_size=best or 1, batch_size=min(v["batch_size"], best or 1), replay_storage="ram")
-    if key == "replay_buffer_size" and fp.storage == "auto" and best is not None and _problems(fitted, machine):
-        fix += (f" (with its frames on disk, where replay_storage=auto puts them: "
-                f"{format_size(footprint(fitted, machine).replay_reserved)} of {format_size(machine.disk_free or 0)} "
-                f"{machine.disk_source} at {machine.disk_path})")
+    if key == "replay_buffer_size" and fp.storage == "auto" and best is not None:
+        fitted = dict(_shrunk(v, key, best), replay_storage="ram")
+        if _problems(fitted, machine):  # the suggestion fits only with its frames on disk
+            fix += (f" (with its frames on disk, where replay_storage=auto puts them: "
+                    f"{format_size(footprint(fitted, machine).replay_reserved)} of "
+                    f"{format_size(machine.disk_free or 0)} {machine.disk_source} at {machine.disk_path})")
     no_replay = dict(v, save_replay_in_snapshot=False)
     if disk_short and v.get("save_replay_in_snapshot") and all(p.kind != "disk" for p in _problems(no_replay, machine)):
         fix += ", or save_replay_in_snapshot=false (snapshots without the replay: a resumed run starts with it empty)"

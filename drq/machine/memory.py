@@ -10,8 +10,8 @@
 
 Returns None where none of these can be read (not Linux): the checks then trust the user.
 
-``usable_disk_bytes(place, run_dir)``: what a run may write under its run dir: ``DRQ_DISK_LIMIT`` if set (same forms),
-else the file system's free space plus what the run dir's snapshots already hold (a resumed run writes over them).
+``usable_disk_bytes(place, is_run_dir)``: what a run may write under its run dir: ``DRQ_DISK_LIMIT`` if set (same
+forms), else the file system's free space plus what the run dir's snapshots already hold (a resumed run reuses them).
 
 ``usable_gpu_bytes(device)``: free memory on a CUDA device (``torch.cuda.mem_get_info``), or None without CUDA.
 ``usable_cores()``: the CPU cores this process may run on (the one count the trainer, the checks and the launcher checks
@@ -25,16 +25,17 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["ENV_LIMIT", "ENV_DISK_LIMIT", "parse_size", "format_size", "meminfo", "usable_cores", "usable_ram_bytes", "usable_disk_bytes",
-           "usable_gpu_bytes"]
+__all__ = ["ENV_LIMIT", "ENV_DISK_LIMIT", "LIMIT_VARIABLES", "parse_size", "format_size", "meminfo", "usable_cores",
+           "usable_ram_bytes", "usable_disk_bytes", "usable_gpu_bytes"]  # fmt: skip
 
 ENV_LIMIT = "DRQ_MEMORY_LIMIT"
 ENV_DISK_LIMIT = "DRQ_DISK_LIMIT"  # the disk a run may fill in its run dir, instead of its file system's free space
+LIMIT_VARIABLES = {ENV_LIMIT: "the RAM a run may use", ENV_DISK_LIMIT: "the disk a run may fill"}
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def parse_size(text: str, name: str = ENV_LIMIT) -> int:
-    """``"8G"`` -> 8 * 2**30; ``"123"`` -> 123. Raises ValueError naming the variable ``name`` and the accepted forms."""
+    """``"8G"`` -> 8 * 2**30; ``"123"`` -> 123. Raises ValueError naming the variable ``name`` and the forms."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
     if not match:
         raise ValueError(f"{name}={text!r}: expected bytes or a size such as 512M, 8G, 1.5T")
@@ -120,12 +121,12 @@ def _allocated(path: Path) -> int:
         return 0
 
 
-def usable_disk_bytes(place: str | Path, run_dir: bool = False) -> int | None:
+def usable_disk_bytes(place: str | Path, is_run_dir: bool = False) -> int | None:
     """Bytes a run may still write at ``place`` (an existing folder), or None where that cannot be read.
 
     ``DRQ_DISK_LIMIT`` if set; else the free space of ``place``'s file system, plus, where ``place`` is the run dir
-    itself (``run_dir``: a resumed run, or a sweep dir whose jobs resume), what its snapshots hold already there
-    (``snapshot.pt`` and ``replay/``, in it or in its job folders): a resume keeps those segments and replaces the rest."""
+    itself (``is_run_dir``: a resumed run, or a sweep dir whose jobs resume), what its snapshots hold already there
+    (``snapshot.pt`` and ``replay/``, in it or in its job folders): a resume keeps those segments, replaces the rest."""
     override = os.environ.get(ENV_DISK_LIMIT)
     if override:
         return parse_size(override, ENV_DISK_LIMIT)
@@ -133,11 +134,11 @@ def usable_disk_bytes(place: str | Path, run_dir: bool = False) -> int | None:
         free = shutil.disk_usage(place).free
     except OSError:
         return None
-    if not run_dir:
+    if not is_run_dir:
         return free
     place = Path(place)
-    held = [*place.glob("snapshot.pt"), *place.glob("replay/*"), *place.glob("*/snapshot.pt"), *place.glob("*/replay/*")]
-    return free + sum(_allocated(path) for path in held)
+    patterns = ("snapshot.pt", "replay/*", "*/snapshot.pt", "*/replay/*")  # the run dir's, or its jobs' in a sweep dir
+    return free + sum(_allocated(path) for pattern in patterns for path in place.glob(pattern))
 
 
 def usable_gpu_bytes(device: str = "cuda") -> int | None:
