@@ -4,8 +4,8 @@
 error naming it and the valid keys, so a typo in a config cannot be silently ignored.
 
 One module per algorithm (``drqv2``, ``sac``: the update equations in each module's docstring, the update on one
-screen in ``update_tensors``); ``core`` holds what both share (shape checks, precision, the CUDA-graph switch, the
-metrics of skipped branches, state dicts). Values arrive checked by ``drq.config.schema``; an agent never imports its
+screen in ``update_tensors``); ``core`` holds what both share (shape checks, precision, the CUDA-graph switch, the actor
+metrics, state dicts). Values arrive checked by ``drq.config.schema``; an agent never imports its
 sibling.
 """
 

@@ -2,8 +2,7 @@
 
 - ``AgentCore``: the base both agents build on: checked shapes, device and (resolved) precision, bf16 autocast, the
   ``noise`` test seam, ``histograms``, state dicts with the snapshot layout check, and ``run_update``: the batch checks,
-  the copy to the device, the CUDA-graph switch and the metrics of skipped branches, around the agent's
-  ``update_tensors`` (the algorithm).
+  the copy to the device and the CUDA-graph switch, around the agent's ``update_tensors`` (the algorithm).
 - checks: observation (``obs_to_tensor``) and replay batch (``check_batch``) shapes. Hyper-parameters arrive checked
   (``drq.config.schema``).
 - optimisation helpers: fused Adam (``make_adam``), gradient norms (``grad_norm``), the soft target update

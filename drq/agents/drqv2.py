@@ -153,7 +153,7 @@ class DrQV2Agent(AgentCore):
             dist = self.actor(features, std)
             actor_action = dist.rsample(clip=self.stddev_clip, eps=self.draw("actor_eps", (b, action_dim)))
             actor_q1, actor_q2 = self.critic(features, actor_action)
-        actor_loss = -torch.min(actor_q1, actor_q2).mean()
+        actor_loss = -torch.min(actor_q1, actor_q2).float().mean()  # fp32 under bf16 autocast, as the critic's
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=list(self.actor.parameters()))
         actor_grad_norm = grad_norm(self.actor.parameters())
@@ -169,7 +169,8 @@ class DrQV2Agent(AgentCore):
         with torch.no_grad():
             executed = dist.sample(clip=None)
             log_prob = dist.log_prob(executed).unsqueeze(-1)  # (B, 1)
-        std_metric = torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        # a float becomes a device scalar by a fill: a host-to-device copy would wait for the update on CUDA
+        std_metric = std if isinstance(std, torch.Tensor) else torch.full((), float(std), device=self.device)
         actor_part, self.histograms = actor_metrics(actor_loss, dist, log_prob, executed, dist.pre_tanh_mean,
                                                     std_metric, actor_grad_norm)
         return {**metrics, **actor_part}
