@@ -35,7 +35,7 @@ from drq.config import schema as config_schema
 from drq.run import snapshot as snapshots
 from drq.run.evaluation import EvalProgress, episode_seeds, run_episodes
 from drq.speed.precision import PRECISIONS, check_precision, resolve_precision
-from drq.run.build import env_kwargs, make_agent_from_config, resolve_device
+from drq.run.build import env_factory, make_agent_from_config, resolve_device
 from drq.run.video import VideoRecorder
 
 if TYPE_CHECKING:
@@ -61,10 +61,8 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
         raise snapshots.SnapshotError(f"snapshot {path} holds a config this drq cannot read: "
                                       f"{str(error).splitlines()[0]}") from None
     frame = int(state["counters"]["frame"])
-    from drq.envs.pixels import make_env
-
     seed = cfg.seed if seed is None else seed
-    env = make_env(**{**env_kwargs(cfg), "seed": seed})
+    env = env_factory(cfg, seed=seed)()
     device = resolve_device(device)
     precision, reason = resolve_precision(precision, device)
     print(f"precision: {precision} ({reason})")

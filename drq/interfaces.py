@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # annotations only: importing this module costs nothing (no t
     import numpy as np
     import torch
 
-    from drq.envs.pixels import TimeStep
+    from drq.envs.timestep import TimeStep
 
 __all__ = ["Agent", "Env", "TransitionBatch"]
 
@@ -77,11 +77,14 @@ class Env(Protocol):
     """A pixel environment as the trainer and the evaluation use it: ``drq.envs.pixels.make_env``'s in-process env and
     ``drq.envs.worker.AsyncEnv`` (the same env in a worker process).
 
-    ``observation_shape = (3k, H, W)``, ``action_shape = (A,)``. ``step(a)`` equals ``step_async(a)`` then
+    ``observation_shape = (3k, H, W)``, ``action_shape = (A,)``; actions are given in [-1, 1] and the env maps them
+    onto its own bounds ``[action_low, action_high]`` (what a policy outside the trainer must do too). ``step(a)`` equals ``step_async(a)`` then
     ``step_wait()``; the split lets the caller learn while the env steps and renders."""
 
     observation_shape: tuple[int, ...]
     action_shape: tuple[int, ...]
+    action_low: np.ndarray  # float64 (A,): the environment's own bounds, onto which the agent's [-1, 1] is mapped
+    action_high: np.ndarray
 
     def reset(self, seed: int | None = None) -> TimeStep:
         """Start an episode: a ``drq.envs.pixels.TimeStep`` with ``first=True``; ``seed`` re-seeds the task's initial-state

@@ -60,11 +60,13 @@ def test_both_env_kinds_are_envs():
             assert isinstance(e, Env), type(e).__name__
             assert signature_mismatches(e, Env) == [], type(e).__name__
             assert e.observation_shape == (9, 16, 16) and e.action_shape == (1,)
+            assert e.action_low.tolist() == [-1.0] and e.action_high.tolist() == [1.0]  # cartpole's bounds
 
 
 def test_the_check_fails_on_a_missing_member_or_a_changed_signature():
     class NoWait:
         observation_shape, action_shape = (9, 16, 16), (1,)
+        action_low, action_high = np.array([-1.0]), np.array([1.0])
 
         def reset(self, seed=None): ...
         def step(self, action): ...

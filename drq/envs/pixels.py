@@ -1,4 +1,4 @@
-"""DeepMind Control from pixels: action repeat, frame stack, and one :class:`TimeStep` type.
+"""DeepMind Control from pixels: action repeat, frame stack, :class:`drq.envs.timestep.TimeStep`s.
 
 Clock: one call to :meth:`PixelEnv.step` is one *agent step* = ``action_repeat`` *frames* (physics control steps);
 rewards are summed over those frames and the picture is rendered once, after the last of them.
@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import collections
-import dataclasses
 from typing import Any, Union
 
 import numpy as np
@@ -21,39 +20,10 @@ import numpy as np
 from drq.envs import FAST_RENDER_CHOICES
 from drq.envs import rendering
 from drq.envs import tasks
+from drq.envs.timestep import TimeStep, episode_over  # noqa: F401 -- re-exported: the names users import from here
 
 FastRender = Union[bool, str, None]
 _ACTION_TOLERANCE = 1e-5  # actions may exceed [-1, 1] by float rounding; they are clipped, larger excess is an error
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class TimeStep:
-    """One agent step.
-
-    observation: uint8 (3k, H, W), channels-first, oldest frame first, newest last.
-    action: float32 (A,), in [-1, 1], the action that led here (zeros on the first step).
-    reward: sum of the rewards of the action-repeat frames (0.0 on the first step).
-    discount: product of the frames' discounts (1.0 on the first step).
-    first / last: episode start / end.
-    """
-
-    observation: np.ndarray
-    action: np.ndarray
-    reward: float
-    discount: float
-    first: bool
-    last: bool
-
-    @property
-    def frame(self) -> np.ndarray:
-        """The newest frame, uint8 (3, H, W)."""
-        return self.observation[-3:]
-
-
-def episode_over(ts: Any, frames: int, max_episode_frames: int | None) -> bool:
-    """Whether an episode ends at ``ts``: the task ended it, or it has run ``max_episode_frames`` frames (``frames``
-    so far; ``None``: no limit of our own). The one rule for training and evaluation episodes."""
-    return bool(ts.last) or (max_episode_frames is not None and frames >= max_episode_frames)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -111,9 +81,10 @@ class PixelEnv:
 
         spec = self._env.action_spec()
         self._action_dtype = spec.dtype
-        self._action_min = np.broadcast_to(spec.minimum, spec.shape).astype(np.float64)
-        self._action_max = np.broadcast_to(spec.maximum, spec.shape).astype(np.float64)
-        self._rescale = not (np.all(self._action_min == -1.0) and np.all(self._action_max == 1.0))
+        # the task's own action bounds, float64 (A,): the agent acts in [-1, 1], mapped onto them in _env_action
+        self.action_low = np.broadcast_to(spec.minimum, spec.shape).astype(np.float64)
+        self.action_high = np.broadcast_to(spec.maximum, spec.shape).astype(np.float64)
+        self._rescale = not (np.all(self.action_low == -1.0) and np.all(self.action_high == 1.0))
         self.action_shape: tuple[int, ...] = tuple(spec.shape)
         self.observation_shape: tuple[int, int, int] = (3 * self.frame_stack, self.size, self.size)
         # Shadows are turned off per render (a scene flag: no shadow-map pass); MSAA in the model before the first
@@ -195,7 +166,7 @@ class PixelEnv:
         """Map [-1, 1] to the task's action bounds (identity for every suite task but quadruped)."""
         if not self._rescale:
             return action.astype(self._action_dtype)
-        scaled = self._action_min + (action.astype(np.float64) + 1.0) * 0.5 * (self._action_max - self._action_min)
+        scaled = self.action_low + (action.astype(np.float64) + 1.0) * 0.5 * (self.action_high - self.action_low)
         return scaled.astype(self._action_dtype)
 
     def step_async(self, action: np.ndarray) -> None:

@@ -1,6 +1,9 @@
-"""The pixel environment in a worker process, so the next frame renders while the agent updates.
+"""A pixel environment in a worker process, so the next frame renders while the agent updates.
 
-``AsyncEnv(**make_env_kwargs)`` has the interface of :class:`drq.envs.pixels.PixelEnv`; the trainer calls
+``AsyncEnv(factory)`` runs ``factory()`` (a picklable callable returning an env with drq's interface,
+:class:`drq.interfaces.Env`, e.g. ``functools.partial(PixelEnv, task="walker_walk")``: :func:`drq.run.build.env_factory`
+makes the run's) in the worker; ``AsyncEnv(**make_env_kwargs)`` is ``AsyncEnv(functools.partial(PixelEnv,
+**make_env_kwargs))``. It has the interface of the env it runs; the trainer calls
 ``env.step_async(action)``, runs ``agent.update(...)``, then ``env.step_wait()``. Physics and rendering happen in the
 worker in between. The worker is started with the ``spawn`` method (a fresh interpreter: no forked GL or torch
 state), picks its GL backend itself, and exits when told, when the parent's end of the pipe closes, or at interpreter
@@ -20,6 +23,7 @@ As with any ``spawn`` worker, a script that creates an ``AsyncEnv`` at import ti
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import pickle
@@ -28,26 +32,25 @@ import traceback
 import weakref
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from drq.machine import stop_signals
-from drq.envs.pixels import TimeStep
+from drq.envs.timestep import TimeStep
 
 _COMMANDS = ("reset", "step", "render")
 _START_TIMEOUT_S = 300.0  # importing dm_control and compiling a model can take a while on a busy machine
 
 
-def _worker_main(conn: Connection, make_env_kwargs: dict[str, Any], parent_pid: int | None = None,
+def _worker_main(conn: Connection, factory: Callable[[], Any], parent_pid: int | None = None,
                  die_with_parent: bool = False) -> None:  # fmt: skip
     stop_signals.ignore_in_child(parent_pid, die_with_parent)  # the trainer handles them and closes us
     env = None
     try:
-        from drq.envs.pixels import make_env  # sets up rendering (drq.envs.rendering) before dm_control is imported
-
-        env = make_env(**make_env_kwargs)
-        conn.send(("ok", (env.observation_shape, env.action_shape, env.backend)))
+        env = factory()  # the env sets up rendering (drq.envs.rendering) before its simulator is imported
+        conn.send(("ok", (env.observation_shape, env.action_shape, env.action_low, env.action_high,
+                          getattr(env, "backend", None))))
         while True:
             try:
                 command, args = conn.recv()
@@ -115,23 +118,31 @@ def _standard_default_start_method() -> None:
 
 
 class AsyncEnv:
-    """``drq.envs.pixels.make_env(**make_env_kwargs)`` running in a worker process; same methods, same TimeSteps."""
+    """``factory()`` running in a worker process; same methods, same TimeSteps. Without a factory, the DMC env
+    ``drq.envs.pixels.make_env(**make_env_kwargs)``."""
 
-    def __init__(self, **make_env_kwargs: Any) -> None:
+    def __init__(self, factory: Callable[[], Any] | None = None, **make_env_kwargs: Any) -> None:
+        if factory is None:
+            from drq.envs.pixels import PixelEnv  # no dm_control import here: the module imports it on construction
+
+            factory = functools.partial(PixelEnv, **make_env_kwargs)
+        elif make_env_kwargs:
+            raise TypeError(f"AsyncEnv takes a factory or make_env keyword arguments, not both: {sorted(make_env_kwargs)}")
         _standard_default_start_method()
-        self._start(make_env_kwargs)
+        self._start(factory)
         try:
-            self.observation_shape, self.action_shape, self.backend = self._receive(_START_TIMEOUT_S)
+            (self.observation_shape, self.action_shape, self.action_low, self.action_high,
+             self.backend) = self._receive(_START_TIMEOUT_S)  # fmt: skip
         except BaseException:
             self.close()
             raise
 
-    def _start(self, make_env_kwargs: dict[str, Any]) -> None:
+    def _start(self, factory: Callable[[], Any]) -> None:
         context = mp.get_context("spawn")
         self._conn, worker_conn = context.Pipe()
         main_thread = threading.current_thread() is threading.main_thread()
         self._process = context.Process(target=_worker_main, daemon=True, name="drq-env-worker",
-                                        args=(worker_conn, make_env_kwargs, os.getpid(), main_thread))  # fmt: skip
+                                        args=(worker_conn, factory, os.getpid(), main_thread))  # fmt: skip
         # A group signal during the worker's start-up must not kill it: the worker inherits the blocked mask and
         # ignores the signals before unblocking them. multiprocessing's resource tracker is started first: starting it
         # inside the block would unblock SIGINT and SIGTERM in this thread (CPython's resource_tracker.ensure_running
@@ -171,7 +182,7 @@ class AsyncEnv:
         return self._receive()
 
     def reset(self, seed: int | None = None) -> TimeStep:
-        """:meth:`drq.envs.pixels.PixelEnv.reset` in the worker (``seed``: re-seed the task's RandomState first)."""
+        """The env's ``reset`` in the worker (``seed``: re-seed the task's initial-state RNG first)."""
         return self._call("reset", seed)
 
     def step_async(self, action: np.ndarray) -> None:
@@ -195,7 +206,7 @@ class AsyncEnv:
         return self.step_wait()
 
     def render(self, size: int = 256) -> np.ndarray:
-        """uint8 (size, size, 3) from the task's camera, rendered in the worker."""
+        """uint8 (size, size, 3) from the env's camera, rendered in the worker."""
         return self._call("render", size)
 
     def close(self) -> None:

@@ -9,10 +9,11 @@ which closes exactly what exists (the env worker stops), so a failed start leave
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -61,6 +62,15 @@ def env_kwargs(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
                 fast_render=cfg.fast_render)  # fmt: skip
 
 
+def env_factory(cfg: RunConfig | Mapping[str, Any], **overrides: Any) -> Callable[[], Env]:
+    """The run's environment as a picklable zero-argument factory (``functools.partial``): called here for an
+    in-process env, sent to :class:`drq.envs.worker.AsyncEnv` for a worker. ``overrides``: keyword arguments that
+    replace the config's (``seed=`` for ``drq.evaluate``)."""
+    from drq.envs.pixels import PixelEnv  # the class only: dm_control is imported when it is built
+
+    return functools.partial(PixelEnv, **{**env_kwargs(cfg), **overrides})
+
+
 def make_agent_from_config(cfg: RunConfig | Mapping[str, Any], obs_shape: tuple[int, ...],
                            action_shape: tuple[int, ...], device: str,
                            precision: str | None = None) -> Agent:  # fmt: skip
@@ -100,23 +110,19 @@ def make_train_env(cfg: RunConfig) -> Env:
     if cfg.async_env:
         from drq.envs.worker import AsyncEnv
 
-        return AsyncEnv(**env_kwargs(cfg))
-    from drq.envs.pixels import make_env
-
-    return make_env(**env_kwargs(cfg))
+        return AsyncEnv(env_factory(cfg))
+    return env_factory(cfg)()
 
 
 def eval_envs(parts: Parts) -> list[Env]:
     """The evaluation environments (built on first use): one in-process env, or ``eval_workers`` workers."""
     if parts.eval_envs is None:
         if parts.num_eval_workers == 1:
-            from drq.envs.pixels import make_env
-
-            parts.eval_envs = [make_env(**env_kwargs(parts.cfg))]
+            parts.eval_envs = [env_factory(parts.cfg)()]
         else:
             from drq.envs.worker import AsyncEnv
 
-            parts.eval_envs = [AsyncEnv(**env_kwargs(parts.cfg)) for _ in range(parts.num_eval_workers)]
+            parts.eval_envs = [AsyncEnv(env_factory(parts.cfg)) for _ in range(parts.num_eval_workers)]
     return parts.eval_envs
 
 

@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from drq.envs.pixels import episode_over
+from drq.envs.timestep import episode_over
 
 if TYPE_CHECKING:
     from drq.interfaces import Env

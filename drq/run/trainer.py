@@ -34,7 +34,7 @@ import numpy as np
 
 from drq.config import schema as config_schema
 from drq.config.schema import RunConfig
-from drq.envs.pixels import episode_over
+from drq.envs.timestep import episode_over
 from drq.machine import stop_signals
 from drq.run import build
 from drq.run import lock as run_dir_lock
