@@ -14,7 +14,7 @@ $(VENV)/.ready: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH) numpy 2>&1 | grep -v "is ignored: it is neither" || true
 	$(PY) -c "import torch" 2>/dev/null || (echo "torch failed to install: try  make setup TORCH='torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu'"; exit 1)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PY) -c "import drq, dm_control, mujoco, hydra, wandb, cv2, imageio_ffmpeg, xdist" && touch $@
+	$(PY) -c "import drq, dm_control, mujoco, gymnasium, hydra, wandb, cv2, imageio_ffmpeg, xdist, onnxruntime" && touch $@
 
 train: setup
 	$(PY) train.py $(ARGS)
