@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Union
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from drq.envs import FAST_RENDER_CHOICES
 from drq.envs import rendering
 from drq.envs import tasks
+from drq.envs.frames import FrameStack
 from drq.envs.timestep import TimeStep, episode_over  # noqa: F401 -- re-exported: the names users import from here
 
 FastRender = Union[bool, str, None]
@@ -91,7 +91,7 @@ class PixelEnv:
         # render, because MuJoCo sizes the multisampled framebuffer when it creates the rendering context.
         self._render_flags = {"shadow": False} if self.fast_render == "no_shadows" else None
 
-        self._frames: collections.deque[np.ndarray] = collections.deque(maxlen=self.frame_stack)
+        self._frames = FrameStack(self.frame_stack)
         self._pending_action: np.ndarray | None = None
         self._needs_reset = True
 
@@ -120,9 +120,6 @@ class PixelEnv:
     def _render_frame(self) -> np.ndarray:
         return np.ascontiguousarray(self.render(self.size).transpose(2, 0, 1))
 
-    def _observation(self) -> np.ndarray:
-        return np.concatenate(list(self._frames), axis=0)
-
     def _task_random(self) -> np.random.RandomState:
         """The RandomState the task draws its initial states (and any noise) from."""
         if self.domain == tasks.MANIPULATION_DOMAIN:
@@ -140,13 +137,11 @@ class PixelEnv:
             self._task_random().seed(_seed(seed))
         self._env.reset()
         self._apply_render_quality()
-        frame = self._render_frame()
-        for _ in range(self.frame_stack):
-            self._frames.append(frame)
+        observation = self._frames.reset(self._render_frame())
         self._pending_action = None
         self._needs_reset = False
         return TimeStep(
-            observation=self._observation(),
+            observation=observation,
             action=np.zeros(self.action_shape, np.float32),
             reward=0.0,
             discount=1.0,
@@ -192,9 +187,9 @@ class PixelEnv:
                 last = True
                 break
         self._needs_reset = last
-        self._frames.append(self._render_frame())
+        observation = self._frames.push(self._render_frame())
         return TimeStep(
-            observation=self._observation(), action=action, reward=reward, discount=discount, first=False, last=last
+            observation=observation, action=action, reward=reward, discount=discount, first=False, last=last
         )
 
     def step(self, action: np.ndarray) -> TimeStep:
