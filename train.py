@@ -60,8 +60,8 @@ def main(cfg: DictConfig) -> None:
     except (run_dir_lock.RunDirLocked, resume_changes.ResumeRefused) as error:
         print(f"drq: {error}", file=sys.stderr)
         sys.exit(2)
-    except (snapshot.SnapshotError, trainer.NonFiniteMetricError, rendering.RenderingUnavailable,
-            UnknownTaskError) as error:  # fmt: skip
+    except (snapshot.SnapshotError, snapshot.RunDirError, trainer.NonFiniteMetricError,
+            rendering.RenderingUnavailable, UnknownTaskError) as error:  # fmt: skip
         print(f"drq: {error}", file=sys.stderr)
         sys.exit(1)
 

@@ -163,7 +163,7 @@ def one_size(size: int, path: str, storage: str, directory: Path, append_steps: 
             state = {"agent": agent, "replay": files.save(replay)}
             assert snapshots.save(run_dir / "snapshot.pt", state)
             peak_dir_bytes[0] = max(peak_dir_bytes[0], sum(p.stat().st_blocks * 512 for p in snapshot_files()))
-            files.prune(state["replay"])
+            files.prune(ReplayFiles.names(state["replay"]))
 
     replay = make("frames")
     t0 = time.perf_counter()

@@ -36,6 +36,8 @@ frames are gathered on the storage device with one ``index_select``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -61,6 +63,27 @@ class Batch(NamedTuple):
     next_obs: torch.Tensor
 
 
+def allocate_file(path: Path, nbytes: int) -> None:
+    """Create ``path`` (a new file in place of any earlier one, whose contents are scratch) with ``nbytes`` of disk
+    blocks allocated (``posix_fallocate``). A memory-mapped write into a hole of a sparse file on a full disk is a
+    SIGBUS that kills the process without a word; with the blocks allocated now, a disk too small is this OSError
+    (its ``filename`` set), and a disk filled later by someone else cannot fail a write into the file. On a file
+    system that cannot allocate without writing (NFS before v4.2), glibc writes the file once; copy-on-write ones
+    (btrfs, ZFS) may still need new blocks when a slot is written again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # a new file: a memory map of the old one elsewhere keeps its own pages
+        with open(path, "wb") as f:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+            else:  # macOS: sparse
+                f.truncate(nbytes)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -81,8 +104,9 @@ class FrameReplay:
         device: where frames live ("cpu", "cuda", ...) and where batches are returned. Metadata stays on the host.
         seed: seed of the sampler's random generator.
         frames_file: None (frames in memory on ``device``) or a path: the frames then live in a memory-mapped file
-            there (created sparse, ``num_slots`` x C x H x W bytes; the page cache holds what RAM allows) and batches
-            are gathered on the host, then moved to ``device``. Its contents are scratch: a resume rebuilds them.
+            there (``num_slots`` x C x H x W bytes, its blocks allocated when it is created: :func:`allocate_file`;
+            the page cache holds what RAM allows) and batches are gathered on the host, then moved to ``device``. Its
+            contents are scratch: a resume rebuilds them. Raises OSError naming it where it cannot be created.
     """
 
     def __init__(
@@ -119,9 +143,9 @@ class FrameReplay:
         if self.frames_file is None:
             # empty, not zeros: memory is committed only as frames arrive (1M frames = 21 GB virtual until written)
             self._frames = torch.empty((s, *self.frame_shape), dtype=torch.uint8, device=self.device)
-        else:  # a sparse file: disk blocks are allocated only as frames arrive, pages cached as RAM allows
-            self.frames_file.parent.mkdir(parents=True, exist_ok=True)
-            self._mapped = np.memmap(self.frames_file, dtype=np.uint8, mode="w+", shape=(s, *self.frame_shape))
+        else:  # every block allocated now, pages cached as RAM allows
+            allocate_file(self.frames_file, s * int(np.prod(self.frame_shape)))
+            self._mapped = np.memmap(self.frames_file, dtype=np.uint8, mode="r+", shape=(s, *self.frame_shape))
             self._frames = torch.from_numpy(self._mapped)
         self._action = np.zeros((s, *self.action_shape), dtype=np.float32)
         self._reward = np.zeros(s, dtype=np.float32)

@@ -5,53 +5,58 @@ and needs twice the buffer in RAM while it does (issue 22). Here a snapshot writ
 previous one; ``snapshot.pt`` holds a small manifest naming the segments instead of the frames.
 
 Layout. Logical indices (time steps, as in :mod:`replay.buffer`) are cut on a fixed grid of ``segment_steps`` (1000
-steps: 21 MB of frames at 84x84). The segment ``seg-<cell start>-<stop>.npys`` holds the steps ``[first, stop)`` of one
-grid cell: ``first`` then frames, action, reward, discount, t, last, as consecutive ``.npy`` records (``np.save`` one
-after another into one file, read back with ``np.load`` from the same file object: no zip, ~9x faster to read than
-``.npz``). A snapshot at step count ``T`` refers to the cells that overlap the held window ``[lo, T)``,
-``lo = max(0, T - num_slots)``: full cells once complete, the newest cell as ``[cell start, T)`` (rewritten under a
-new name at each snapshot until it is full: at most ``segment_steps`` steps rewritten per snapshot). A cell whose
-beginning was evicted before it was first written starts at ``lo``. The manifest records for each cell the steps
-still held (``start = max(first, lo)``, ``stop``) and the CRC-32 of those steps' fields, so the same run snapshotted
-at other moments ends with the same manifest (the preemption tests compare them) and a resume checks every step.
+steps: 21 MB of frames at 84x84). A segment file holds the steps ``[first, stop)`` of one grid cell: ``first`` then
+frames, action, reward, discount, t, last, as consecutive ``.npy`` records (``np.save`` one after another into one
+file, read back with ``np.load`` from the same file object: no zip, ~9x faster to read than ``.npz``). It is named
+``seg-<cell start>-<stop>-<digest>.npys`` (:mod:`replay.segment_names`), the digest a CRC-32 of ``first`` and the
+fields' CRC-32s: two timelines that wrote the same cell up to the same stop with other contents (a resume from an older
+snapshot, another setting) write two files, and a file is never written over. A snapshot at step count ``T`` refers
+to the cells that overlap the held window ``[lo, T)``, ``lo = max(0, T - num_slots)``: full cells once complete, the
+newest cell as ``[cell start, T)`` (written again under a new name at each snapshot until it is full: at most
+``segment_steps`` steps rewritten per snapshot). A cell whose beginning was evicted before it was first written starts
+at ``lo``. The manifest records each file's name and, for each cell, the steps still held (``start = max(first,
+lo)``, ``stop``) and the CRC-32 of those steps' fields, so a resume checks every step, and the same run snapshotted at
+other moments ends with the same manifest (the preemption tests compare them) as long as no cell's beginning was
+evicted before its first write (then its file starts later, and its digest differs).
 
 Crash safety (kill -9 at any moment): a segment is written to a hidden temporary name, fsynced, then renamed; the
-folder is fsynced before ``snapshot.pt`` is replaced; a segment is never modified after its rename. Files that no
-snapshot on disk refers to (evicted cells, the newest cell's previous versions, what a killed session wrote after
-its last snapshot) are deleted only after a snapshot that no longer refers to them has been renamed into place
-(:meth:`ReplayFiles.prune`), or at the start of the next session (:meth:`ReplayFiles.clean`).
+folder is fsynced before ``snapshot.pt`` is replaced; a segment is never modified after its rename. Files are deleted
+only when no snapshot on disk names them (:meth:`ReplayFiles.prune`, given every snapshot in the run dir: the one
+just written or still on disk, and any copy kept beside it), and at the start of the next session
+(:meth:`ReplayFiles.clean`): evicted cells, the newest cell's previous versions, what a killed session wrote after
+its last snapshot.
 
 The manifest (``torch.load(weights_only=True)``-safe): ``format``, ``config`` (the buffer's), ``total``, ``rng`` (the
-sampler's state), ``segment_steps``, and per segment ``start``/``stop`` (int64 tensors: the held steps) and a CRC-32
-of each field over them (``crc_frames`` ... ``crc_last``), checked when a resume reads the segment back.
+sampler's state), ``segment_steps``, ``files`` (the segment file names), and per segment ``start``/``stop`` (int64
+tensors: the held steps) and a CRC-32 of each field over them (``crc_frames`` ... ``crc_last``), checked when a
+resume reads the segment back. Manifests from before the digest (``drq-replay-segments-v1``: no ``files``, names
+``seg-<cell start>-<stop>.npys``) still load.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 
 from replay.buffer import FrameReplay
+from replay.segment_names import SEGMENT_NAME, segment_name
 
-FORMAT = "drq-replay-segments-v1"
+FORMAT = "drq-replay-segments-v2"
+OLD_FORMAT = "drq-replay-segments-v1"  # before the digest in the file names (issue 32): still read
 SEGMENT_STEPS = 1000
 FIELDS = ("frames", "action", "reward", "discount", "t", "last")
-_NAME = re.compile(r"seg-(\d{12})-(\d{12})\.npys")
 
-
-def segment_name(start: int, stop: int) -> str:
-    return f"seg-{start:012d}-{stop:012d}.npys"
+__all__ = ["FORMAT", "SEGMENT_STEPS", "FIELDS", "ReplayFiles", "cells", "is_manifest", "segment_name"]
 
 
 def is_manifest(state: Any) -> bool:
     """Whether a snapshot's ``replay`` entry is a segment manifest (else: the whole replay, as before issue 22)."""
-    return isinstance(state, dict) and state.get("format") == FORMAT
+    return isinstance(state, dict) and state.get("format") in (FORMAT, OLD_FORMAT)
 
 
 def _crc(array: np.ndarray) -> int:
@@ -60,6 +65,11 @@ def _crc(array: np.ndarray) -> int:
 
 def _crcs(arrays: dict[str, np.ndarray]) -> dict[str, int]:
     return {field: _crc(arrays[field]) for field in FIELDS}
+
+
+def _digest(first: int, crcs: dict[str, int]) -> int:
+    """The digest in a segment file's name: CRC-32 of its first step and its fields' CRC-32s (its whole content)."""
+    return zlib.crc32(np.array([first, *(crcs[field] for field in FIELDS)], dtype=np.int64).tobytes())
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -90,7 +100,14 @@ class ReplayFiles:
     def __init__(self, directory: str | Path, segment_steps: int = SEGMENT_STEPS) -> None:
         self.directory = Path(directory)
         self.segment_steps = int(segment_steps)
-        self._written: dict[str, dict[str, int]] = {}  # name -> CRCs, for files on disk whose content is this replay's
+        # (cell start, stop) -> the file on disk holding this replay's steps there: name, first step, CRCs
+        self._written: dict[tuple[int, int], dict[str, Any]] = {}
+
+    @property
+    def frames_file(self) -> Path:
+        """Where ``replay_storage=disk`` memory-maps the frames (:class:`replay.FrameReplay`'s ``frames_file``):
+        scratch, never named by a snapshot (a resume rebuilds it from the segments)."""
+        return self.directory / "frames.u8"
 
     # --------------------------------------------------------------------------------------------------- writing
     def save(self, replay: FrameReplay) -> dict[str, Any]:
@@ -101,16 +118,18 @@ class ReplayFiles:
         entries = []
         wrote = False
         for cell_start, held_start, stop in cells(replay.total, replay.num_slots, self.segment_steps):
-            name = segment_name(cell_start, stop)
-            if name not in self._written:
+            known = self._written.get((cell_start, stop))
+            if known is None:
                 arrays = replay.export_range(held_start, stop)
-                self._write(name, arrays, held_start)
-                self._written[name] = {"from": held_start, **_crcs(arrays)}
-                wrote = True
-            known = self._written[name]
+                crcs = _crcs(arrays)
+                name = segment_name(cell_start, stop, _digest(held_start, crcs))
+                if not (self.directory / name).is_file():  # else: these very steps, named by a kept snapshot
+                    self._write(name, arrays, held_start)
+                    wrote = True
+                known = self._written[(cell_start, stop)] = {"name": name, "from": held_start, **crcs}
             # the manifest's digests cover the held steps only: the oldest cell's shrink as the ring evicts
             crcs = known if known["from"] == held_start else _crcs(replay.export_range(held_start, stop))
-            entries.append((held_start, stop, crcs))
+            entries.append((held_start, stop, crcs, known["name"]))
         if wrote:
             _fsync_dir(self.directory)
         manifest: dict[str, Any] = {
@@ -119,6 +138,7 @@ class ReplayFiles:
             "total": replay.total,
             "rng": replay.rng_state(),
             "segment_steps": self.segment_steps,
+            "files": [e[3] for e in entries],
             "start": torch.tensor([e[0] for e in entries], dtype=torch.int64),
             "stop": torch.tensor([e[1] for e in entries], dtype=torch.int64),
         }
@@ -142,30 +162,42 @@ class ReplayFiles:
             raise
 
     # ---------------------------------------------------------------------------------------------- housekeeping
-    def prune(self, manifest: dict[str, Any] | None) -> None:
-        """Delete every segment and temporary file that ``manifest`` (the snapshot now on disk) does not name."""
-        keep = set(self.names(manifest)) if manifest is not None else set()
+    def prune(self, keep: Iterable[str]) -> None:
+        """Delete every segment and temporary file not in ``keep``: the files every snapshot on disk names (the one
+        just written or still there, the copies kept beside it: :meth:`names` of each).
+
+        Raises OSError (its ``filename`` set) when the folder cannot be listed or a file cannot be deleted; what
+        was not deleted stays, for a later prune."""
+        keep = set(keep)
         if not self.directory.is_dir():
             return
-        for path in self.directory.iterdir():
-            if (_NAME.fullmatch(path.name) and path.name not in keep) or ".tmp" in path.name:
+        for path in sorted(self.directory.iterdir()):
+            if (SEGMENT_NAME.fullmatch(path.name) and path.name not in keep) or ".tmp" in path.name:
                 path.unlink(missing_ok=True)
-                self._written.pop(path.name, None)
+                self._written = {cell: known for cell, known in self._written.items() if known["name"] != path.name}
 
-    def clean(self, manifest: dict[str, Any] | None) -> None:
-        """At the start of a session: drop what a killed session left (files the snapshot resumed from does not
-        name), and adopt the files it names (they are not rewritten). ``manifest``: None when not resuming from
-        this directory."""
+    def clean(self, manifest: dict[str, Any] | None, keep: Iterable[str] = ()) -> None:
+        """At the start of a session, once its replay was read back from ``manifest`` (a snapshot of this folder;
+        None: it was not): adopt the files it names (they are not written again), and delete those that neither it
+        nor ``keep`` (what the other snapshots beside it name, see :meth:`prune`) names: what a killed session
+        wrote after its last snapshot. Raises OSError as :meth:`prune` does."""
         self._written = {}
-        self.prune(manifest)
         if manifest is not None:
+            cell = int(manifest["segment_steps"])
             for i, name in enumerate(self.names(manifest)):
-                self._written[name] = {"from": int(manifest["start"][i]),
-                                       **{field: int(manifest[f"crc_{field}"][i]) for field in FIELDS}}
+                start, stop = int(manifest["start"][i]), int(manifest["stop"][i])
+                self._written[(start - start % cell, stop)] = {
+                    "name": name, "from": start, **{field: int(manifest[f"crc_{field}"][i]) for field in FIELDS}}
+        self.prune({*self.names(manifest), *keep})
 
     @staticmethod
-    def names(manifest: dict[str, Any]) -> list[str]:
-        """The files ``manifest`` refers to: one per grid cell, named after the cell's first step and its stop."""
+    def names(manifest: Any) -> list[str]:
+        """The files a snapshot's replay entry ``manifest`` refers to, one per grid cell (before the digest: named by
+        the cell and the stop); none where it is not a manifest (None, a replay from before issue 22)."""
+        if not is_manifest(manifest):
+            return []
+        if manifest["format"] == FORMAT:
+            return list(manifest["files"])
         cell = int(manifest["segment_steps"])
         return [segment_name(a - a % cell, b) for a, b in zip(manifest["start"].tolist(), manifest["stop"].tolist())]
 
@@ -181,7 +213,8 @@ class ReplayFiles:
         names = ReplayFiles.names(manifest)
         missing = [n for n in names if not (directory / n).is_file()]
         if missing:
-            raise ValueError(f"{len(missing)} replay segment(s) missing in {directory}, e.g. {missing[0]}")
+            raise ValueError(f"{len(missing)} replay segment(s) missing in {directory}, e.g. {missing[0]} (a snapshot "
+                             "resumes with the replay/ folder beside it: copy both)")
         for i, name in enumerate(names):
             start, stop = int(manifest["start"][i]), int(manifest["stop"][i])
             try:

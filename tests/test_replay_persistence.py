@@ -17,6 +17,7 @@ from conftest import assert_same_state
 
 from drq.run import snapshot as snapshots
 from replay import FrameReplay
+from replay.segment_names import SEGMENT_NAME
 from replay.segments import SEGMENT_STEPS, ReplayFiles, cells, is_manifest, segment_name
 
 SHAPE = (3, 6, 6)
@@ -44,6 +45,12 @@ def fill(replay: FrameReplay, stop: int) -> None:
         t = g % EPISODE
         replay.add(frame_of(g), np.array([g, -g], np.float32), reward=g * 0.5, discount=1.0 - (g % 3 == 0) * 0.5,
                    first=t == 0, last=t == EPISODE - 1)  # fmt: skip
+
+
+def cell_of(name: str) -> tuple[int, int]:
+    """A segment file's cell start and stop, from its name."""
+    start, stop, _ = SEGMENT_NAME.fullmatch(name).groups()
+    return int(start), int(stop)
 
 
 def on_disk(directory: Path) -> set[str]:
@@ -74,7 +81,7 @@ def test_resume_from_segments_is_bit_identical_through_wrap_around(tmp_path):
         fill(live, stop)
         before = written
         manifest = commit(tmp_path / "snapshot.pt", files.save(live))
-        files.prune(manifest)
+        files.prune(ReplayFiles.names(manifest))
         assert on_disk(files.directory) == set(ReplayFiles.names(manifest))
         assert written - before <= 37 + 16  # the steps added since the last snapshot + the newest cell again
         resumed = make(seed=99)
@@ -95,13 +102,16 @@ def test_manifest_does_not_depend_on_when_snapshots_were_taken(tmp_path):
     fa, fb = ReplayFiles(tmp_path / "a", segment_steps=16), ReplayFiles(tmp_path / "b", segment_steps=16)
     for stop in (10, 50, 51, 130):
         fill(a, stop)
-        fa.prune(fa.save(a))
+        fa.prune(ReplayFiles.names(fa.save(a)))
     for stop in (33, 97, 130):
         fill(b, stop)
-        fb.prune(fb.save(b))
+        fb.prune(ReplayFiles.names(fb.save(b)))
     ma, mb = fa.save(a), fb.save(b)
-    assert assert_same_state(ma, mb, "manifest") >= 6
-    assert on_disk(fa.directory) == on_disk(fb.directory)
+    assert assert_same_state({**ma, "files": None}, {**mb, "files": None}, "manifest") >= 6
+    # the names hold a digest of what each file holds: the same, but for the oldest cell [80, 96), which b wrote
+    # whole at step 97 and a only at 130, from step 86 (the ring had evicted 80-85): the same steps are held
+    assert ma["files"][1:] == mb["files"][1:] and [cell_of(ma["files"][0]), cell_of(mb["files"][0])] == [(80, 96)] * 2
+    assert on_disk(fa.directory) == set(ma["files"]) and on_disk(fb.directory) == set(mb["files"])
 
 
 def test_kill_between_segment_writes_and_snapshot_rename_resumes_the_last_snapshot(tmp_path):
@@ -110,7 +120,7 @@ def test_kill_between_segment_writes_and_snapshot_rename_resumes_the_last_snapsh
     live, files = make(), ReplayFiles(tmp_path / "replay", segment_steps=16)
     fill(live, 150)
     manifest = commit(tmp_path / "snapshot.pt", files.save(live))
-    files.prune(manifest)
+    files.prune(ReplayFiles.names(manifest))
     at_snapshot = live.state_dict()
     fill(live, 230)  # 80 more steps: the oldest cells named by the snapshot are now evicted from the ring
     files.save(live)  # new segments written ...
@@ -127,7 +137,7 @@ def test_kill_between_segment_writes_and_snapshot_rename_resumes_the_last_snapsh
     fill(resumed, 160)
     before = {p.name: p.stat().st_mtime_ns for p in session.directory.iterdir()}
     names = ReplayFiles.names(session.save(resumed))
-    assert [n for n in names if n not in before] == [segment_name(144, 160)]  # the newest cell only
+    assert [cell_of(n) for n in names if n not in before] == [(144, 160)]  # the newest cell only
     assert all(before[n] == (session.directory / n).stat().st_mtime_ns for n in names if n in before)
 
 
@@ -137,7 +147,7 @@ def test_a_snapshot_refers_only_to_files_that_exist_until_a_newer_one_is_in_plac
     live, files = make(), ReplayFiles(tmp_path / "replay", segment_steps=16)
     fill(live, 60)
     old = commit(tmp_path / "snapshot.pt", files.save(live))
-    files.prune(old)
+    files.prune(ReplayFiles.names(old))
     fill(live, 200)
     files.save(live)  # the snapshot.pt write that would follow fails: no prune
     assert set(ReplayFiles.names(old)) <= on_disk(files.directory)
@@ -178,6 +188,50 @@ def test_old_snapshots_with_the_whole_replay_still_load(tmp_path):
     assert assert_same_state(resumed.state_dict(), live.state_dict()) >= 6
 
 
+def test_snapshots_from_before_the_digest_in_the_names_still_resume(tmp_path):
+    """A manifest of format v1 (issue 22: no ``files``; segments named by cell and stop only) resumes, its files are
+    adopted (not written again) and the next snapshot names them beside the new, digest-named ones."""
+    live, files = make(), ReplayFiles(tmp_path / "replay", segment_steps=16)
+    fill(live, 60)
+    manifest = files.save(live)
+    legacy = {k: v for k, v in manifest.items() if k != "files"} | {"format": "drq-replay-segments-v1"}
+    for name in manifest["files"]:
+        (files.directory / name).rename(files.directory / segment_name(*cell_of(name)))
+    legacy = commit(tmp_path / "snapshot.pt", legacy)
+    assert ReplayFiles.names(legacy) == [segment_name(*cell_of(n)) for n in manifest["files"]]
+    resumed = make()
+    ReplayFiles.load(resumed, legacy, files.directory)
+    assert assert_same_state(resumed.state_dict(), live.state_dict()) >= 6
+    session = ReplayFiles(files.directory, segment_steps=16)
+    session.clean(legacy)
+    fill(resumed, 70)
+    names = session.save(resumed)["files"]
+    assert names[:2] == ReplayFiles.names(legacy)[:2]  # [16, 32) and [32, 48): full, adopted
+    assert [cell_of(n) for n in names[2:]] == [(48, 64), (64, 70)] and all(SEGMENT_NAME.fullmatch(n)[3] for n in names[2:])
+
+
+def test_two_timelines_in_one_folder_never_write_over_each_others_files(tmp_path):
+    """A resume from an older snapshot with another setting writes steps again whose cells and stops are those of
+    files a newer snapshot names, with other contents: each timeline's files get their own names, both resume."""
+    a, b = make(), make()
+    fill(a, 30)
+    fill(b, 30)
+    files = ReplayFiles(tmp_path / "replay", segment_steps=16)
+    first = commit(tmp_path / "a.pt", files.save(a))
+    fill(a, 50)
+    fill(b, 49)
+    b.add(frame_of(999), np.array([49, -49], np.float32), reward=24.5, discount=1.0, first=False, last=False)  # not 49
+    ma = commit(tmp_path / "a.pt", files.save(a))
+    session = ReplayFiles(files.directory, segment_steps=16)
+    session.clean(first, keep=ReplayFiles.names(ma))
+    mb = commit(tmp_path / "b.pt", session.save(b))
+    assert [cell_of(n) for n in ma["files"]] == [cell_of(n) for n in mb["files"]] and ma["files"][-1] != mb["files"][-1]
+    for manifest, live in ((ma, a), (mb, b)):
+        resumed = make()
+        ReplayFiles.load(resumed, manifest, files.directory)
+        assert assert_same_state(resumed.state_dict(), live.state_dict()) >= 6
+
+
 def test_cells_cover_the_held_window_once():
     for total in (0, 1, 15, 16, 17, 44, 45, 100, 1000):
         spans = cells(total, 44, 16)
@@ -204,7 +258,7 @@ def test_segment_files_never_hold_more_than_the_disk_check_counts(tmp_path, stri
             with open(path, "rb") as f:
                 steps += int(path.name.split("-")[2].split(".")[0]) - int(np.load(f))  # stop - first
         gaps.append(footprint.segment_steps_on_disk(replay.total, replay.num_slots, stride, 16) - steps)
-        files.prune(manifest)
+        files.prune(ReplayFiles.names(manifest))
     assert min(gaps) >= 0, gaps  # never more than the check counts ...
     assert min(gaps) <= 2 * 16, gaps  # ... and at most two segments less, at the peak
 
@@ -277,18 +331,21 @@ def test_trainer_disk_storage_and_an_old_snapshot_resume_to_the_same_run(tmp_pat
     monkeypatch.setenv("DRQ_MEMORY_LIMIT", "900M")  # the debug run's estimate with its frames in RAM: 1.0 GB
     said: list[str] = []
     cfg = compose("num_train_frames=400")
-    trainer.run(cfg, tmp_path / "new", say=said.append)
+    t = trainer.Trainer(cfg, tmp_path / "new", say=said.append)
     lines = [s for s in said if s.startswith("replay: ")]
     assert len(lines) == 1 and "replay_storage=auto -> disk" in lines[0] and "(DRQ_MEMORY_LIMIT=900M)" in lines[0], said
-    assert (tmp_path / "new" / "replay" / "frames.u8").is_file()
+    # what the pre-run disk check counts (drq.config.footprint) is what the run holds: the frames file, allocated
+    # whole at the start (to the file system's block), and the snapshots
+    fp = footprint(config_schema.values(cfg), Machine(usable_ram=None))
+    frames_file = tmp_path / "new" / "replay" / "frames.u8"
+    assert fp.replay_reserved <= frames_file.stat().st_blocks * 512 < fp.replay_reserved + 4096
+    t.train()
+    assert not frames_file.exists()  # scratch: gone with the run
     state = snapshots.load(tmp_path / "new")
     assert is_manifest(state["replay"])
     assert on_disk(tmp_path / "new" / "replay") == set(ReplayFiles.names(state["replay"]))
-    # what the pre-run disk check counted (drq.config.footprint) holds what the run wrote: snapshots, frames file
-    fp = footprint(config_schema.values(cfg), Machine(usable_ram=None))
     snapshot_files = [tmp_path / "new" / "snapshot.pt", *(tmp_path / "new" / "replay").glob("seg-*")]
     assert sum(p.stat().st_blocks for p in snapshot_files) * 512 <= fp.snapshots
-    assert (tmp_path / "new" / "replay" / "frames.u8").stat().st_blocks * 512 <= fp.replay_reserved
 
     shutil.copytree(tmp_path / "new", tmp_path / "old")
     shutil.rmtree(tmp_path / "old" / "replay")

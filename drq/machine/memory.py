@@ -11,7 +11,7 @@
 Returns None where none of these can be read (not Linux): the checks then trust the user.
 
 ``usable_disk_bytes(place, is_run_dir)``: what a run may write under its run dir: ``DRQ_DISK_LIMIT`` if set (same
-forms), else the file system's free space plus what the run dir's snapshots already hold (a resumed run reuses them).
+forms), else the file system's free space plus what a session there frees or reuses (:func:`reclaimable_bytes`).
 
 ``usable_gpu_bytes(device)``: free memory on a CUDA device (``torch.cuda.mem_get_info``), or None without CUDA.
 ``usable_cores()``: the CPU cores this process may run on (the one count the trainer, the checks and the launcher checks
@@ -125,8 +125,8 @@ def usable_disk_bytes(place: str | Path, is_run_dir: bool = False) -> int | None
     """Bytes a run may still write at ``place`` (an existing folder), or None where that cannot be read.
 
     ``DRQ_DISK_LIMIT`` if set; else the free space of ``place``'s file system, plus, where ``place`` is the run dir
-    itself (``is_run_dir``: a resumed run, or a sweep dir whose jobs resume), what its snapshots hold already there
-    (``snapshot.pt`` and ``replay/``, in it or in its job folders): a resume keeps those segments, replaces the rest."""
+    itself (``is_run_dir``: a resumed run, or a sweep dir whose jobs resume), what a session frees or reuses there, in
+    it or in its job folders (:func:`reclaimable_bytes`)."""
     override = os.environ.get(ENV_DISK_LIMIT)
     if override:
         return parse_size(override, ENV_DISK_LIMIT)
@@ -137,8 +137,25 @@ def usable_disk_bytes(place: str | Path, is_run_dir: bool = False) -> int | None
     if not is_run_dir:
         return free
     place = Path(place)
-    patterns = ("snapshot.pt", "replay/*", "*/snapshot.pt", "*/replay/*")  # the run dir's, or its jobs' in a sweep dir
-    return free + sum(_allocated(path) for pattern in patterns for path in place.glob(pattern))
+    return free + sum(reclaimable_bytes(run_dir) for run_dir in (place, *place.glob("*/")))  # a sweep dir's jobs
+
+
+def reclaimable_bytes(run_dir: Path) -> int:
+    """Bytes of ``run_dir``'s files that a session there frees or reuses: ``snapshot.pt`` (replaced), the replay
+    folder's frames file (replaced, or deleted with RAM storage) and what a killed session left there (deleted at
+    the start), and its segment files (the resume reuses those its snapshot names; the rest go), except those a copy
+    of the snapshot kept beside it names (they stay while it does; one that cannot be read keeps them all)."""
+    from replay.segment_names import SEGMENT_NAME, names_in_snapshot  # no torch
+
+    kept: set[str] | None = set()
+    for copy in run_dir.glob("*.pt"):
+        if copy.name != "snapshot.pt" and kept is not None:
+            named = names_in_snapshot(copy)
+            kept = None if named is None else kept | named
+    replay = run_dir / "replay"
+    files = [p for p in replay.iterdir() if p.is_file()] if replay.is_dir() else []
+    return _allocated(run_dir / "snapshot.pt") + sum(
+        _allocated(p) for p in files if not SEGMENT_NAME.fullmatch(p.name) or (kept is not None and p.name not in kept))
 
 
 def usable_gpu_bytes(device: str = "cuda") -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -21,7 +22,7 @@ import torch
 from drq.config import footprint as run_footprint
 from drq.config import schema as config_schema
 from drq.config.schema import RunConfig
-from drq.machine.memory import usable_cores
+from drq.machine.memory import format_size, usable_cores
 from drq.run import provenance
 from drq.run import resume
 from drq.run import snapshot as snapshots
@@ -162,6 +163,7 @@ def build(parts: Parts) -> tuple[RunState, MetricWindow]:
     window = MetricWindow()
     if saved is not None:
         resume.restore(parts, state, window, saved)
+    resume.clean_replay_folder(parts, saved)  # once the snapshot resumed from is known whole
     parts.sessions = _record_session(parts, state, saved)
     parts.wandb = _make_wandb(parts, state)
     state.start_time = time.time()
@@ -179,6 +181,11 @@ def close_parts(parts: Parts, exit_code: int) -> None:
                 env.close()
             except Exception:  # noqa: BLE001 -- closing must not hide the real error
                 pass
+    if parts.replay is not None and parts.replay.storage == "disk":  # scratch: a resume rebuilds it from the segments
+        try:  # (the memory map stays readable until the replay is dropped; the disk space is then freed)
+            parts.replay.frames_file.unlink(missing_ok=True)
+        except OSError as error:
+            warnings.warn(str(snapshots.RunDirError.of("delete", error)), RuntimeWarning, stacklevel=2)
     if parts.wandb is not None:
         parts.wandb.finish(exit_code)
 
@@ -198,23 +205,29 @@ def _resolve_precision(parts: Parts) -> None:
 
 def _make_replay(parts: Parts, obs_shape: tuple[int, ...], saved: Mapping[str, Any] | None) -> Any:
     """The replay, its frames in RAM on the device or memory-mapped in the run dir (``replay_storage``, decided by
-    :func:`drq.config.footprint.storage_decision` and said in one line), and its segment files (``RUN_DIR/replay``,
-    :mod:`replay.segments`, set as ``parts.replay_files``), cleaned of what a killed session left."""
+    :func:`drq.config.footprint.storage_decision` and said in one line; the frames file's blocks allocated now, so a
+    disk too small is one line here), and its segment files (``RUN_DIR/replay``, :mod:`replay.segments`, set as
+    ``parts.replay_files``; the snapshots that name them: ``parts.snapshots_here``). Nothing is deleted here: what
+    a killed session left goes once the snapshot resumed from is known whole (:func:`resume.clean_replay_folder`)."""
     from replay import FrameReplay
-    from replay.segments import ReplayFiles, is_manifest
+    from replay.segments import ReplayFiles
 
     c, run_dir = parts.cfg, parts.run_dir
     # the same estimate as the pre-run memory check (drq/config/footprint.py), so auto picks what that check passed
     storage, reason = run_footprint.storage_decision(config_schema.values(c), run_footprint.Machine.here(run_dir))
     parts.say(f"replay: {reason}")
     parts.replay_files = ReplayFiles(run_dir / "replay")
-    manifest = saved.get("replay") if resume.resumes_here(parts, saved) else None
-    parts.replay_files.clean(manifest if is_manifest(manifest) else None)  # what a killed session left
-    frames_file = parts.replay_files.directory / "frames.u8" if storage == "disk" else None
-    # frames stay where the agent learns (uint8 on the GPU when device is cuda), or in the run dir's frames file
-    return FrameReplay(capacity=c.replay_buffer_size, frame_shape=(3, *obs_shape[1:]),
-                       action_shape=parts.action_shape, frame_stack=c.frame_stack, nstep=c.nstep,
-                       discount=c.discount, device=parts.device, seed=c.seed, frames_file=frames_file)  # fmt: skip
+    parts.snapshots_here = snapshots.SnapshotsHere(run_dir, ReplayFiles.names)
+    frames_file = parts.replay_files.frames_file if storage == "disk" else None
+    try:  # frames stay where the agent learns (uint8 on the GPU when device is cuda), or in the run dir's frames file
+        return FrameReplay(capacity=c.replay_buffer_size, frame_shape=(3, *obs_shape[1:]),
+                           action_shape=parts.action_shape, frame_stack=c.frame_stack, nstep=c.nstep,
+                           discount=c.discount, device=parts.device, seed=c.seed, frames_file=frames_file)  # fmt: skip
+    except OSError as error:
+        size = format_size(run_footprint.replay_slots(config_schema.values(c)) * 3 * obs_shape[1] * obs_shape[2])
+        raise snapshots.RunDirError(f"{snapshots.RunDirError.of('create the replay frames file', error)}: it needs "
+                                    f"{size} there (replay_storage=ram keeps the frames in memory); nothing was "
+                                    "deleted") from None
 
 
 def _clean_up_after_a_lost_session(parts: Parts, resuming: bool) -> None:

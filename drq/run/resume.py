@@ -39,7 +39,8 @@ from drq.run.state import Parts, RunState
 def load_resume_state(parts: Parts) -> dict[str, Any] | None:
     """The snapshot to resume from (``cfg.resume``: auto | never | a path), or None to start afresh; read before
     anything is written, so that a bad snapshot changes nothing. Sets ``parts.resume_changes`` (the config keys that
-    differ from the snapshot's; keys that cannot change within a run raise :class:`ResumeRefused`)."""
+    differ from the snapshot's; keys that cannot change within a run raise :class:`ResumeRefused`, and so does
+    another run dir's snapshot where this run dir holds its own: :func:`resume_changes.foreign_snapshot`)."""
     resume, run_dir, snapshot_path = parts.cfg.resume, parts.run_dir, parts.snapshot_path
     if resume == "never":
         if snapshot_path.exists():
@@ -51,16 +52,15 @@ def load_resume_state(parts: Parts) -> dict[str, Any] | None:
     source = snapshot_path if resume == "auto" else snapshots.resolve_path(resume)
     if resume == "auto" and not source.exists():
         return None
+    refused = resume_changes.foreign_snapshot(source, run_dir)
+    if refused:
+        raise resume_changes.ResumeRefused(refused)
     state = snapshots.load(source)
     saved = state.get("config")
     if isinstance(saved, dict) and saved:  # a key the saved config predates: the schema's legacy value or default
         saved = config_schema.fill_saved(saved)
     # keys that cannot change within a run are refused (ResumeRefused); the others are announced after the restore
     parts.resume_changes = resume_changes.check(saved or {}, parts.config_dict(), source)
-    if source.resolve().parent != run_dir.resolve():  # resume=PATH from another run dir: bring its logs
-        for name in RunFiles.FILES:
-            if (source.parent / name).exists() and not (run_dir / name).exists():
-                shutil.copyfile(source.parent / name, run_dir / name)
     state["_source"] = str(source)
     return state
 
@@ -82,12 +82,17 @@ def restore(parts: Parts, state: RunState, window: MetricWindow, saved: dict[str
         from replay.segments import is_manifest
 
         try:
-            if is_manifest(saved["replay"]):
+            if is_manifest(saved["replay"]):  # read where the snapshot is (another run dir's: copied here when saved)
                 parts.replay_files.load(parts.replay, saved["replay"], Path(source).parent / "replay")
             else:  # a snapshot from before issue 22: the whole replay inside snapshot.pt
                 parts.replay.load_state_dict(saved["replay"])
         except Exception as error:  # noqa: BLE001
             raise snapshots.SnapshotError(f"snapshot {source} does not fit this replay: {error}") from None
+    if not resumes_here(parts, saved):  # another run dir's snapshot, now known to load: its logs replace any here
+        for name in RunFiles.FILES:  # (this run dir holds no snapshot: its logs are a session's that saved none)
+            (parts.run_dir / name).unlink(missing_ok=True)
+            if (Path(source).parent / name).exists():
+                shutil.copyfile(Path(source).parent / name, parts.run_dir / name)
     state.restore_counters(saved["counters"])
     state.wandb_run_id = saved.get("wandb_run_id")
     parts.files.truncate(saved["logger"])
@@ -156,15 +161,53 @@ def snapshot_state(parts: Parts, state: RunState, window: MetricWindow) -> dict[
 
 
 def save_snapshot(parts: Parts, state: RunState, window: MetricWindow) -> bool:
-    """Write snapshot.pt (when ``save_snapshot``); False if not written (the previous one then stays whole)."""
+    """Write snapshot.pt (when ``save_snapshot``); False if not written (the previous one then stays whole). Either
+    way, the replay segments no snapshot on disk names go (evicted, superseded, or written for a save that failed)."""
     if not parts.cfg.save_snapshot:
         return False
     try:
         saved = snapshot_state(parts, state, window)
     except OSError as error:  # a replay segment could not be written: the previous snapshot stays whole
         snapshots.warn_not_written(parts.snapshot_path, error)
-        return False
-    ok = snapshots.save(parts.snapshot_path, saved)
-    if ok:  # segments the snapshot now on disk no longer names (evicted, superseded) go
-        parts.replay_files.prune(saved["replay"])
+        ok = False
+    else:
+        ok = snapshots.save(parts.snapshot_path, saved)
+        if ok:
+            parts.snapshots_here.saved(saved["replay"])
+    _prune_replay(parts)
     return ok
+
+
+def clean_replay_folder(parts: Parts, saved: Mapping[str, Any] | None) -> None:
+    """At the start of a session, once the snapshot resumed from (``saved``, None: none) is known whole: adopt its
+    segment files if they are this run dir's, delete those no snapshot here names (what a killed session wrote after
+    its last snapshot), and the frames file where this session keeps its frames in RAM (an earlier disk-storage
+    session's scratch). Raises :class:`snapshots.RunDirError` (one line) where a file cannot be deleted."""
+    from replay.segments import is_manifest
+
+    replay = saved.get("replay") if resumes_here(parts, saved) else None
+    files = parts.replay_files
+    try:
+        if parts.replay.storage == "ram" and files.frames_file.exists():
+            files.frames_file.unlink()
+        try:
+            named = parts.snapshots_here.named()
+        except snapshots.SnapshotError as unreadable:  # a copy still being written: it may name any segment
+            warnings.warn(f"{unreadable}; no replay segment is deleted while it is there", RuntimeWarning,
+                          stacklevel=2)  # fmt: skip
+            named = {p.name for p in files.directory.iterdir()} if files.directory.is_dir() else set()
+        files.clean(replay if is_manifest(replay) else None, keep=named)
+    except OSError as error:
+        raise snapshots.RunDirError.of("delete", error) from None
+
+
+def _prune_replay(parts: Parts) -> None:
+    """Delete the segment files no snapshot on disk names (:class:`drq.run.snapshot.SnapshotsHere`); a file that
+    cannot be deleted, or a snapshot here that cannot be read, is a warning: nothing is lost, the files stay."""
+    try:
+        parts.replay_files.prune(parts.snapshots_here.named())
+    except snapshots.SnapshotError as unreadable:
+        warnings.warn(f"{unreadable}; replay segments are kept while it is there", RuntimeWarning, stacklevel=3)
+    except OSError as error:
+        warnings.warn(f"{snapshots.RunDirError.of('delete', error)}; it is tried again at the next snapshot",
+                      RuntimeWarning, stacklevel=3)  # fmt: skip

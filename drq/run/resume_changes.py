@@ -8,7 +8,8 @@ The keys of :data:`FIXED_KEYS` cannot change within a run: a new value would mix
 not fit the saved networks, or silently not take effect. :func:`check` refuses them with one line
 (:class:`ResumeRefused`, exit 2 in ``train.py``), before anything is written: ``train.py`` runs it before hydra writes
 ``.hydra/`` into the run dir (:func:`refuse_before_hydra`), and the trainer runs it again before
-it builds anything.
+it builds anything. So is a resume from another run dir's snapshot into a run dir that holds its own
+(:func:`foreign_snapshot`): it would replace that run's snapshot and cut its logs to the other run's.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from drq.run.snapshot import SnapshotError
+from drq.run.snapshot import SnapshotError, snapshots_in
 
-__all__ = ["FIXED_KEYS", "ResumeRefused", "changes", "check", "describe", "saved_config"]
+__all__ = ["FIXED_KEYS", "ResumeRefused", "changes", "check", "describe", "foreign_snapshot", "saved_config"]
 
 # key (dotted) -> why it cannot change within a run
 FIXED_KEYS: dict[str, str] = {
@@ -87,6 +88,19 @@ def check(saved: Mapping[str, Any], now: Mapping[str, Any], source: str | Path) 
     return diff
 
 
+def foreign_snapshot(source: str | Path, run_dir: str | Path) -> str | None:
+    """Why resuming ``source`` in ``run_dir`` is refused, or None: ``source`` is another run dir's snapshot and
+    ``run_dir`` holds snapshots of its own (``snapshot.pt``, copies kept beside it): a resume into a run dir continues
+    that run dir's snapshots; a new run dir takes the other run's logs, and its replay at the first snapshot."""
+    source, run_dir = Path(source), Path(run_dir)
+    own = snapshots_in(run_dir) if source.resolve().parent != run_dir.resolve() else []
+    if not own:
+        return None
+    return (f"resume={source} is another run dir's snapshot, and {run_dir} holds its own ({', '.join(p.name for p in own)})"
+            ": resume into a new hydra.run.dir (that run's logs and replay are copied there), or move them away "
+            "first; nothing was changed")
+
+
 def saved_config(path: str | Path) -> dict[str, Any] | None:
     """The ``config`` of the snapshot at ``path`` (missing keys filled as :func:`drq.config.schema.fill_saved` does),
     read without loading its tensors (``torch.load(mmap=True)``); None if it holds none. Raises
@@ -101,7 +115,8 @@ def saved_config(path: str | Path) -> dict[str, Any] | None:
 def refuse_before_hydra(argv: list[str]) -> None:
     """:class:`drq.config.schema.ConfigError` (the :class:`ResumeRefused` line) if the single run of ``argv``
     (``sys.argv[1:]``) resumes a snapshot (``hydra.run.dir=DIR`` holding one, or ``resume=PATH``) made with another
-    value of a :data:`FIXED_KEYS` key. ``train.py`` runs it before hydra rewrites ``DIR/.hydra/``; the trainer checks
+    value of a :data:`FIXED_KEYS` key, or another run dir's snapshot into a ``DIR`` that holds its own
+    (:func:`foreign_snapshot`). ``train.py`` runs it before hydra rewrites ``DIR/.hydra/``; the trainer checks
     again (sweep jobs, in-process runs). A snapshot that cannot be read is left to the trainer's own message."""
     from drq.config import errors, schema
     from drq.config.launchers import multirun
@@ -119,6 +134,9 @@ def refuse_before_hydra(argv: list[str]) -> None:
     source = own if config.resume == "auto" else snapshot.resolve_path(config.resume)
     if config.resume == "never" or source is None or not source.is_file():
         return
+    refused = foreign_snapshot(source, run_dir) if own is not None else None
+    if refused:
+        raise schema.ConfigError(refused)
     try:
         check(saved_config(source) or {}, config.to_dict(), source)
     except ResumeRefused as error:

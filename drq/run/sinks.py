@@ -2,7 +2,9 @@
 
 All rows carry ``frame`` (the clock users see) and ``step`` (agent steps). The files are append-only; their *position*
 (rows written so far) goes into every snapshot so that a resumed run first cuts them back to where the snapshot was
-taken (:meth:`RunFiles.truncate`) and the final files equal those of a run that never stopped.
+taken (:meth:`RunFiles.truncate`) and the final files equal those of a run that never stopped. A row that cannot be
+written (a full disk) stops the run with one line (:class:`drq.run.snapshot.RunDirError`): the snapshot on disk is
+whole, and the resume cuts the files back to it.
 
 wandb: ``mode=auto`` is ``online`` when credentials exist (``WANDB_API_KEY`` or an ``api.wandb.ai`` entry in
 ``~/.netrc``) and ``offline`` otherwise (one line says how to ``wandb sync``); ``WANDB_MODE`` in the environment wins
@@ -12,18 +14,30 @@ over ``auto``. Nothing waits on a login prompt. Metrics are logged under ``train
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import netrc
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from drq.config.schema import WANDB_MODES
+from drq.run.snapshot import RunDirError
 
 TRAIN_COLUMNS = ("frame", "step", "episode", "episode_reward", "episode_length", "fps", "total_time")
 EVAL_COLUMNS = ("frame", "step", "episode", "episode_reward", "episode_length", "total_time")
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OSError while writing ``path`` becomes one :class:`RunDirError` line naming it and the cause."""
+    try:
+        yield
+    except OSError as error:
+        raise RunDirError(f"{RunDirError.of('write', error, path)}; the run stops here, its snapshot on disk (if any) "
+                          "is whole: make room, then run the same command to go on from it") from None
 
 
 def _count_lines(path: Path) -> int:
@@ -42,7 +56,7 @@ def _truncate_lines(path: Path, keep: int) -> None:
     if len(lines) <= keep:
         return
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with _writing(tmp), open(tmp, "wb") as f:
         f.writelines(lines[:keep])
         f.flush()
         os.fsync(f.fileno())
@@ -78,7 +92,7 @@ class RunFiles:
     def _csv_row(self, name: str, columns: tuple[str, ...], row: Mapping[str, Any]) -> None:
         path = self.run_dir / name
         new = not path.exists() or path.stat().st_size == 0
-        with open(path, "a", newline="") as f:
+        with _writing(path), open(path, "a", newline="") as f:
             writer = csv.writer(f)
             if new:
                 writer.writerow(columns)
@@ -96,7 +110,7 @@ class RunFiles:
         """One line of ``metrics.jsonl``: ``{"section", "frame", "step", "total_time", <metric>: value, ...}``."""
         line = {"section": section, "frame": int(frame), "step": int(step), "total_time": float(total_time)}
         line.update({k: _plain(v) for k, v in values.items()})
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with _writing(self.run_dir / "metrics.jsonl"), open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
 
     def resume(self, frame: int, step: int, total_time: float, changes: Mapping[str, tuple[Any, Any]]) -> None:
@@ -104,7 +118,7 @@ class RunFiles:
         ``metrics.jsonl``: the config keys a resumed session changed (values as JSON, anything else as text)."""
         line = {"section": "resume", "frame": int(frame), "step": int(step), "total_time": float(total_time),
                 "changes": {k: [old, new] for k, (old, new) in changes.items()}}  # fmt: skip
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with _writing(self.run_dir / "metrics.jsonl"), open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(line, default=str) + "\n")
 
 

@@ -7,9 +7,14 @@ episodes), ``rng`` (python / numpy / torch states as tensors and ints), ``logger
 ``replay`` is the manifest of the segment files in ``RUN_DIR/replay`` (:mod:`replay.segments`); snapshots from before
 issue 22 held the whole replay there, and still load.
 
-Writing is atomic: a temporary file in the same folder, ``fsync``, then ``os.replace`` over the old snapshot, so an
-interrupted or failed write (disk full) leaves the previous snapshot intact; a failed write warns and returns False.
-Loading turns every way a file can be unusable into one :class:`SnapshotError` naming the file and the problem.
+Writing is atomic: a temporary file in the same folder, ``fsync``, then ``os.replace`` over the old snapshot and an
+``fsync`` of the folder, so an interrupted or failed write (disk full, an I/O error on the folder) leaves the
+previous snapshot intact or, where only the folder's fsync failed, either snapshot; a failed write warns and returns
+False. Loading turns every way a file can be unusable into one :class:`SnapshotError` naming the file and the problem.
+
+A run dir may hold copies of ``snapshot.pt`` kept beside it (``cp snapshot.pt snap_500k.pt``: any ``*.pt`` there
+whose first bytes say it is a snapshot): :class:`SnapshotsHere` reads what each one names, so that the replay's
+segment files they need are kept while they exist (docs/snapshots.md).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import os
 import random
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -30,6 +35,17 @@ FILENAME = "snapshot.pt"
 
 class SnapshotError(RuntimeError):
     """A snapshot that cannot be used: missing, unreadable, corrupt, or made by an incompatible run."""
+
+
+class RunDirError(RuntimeError):
+    """A file the run keeps in its run dir (a log, a replay segment, the frames file) could not be read, written or
+    deleted; ``str(error)`` is one line naming the path and the cause. Raised where the snapshot on disk is whole."""
+
+    @classmethod
+    def of(cls, doing: str, error: OSError, path: str | Path | None = None) -> RunDirError:
+        """``could not <doing> <path> (<cause>)``; ``path``: where ``error`` names none (a failed ``write``)."""
+        where = error.filename if error.filename is not None else path
+        return cls(f"could not {doing} {where} ({error.strerror or error})")
 
 
 def save(path: str | Path, state: dict[str, Any]) -> bool:
@@ -56,21 +72,80 @@ def save(path: str | Path, state: dict[str, Any]) -> bool:
 def warn_not_written(path: Path, error: OSError) -> None:
     """The one warning for a snapshot (or its replay segments) that could not be written: training goes on."""
     reason = "disk full" if error.errno == errno.ENOSPC else str(error)
-    warnings.warn(f"could not write snapshot {path} ({reason}); the previous snapshot is kept and training goes on",
-                  RuntimeWarning, stacklevel=3)  # fmt: skip
+    kept = "the previous snapshot is kept" if path.exists() else "there is no snapshot yet"
+    warnings.warn(f"could not write snapshot {path} ({reason}); {kept} and training goes on", RuntimeWarning,
+                  stacklevel=3)  # fmt: skip
 
 
 def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
+    """Make the rename in ``directory`` durable; an OSError here is a failed save (the rename may not survive)."""
+    fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
+
+
+class SnapshotsHere:
+    """The snapshots of one run dir, for deciding which replay segment files are still needed: ``snapshot.pt`` and
+    every copy kept beside it (a ``*.pt`` file directly in the run dir whose first bytes say it is a snapshot, so a copy
+    still being written counts), each read once while it is unchanged; and the last ``snapshot.pt`` this session knows
+    to be durable (after a save whose folder fsync failed, a crash may leave either the new one or that one): the
+    one on disk at the first :meth:`named`, at the session's start, then each one :meth:`saved` says was written.
+
+    ``names_of``: the segment files a snapshot's ``replay`` entry names (``replay.segments.ReplayFiles.names``)."""
+
+    def __init__(self, run_dir: str | Path, names_of: Callable[[Any], Iterable[str]]) -> None:
+        self.run_dir, self._names_of = Path(run_dir), names_of
+        self._read: dict[Path, tuple[tuple[int, int, int], frozenset[str]]] = {}  # path -> (inode, size, mtime), names
+        self._durable: frozenset[str] | None = None  # named by the last snapshot.pt known durable (None: not read yet)
+
+    def named(self) -> set[str]:
+        """The segment files every snapshot here names, and the last one known durable. Raises
+        :class:`SnapshotError` naming a snapshot that cannot be read (a copy still being written): it may name
+        anything, so nothing may be deleted while it is there."""
+        named, read = set(self._durable or ()), {}
+        for path in snapshots_in(self.run_dir):
+            try:
+                info = path.stat()
+            except FileNotFoundError:  # deleted since the listing: it names nothing any more
+                continue
+            key = (info.st_ino, info.st_size, info.st_mtime_ns)
+            names = self._read[path][1] if path in self._read and self._read[path][0] == key else None
+            if names is None:  # mmap: the tensors are not read; the names are copied out, the file let go
+                try:
+                    names = frozenset(self._names_of(load(path, mmap=True).get("replay")))
+                except SnapshotError:
+                    raise SnapshotError(f"{path} looks like a snapshot but cannot be read (a copy still being "
+                                        "written?)") from None
+            read[path] = (key, names)
+            named |= names
+            if self._durable is None and path.name == FILENAME:  # the first read (snapshot.pt comes first), at the
+                self._durable = names  # session's start, before any save: the snapshot it started from
+        self._read = read
+        return named
+
+    def saved(self, replay: Any) -> None:
+        """``snapshot.pt`` was just written and made durable with the replay entry ``replay``."""
+        path = self.run_dir / FILENAME
+        info = path.stat()
+        self._durable = frozenset(self._names_of(replay))
+        self._read[path] = ((info.st_ino, info.st_size, info.st_mtime_ns), self._durable)
+
+
+def snapshots_in(run_dir: str | Path) -> list[Path]:
+    """The snapshots of ``run_dir``: ``snapshot.pt`` first (if there), then the copies kept beside it, by name."""
+    return sorted((p for p in Path(run_dir).glob("*.pt") if p.name == FILENAME or _looks_like_snapshot(p)),
+                  key=lambda p: (p.name != FILENAME, p.name))  # fmt: skip
+
+
+def _looks_like_snapshot(path: Path) -> bool:
+    """Whether ``path``'s first bytes hold :data:`FORMAT` (a snapshot's pickle begins with it, even half-copied)."""
+    try:
+        with open(path, "rb") as f:
+            return FORMAT.encode() in f.read(4096)
+    except OSError:
+        return False
 
 
 def resolve_path(path: str | Path) -> Path:

@@ -101,6 +101,7 @@ class Parts:
     action_shape: tuple[int, ...] = ()
     replay: Any = None  # replay.FrameReplay
     replay_files: Any = None  # replay.segments.ReplayFiles (RUN_DIR/replay)
+    snapshots_here: Any = None  # drq.run.snapshot.SnapshotsHere: what the run dir's snapshots name there
     agent: Agent | None = None
     health: HealthMonitor | None = None
     video: VideoRecorder | None = None
