@@ -96,7 +96,7 @@ meta = json.load(open(sys.argv[1]))
 session = onnxruntime.InferenceSession(sys.argv[2], providers=["CPUExecutionProvider"])
 size, k = meta["image_size"], meta["frame_stack"]
 frames, actions = [], []
-for picture in np.load(sys.argv[3]):                     # uint8 (H, W, 3) RGB, as a camera gives it
+for picture in [p for path in sys.argv[3:] for p in np.load(path)]:  # uint8 (H, W, 3) RGB, as a camera gives it
     if picture.shape[:2] != (size, size):
         picture = cv2.resize(picture, (size, size), interpolation=cv2.INTER_AREA)
     frame = picture.transpose(2, 0, 1)                   # channels first
@@ -110,18 +110,27 @@ print(json.dumps({"actions": np.stack(actions).tolist(),
 
 def test_onnx_runtime_runs_the_file_without_drq(recorded, onnx_file, tmp_path):
     """A fresh interpreter without drq or torch (the point of the subprocess) follows the sidecar: resize, stack,
-    run; its actions on an episode's pictures are the agent's."""
-    _, episodes = recorded
+    run. On the pictures the env rendered its actions are the agent's; on larger, non-square ones (resized) the
+    policy's."""
+    import cv2
+
+    policy, episodes = recorded
     pictures = np.stack(episodes.pictures[1][:30])
-    np.save(tmp_path / "pictures.npy", pictures)
+    larger = np.stack([cv2.resize(p, (90, 70), interpolation=cv2.INTER_LINEAR) for p in pictures])
+    np.save(tmp_path / "native.npy", pictures), np.save(tmp_path / "larger.npy", larger)
     done = subprocess.run([sys.executable, "-c", ROBOT_LOOP, onnx_file["metadata"], onnx_file["file"],
-                           str(tmp_path / "pictures.npy")], capture_output=True, text=True, timeout=120,
+                           str(tmp_path / "native.npy"), str(tmp_path / "larger.npy")], capture_output=True, text=True,
+                          timeout=120,
                           env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["imported"] == []
+    actions = np.array(result["actions"], np.float32)
     first = len(episodes.pictures[0])  # the recorded actions of the second episode start after the first's
-    assert np.abs(np.array(result["actions"], np.float32) - episodes.actions[first:first + 30]).max() <= PARITY
+    assert np.abs(actions[:30] - episodes.actions[first:first + 30]).max() <= PARITY
+    policy.reset()  # the loop's stack runs on from the native pictures into the larger ones, as here
+    expected = np.stack([policy.act(p) for p in [*pictures, *larger]])
+    assert np.abs(actions - expected).max() <= PARITY
 
 
 def test_the_command_line(debug_run, tmp_path, monkeypatch):
