@@ -124,10 +124,11 @@ def export(source: str | Path, fmt: str, out: str | Path | None = None, check: i
                 __import__(module)
             except ImportError:
                 raise ValueError(f"--format onnx needs {module}, part of {EXTRA}") from None
-    policy = load_policy(source)  # fp32 on the CPU: the graph is traced there (it runs on any device it is moved to)
+    policy = load_policy(source)  # fp32 on the CPU: the graph is traced and checked there
     path = Path(out) if out else policy.source.parent / f"policy{FORMATS[fmt]}"
     if path.is_dir():
         raise ValueError(f"--out {path} is a directory: name the file, e.g. {path / ('policy' + FORMATS[fmt])}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     meta = metadata(policy, fmt, path)
     sidecar = path.with_name(path.name + ".json")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
