@@ -58,6 +58,7 @@ def test_the_onnx_graph_acts_as_the_policy_in_onnx_runtime(recorded, onnx_file):
     assert embedded == json.loads(Path(onnx_file["metadata"]).read_text())
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")  # PyTorch 2.13's note
 def test_the_torchscript_graph_acts_as_the_policy(recorded, debug_run, tmp_path):
     policy, episodes = recorded
     result = export.export(debug_run.run_dir, "torchscript", tmp_path / "policy.pt")
