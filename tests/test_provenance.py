@@ -135,11 +135,17 @@ def test_a_run_records_what_the_analysis_reads(debug_run):
     cfg, run_dir = debug_run.cfg, debug_run.run_dir
     run = provenance.read_run(run_dir)
     size, stack = cfg["image_size"], cfg["frame_stack"]
-    assert {k: v for k, v in run.items() if k != "config"} == {
+    assert {k: v for k, v in run.items() if k not in ("config", "env")} == {
         "task": "cartpole_swingup", "agent": "drqv2", "seed": cfg["seed"], "action_repeat": cfg["action_repeat"],
         "discount": cfg["discount"], "frame_stack": stack, "observation_shape": [3 * stack, size, size],
         "action_shape": [1], "action_dim": 1}  # fmt: skip
-    assert run["config"] == torch.load(run_dir / "snapshot.pt", weights_only=True)["config"]
+    snapshot = torch.load(run_dir / "snapshot.pt", weights_only=True)
+    assert run["config"] == snapshot["config"]
+    # what a deployment needs (drq.load_policy, python -m drq.export): the same in run.json and the snapshot
+    assert run["env"] == snapshot["env"] == {
+        "task": "cartpole_swingup", "observation_shape": [3 * stack, size, size], "frame_stack": stack,
+        "image_size": size, "channel_order": "RGB", "frame_order": "oldest first",
+        "action_repeat": cfg["action_repeat"], "action_shape": [1], "action_low": [-1.0], "action_high": [1.0]}
     assert health_report.read_run_config(run_dir) == {"agent": "drqv2", "action_dim": 1, "discount": cfg["discount"],
                                                       "action_repeat": cfg["action_repeat"]}  # fmt: skip
     assert report.read_run_identity(run_dir) == ("cartpole_swingup", "drqv2", str(cfg["seed"]))

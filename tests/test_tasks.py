@@ -17,6 +17,23 @@ def test_suite_list_matches_installed_dm_control():
         assert tasks.resolve_task(f"{domain}_{task}") == (domain, task)
 
 
+def test_the_domains_with_their_own_action_bounds_are_those_of_the_installed_dm_control():
+    """OWN_ACTION_BOUNDS_DOMAINS (what drq.policy reads for snapshots from before the env record) against each
+    domain's action spec: one task per domain, the manipulation task included."""
+    import numpy as np
+
+    rendering.setup_rendering()
+    from dm_control import manipulation, suite
+
+    first = {}
+    for domain, task in suite.ALL_TASKS:
+        first.setdefault(domain, task)
+    specs = {domain: suite.load(domain, task).action_spec() for domain, task in first.items()}
+    specs[tasks.MANIPULATION_DOMAIN] = manipulation.load("reach_duplo_features", seed=0).action_spec()
+    own = {d for d, spec in specs.items() if not (np.all(spec.minimum == -1.0) and np.all(spec.maximum == 1.0))}
+    assert own == tasks.OWN_ACTION_BOUNDS_DOMAINS
+
+
 def test_drqv2_names_and_aliases():
     assert len(tasks.DRQV2_TASKS) == 24 and set(tasks.DRQV2_TASKS) <= set(tasks.TASK_NAMES)
     assert tasks.resolve_task("cup_catch") == ("ball_in_cup", "catch")

@@ -145,6 +145,11 @@ class DrQV2Actor(nn.Module):
         dist.pre_tanh_mean = pre_tanh_mean
         return dist
 
+    def mean_action(self, features: torch.Tensor) -> torch.Tensor:
+        """The evaluation action ``tanh(mu)`` ``(B, A)`` float32, the same operations as ``forward(features, std).mean``
+        without building the distribution: what a deployed policy computes (``drq.policy``, ``drq.export``)."""
+        return torch.tanh(self.policy(self.trunk(features)).float())
+
 
 class SACActor(nn.Module):
     """SAC's tanh-Gaussian actor: ``mu`` and ``log_std`` from an MLP on the trunk features, with
@@ -166,3 +171,9 @@ class SACActor(nn.Module):
         lo, hi = self.log_std_bounds
         log_std = lo + 0.5 * (hi - lo) * (torch.tanh(raw_log_std) + 1.0)
         return TanhNormal(mu, log_std.exp(), validate_args=False)
+
+    def mean_action(self, features: torch.Tensor) -> torch.Tensor:
+        """The evaluation action ``tanh(mu)`` ``(B, A)`` float32, the same operations as ``forward(features).mean``
+        without the std head's squashing: what a deployed policy computes (``drq.policy``, ``drq.export``)."""
+        mu, _ = self.policy(self.trunk(features)).float().chunk(2, dim=-1)
+        return torch.tanh(mu)

@@ -14,6 +14,12 @@ from typing import Any
 
 import numpy as np
 
+CHANNEL_ORDER = "RGB"
+"""The channel order of every picture, frame and observation (MuJoCo and Gymnasium's ``rgb_array`` render RGB; an
+OpenCV camera image is BGR: ``picture[..., ::-1]`` first)."""
+FRAME_ORDER = "oldest first"
+"""The order of the ``k`` frames stacked in an observation: ``observation[-3:]`` is the newest frame."""
+
 
 def picture_problem(picture: Any, what: str = "picture") -> str | None:
     """What is wrong with ``picture`` as a uint8 ``(H, W, 3)`` image, in words, or None."""

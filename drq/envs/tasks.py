@@ -64,6 +64,11 @@ TASK_NAMES: tuple[str, ...] = tuple(sorted(_REGISTRY))
 
 _CAMERA_BY_DOMAIN: dict[str, int] = {"quadruped": 2}
 
+OWN_ACTION_BOUNDS_DOMAINS = frozenset({"lqr", MANIPULATION_DOMAIN, "quadruped"})
+"""The domains whose action spec is not [-1, 1] in every dimension (dm_control 1.0.50; tests/test_tasks.py checks it
+against the installed dm_control): every other task's bounds are known without loading it (``drq.policy`` reads
+snapshots from before the ``env`` record with it)."""
+
 
 class UnknownTaskError(ValueError):
     """A task name that is neither a DrQ-v2 task nor a dm_control suite ``domain_task``."""

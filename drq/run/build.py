@@ -250,7 +250,9 @@ def _record_session(parts: Parts, state: RunState, saved: Mapping[str, Any] | No
     record = provenance.session(parts.device, parts.precision_resolved, parts.precision_reason, parts.num_threads,
                                 getattr(parts.train_env, "backend", None), state.frame,
                                 saved["_source"] if saved else None, parts.resume_changes)  # fmt: skip
-    run = provenance.run_record(parts.config_dict(), parts.observation_shape, parts.action_shape)  # for drq.analysis
+    env = provenance.env_record(parts.config_dict(), parts.observation_shape, parts.train_env.action_low,
+                                parts.train_env.action_high)  # what a deployment needs (drq.load_policy)
+    run = provenance.run_record(parts.config_dict(), parts.observation_shape, parts.action_shape, env)  # drq.analysis
     return provenance.record_session(parts.run_dir, record, earlier=(saved or {}).get("provenance"), run=run)
 
 

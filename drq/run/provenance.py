@@ -23,6 +23,15 @@ session, from its config: a resume that changes a key rewrites it)::
 ``observation_shape`` is the agent's input (stacked frames, channels first, uint8 pixels); ``action_dim`` is |A|, the
 product of ``action_shape``. A run dir from before this has no ``run``: :func:`read_run` gives ``{}`` there.
 
+``run.env`` (also the snapshot's ``env``) is what a deployment needs and cannot derive from the networks
+(:func:`env_record`; ``drq.load_policy`` and ``python -m drq.export`` read it)::
+
+    "env": {"task": "quadruped_walk", "observation_shape": [9, 84, 84], "frame_stack": 3, "image_size": 84,
+            "channel_order": "RGB", "frame_order": "oldest first", "action_repeat": 2, "action_shape": [12],
+            "action_low": [-1.0, -1.0, -0.8, ...], "action_high": [1.0, 1.1, 0.8, ...]}
+
+``action_low`` / ``action_high`` are the environment's own bounds, onto which the agent's [-1, 1] is mapped.
+
 ``code.commit`` / ``code.dirty`` come from ``git`` in the folder the ``drq`` package was imported from; both are
 ``null`` where that is no git checkout (an installed package) or git is missing. ``dirty`` counts tracked files only
 (run outputs inside the checkout do not make it dirty). The trainer writes the file at start, before the first
@@ -47,8 +56,8 @@ FORMAT = "drq-run-v1"
 PACKAGES = ("torch", "mujoco", "dm_control", "numpy", "drq")
 _GIT_TIMEOUT_S = 10.0
 
-__all__ = ["FILENAME", "PACKAGES", "code_state", "read", "read_run", "record_session", "run_record", "session",
-           "versions"]
+__all__ = ["FILENAME", "PACKAGES", "code_state", "env_record", "read", "read_run", "record_session", "run_record",
+           "session", "versions"]
 
 
 def versions() -> dict[str, str | None]:
@@ -99,16 +108,30 @@ def session(device: str, precision: str, precision_reason: str, num_threads: int
     return json.loads(json.dumps(record, default=str))
 
 
-def run_record(config: Mapping[str, Any], observation_shape: tuple[int, ...],
-               action_shape: tuple[int, ...]) -> dict[str, Any]:  # fmt: skip
+def run_record(config: Mapping[str, Any], observation_shape: tuple[int, ...], action_shape: tuple[int, ...],
+               env: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """run.json's ``run`` (see the module docstring) from the resolved config as plain python (``task_name``,
-    ``agent.name``, ...) and the shapes the environment gave the agent."""
+    ``agent.name``, ...) and the shapes the environment gave the agent; ``env``: its :func:`env_record`."""
     record = {"task": config["task_name"], "agent": config["agent"]["name"], "seed": config["seed"],
               "action_repeat": config["action_repeat"], "discount": config["discount"],
               "frame_stack": config["frame_stack"], "observation_shape": [int(n) for n in observation_shape],
               "action_shape": [int(n) for n in action_shape], "action_dim": int(math.prod(action_shape)),
-              "config": dict(config)}  # fmt: skip
+              **({"env": dict(env)} if env is not None else {}), "config": dict(config)}  # fmt: skip
     return json.loads(json.dumps(record, default=str))
+
+
+def env_record(config: Mapping[str, Any], observation_shape: tuple[int, ...], action_low: Any,
+               action_high: Any) -> dict[str, Any]:  # fmt: skip
+    """The snapshot's ``env`` and run.json's ``run.env`` (see the module docstring): the task, the observation's
+    shape and layout, the action repeat and the environment's own action bounds (``Env.action_low`` /
+    ``action_high``, float (A,)), as plain JSON types."""
+    from drq.envs.frames import CHANNEL_ORDER, FRAME_ORDER
+
+    low, high = [float(v) for v in action_low], [float(v) for v in action_high]
+    return {"task": str(config["task_name"]), "observation_shape": [int(n) for n in observation_shape],
+            "frame_stack": int(config["frame_stack"]), "image_size": int(config["image_size"]),
+            "channel_order": CHANNEL_ORDER, "frame_order": FRAME_ORDER, "action_repeat": int(config["action_repeat"]),
+            "action_shape": [len(low)], "action_low": low, "action_high": high}  # fmt: skip
 
 
 def _load(run_dir: str | Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from drq.config import schema as config_schema
-from drq.run import resume_changes
+from drq.run import provenance, resume_changes
 from drq.run import snapshot as snapshots
 from drq.run.metrics import MetricWindow
 from drq.run.sinks import RunFiles
@@ -155,6 +155,8 @@ def snapshot_state(parts: Parts, state: RunState, window: MetricWindow) -> dict[
         "logger": parts.files.position(),
         "wandb_run_id": parts.wandb.run_id,
         "provenance": parts.sessions,  # run.json's sessions: what each session ran on
+        "env": provenance.env_record(parts.config_dict(), parts.observation_shape, parts.train_env.action_low,
+                                     parts.train_env.action_high),  # what a deployment needs (drq.load_policy)
         "episode": episode,  # the current training episode (mid-episode snapshots), else None
         "health_window": window.state_dict(),
     }

@@ -3,7 +3,9 @@
 Contents (see :func:`drq.run.resume.snapshot_state`): ``format``, ``config`` (the resolved run config as plain
 containers), ``agent`` (networks, optimisers, log alpha), ``replay`` (optional), ``counters`` (frames, agent steps,
 episodes), ``rng`` (python / numpy / torch states as tensors and ints), ``logger`` (lines per log file),
-``wandb_run_id``, ``provenance`` (run.json's sessions: what each session ran on, :mod:`drq.run.provenance`).
+``wandb_run_id``, ``provenance`` (run.json's sessions: what each session ran on, :mod:`drq.run.provenance`), ``env``
+(what a deployment needs: the task, the observation's layout, the action repeat and bounds,
+:func:`drq.run.provenance.env_record`; snapshots from before it lack it).
 ``replay`` is the manifest of the segment files in ``RUN_DIR/replay`` (:mod:`replay.segments`); snapshots from before
 issue 22 held the whole replay there, and still load.
 
