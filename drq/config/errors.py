@@ -100,6 +100,10 @@ def _name_lines(overrides: list[Any]) -> list[str]:
         key, value = o.key_or_group, o.input_line.partition("=")[2]
         if key in known or key in GROUPS or key == "protocol":
             continue
+        if key.startswith("gym.kwargs."):  # a new key inside a mapping: hydra adds it only with '+'
+            lines.append(f"{key}={value}: add a keyword argument with a '+': +{key}={value} (or "
+                         f"'gym.kwargs={{{key.split('.', 2)[2]}:{value}}}')")
+            continue
         owners, hint = [a for a in schema.AGENT_NAMES if key in schema.keys(a)], closest(key, known)
         lines.append(f"{key}={value}: not a key of agent={'/'.join(agents)} (a key of agent={'/'.join(owners)}; "
                      "every key: docs/configuration.md)" if owners else f"{key}={value}: unknown config key"
@@ -107,7 +111,7 @@ def _name_lines(overrides: list[Any]) -> list[str]:
     return lines
 
 
-def _combinations(overrides: list[Any]) -> list[list[str]]:
+def combinations(overrides: list[Any]) -> list[list[str]]:
     """The override lists to compose: every combination of the sweeps when there are at most MAX_COMBINATIONS,
     else each value of each sweep once (the other sweeps at their first value). An interval sweep (optuna) has no
     values to list: its key keeps its composed default here."""
@@ -127,9 +131,9 @@ def check_overrides(argv: list[str], machine: bool = True) -> None:
     overrides = parse(argv, hydra=False)
     lines = _name_lines(overrides)
     if not lines:
-        combinations = _combinations(overrides)
-        with footprint.on_machine(launchers.machine(argv, len(combinations))):
-            for cfg in compose(combinations):
+        combos = combinations(overrides)
+        with footprint.on_machine(launchers.machine(argv, len(combos))):
+            for cfg in compose(combos):
                 lines += [cfg] if isinstance(cfg, str) else schema.check(cfg, machine=machine)
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
     if not lines and sweep is not None and not launchers.multirun(argv):

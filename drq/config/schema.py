@@ -208,9 +208,8 @@ class WandbConfig:
 class GymConfig:
     """``gym.*``: a Gymnasium environment, trained on with ``task=gym`` (drq.envs.gym_pixels; docs/gymnasium.md)."""
 
-    id: str | None = key("str | null", "null, a registered Gymnasium id (InvertedPendulum-v5) or an entry point "
-                         "module.path:ClassName", _alias(_text, {None: None}), machine=_gym_id_here,
-                         why="task=gym trains on it and names the run after it; null: a DMC task")
+    id: str | None = key("str | null", "null, a Gymnasium id or module.path:ClassName", _alias(_text, {None: None}),
+                         machine=_gym_id_here, why="with task=gym: the env, and the run's name; docs/gymnasium.md")
     kwargs: dict[str, Any] = key("mapping", "a mapping of keyword arguments, e.g. {camera_name:track}", _gym_kwargs,
                                  why="passed to gymnasium.make(id, ...) or the class; add one with "
                                  "+gym.kwargs.camera_name=track")

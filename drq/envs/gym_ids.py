@@ -191,3 +191,15 @@ def time_limit_frames(name: str, kwargs: dict[str, Any] | None = None) -> int | 
         return None
     spec = registry.get(name.partition(ENTRY_POINT_SEPARATOR)[2] or name)
     return spec.max_episode_steps if spec is not None else None
+
+
+def record(name: str) -> dict[str, Any]:
+    """What run.json says of the env ``name``: ``{"id", "entry_point", "registered", "max_episode_steps"}``, read
+    from gymnasium's registry without importing the env's module (an entry point is its own ``entry_point``)."""
+    spec = None
+    if not is_entry_point(name):
+        from gymnasium.envs.registration import registry
+
+        spec = registry.get(name.partition(ENTRY_POINT_SEPARATOR)[2] or name)
+    return {"id": name, "entry_point": _entry_point_text(spec.entry_point) if spec else name,
+            "registered": spec is not None, "max_episode_steps": spec.max_episode_steps if spec else None}
