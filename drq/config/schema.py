@@ -60,7 +60,7 @@ def show(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{k}:{show(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
-        return value if value and not re.search(r"[\s,=:'\"]", value) else repr(value)
+        return value if value and not re.search(r"[\s,='\"]", value) else repr(value)  # a:b needs no quotes
     return repr(value)
 
 

@@ -292,7 +292,7 @@ class GymPixelEnv:
             if camera is not None:
                 camera_id = camera if isinstance(camera, int) else mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA,
                                                                                      camera)  # fmt: skip
-                if not -1 <= camera_id < model.ncam:
+                if not -1 <= camera_id < model.ncam or (camera_id == -1 and not isinstance(camera, int)):
                     names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]
                     raise self._fail(f"camera {camera!r} is not one of its {model.ncam} cameras {names} (or -1, the "
                                      "free camera)")
