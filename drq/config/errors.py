@@ -76,15 +76,19 @@ def _group_line(group: str, value: str) -> str | None:
         return None
     if group != "task":
         return f"{group}={value}: one of {', '.join(choices)} (cfgs/{group}/)"
-    from drq.envs import tasks
+    from drq.envs import gym_ids, tasks
 
-    hint = closest(value, choices)
-    line = f"task={value}: one of the {len(choices)} task configs in cfgs/task/{'; ' + hint if hint else ''}"
+    dmc = [c for c in choices if c != "gym"]  # task=gym is the switch to a Gymnasium env
+    hint = closest(value, dmc)
+    line = f"task={value}: one of the {len(dmc)} task configs in cfgs/task/{'; ' + hint if hint else ''}"
     try:
         tasks.resolve_task(value)
         return line + f"; '{value}' is a dm_control task: run it with task_name={value} (and a preset=...)"
     except ValueError:
-        return line
+        pass
+    if gym_ids.is_entry_point(value) or value in gym_ids.registered_ids():
+        return line + f"; '{value}' is a Gymnasium env: run it with task=gym gym.id={value}"
+    return line + "; or task=gym gym.id=... (a Gymnasium env)"
 
 
 def _name_lines(overrides: list[Any]) -> list[str]:
