@@ -22,7 +22,8 @@ session, from its config: a resume that changes a key rewrites it)::
 
 ``observation_shape`` is the agent's input (stacked frames, channels first, uint8 pixels); ``action_dim`` is |A|, the
 product of ``action_shape``. A Gymnasium run (``task=gym``) adds ``"gym": {"id", "entry_point", "registered",
-"max_episode_steps"}`` (:func:`drq.envs.gym_ids.record`), and each session's versions name gymnasium's. A run dir from before this has no ``run``: :func:`read_run` gives ``{}`` there.
+"max_episode_steps"}`` (:func:`drq.envs.gym_ids.record`), and each session's versions name gymnasium's. A run dir from
+before this has no ``run``: :func:`read_run` gives ``{}`` there.
 
 ``code.commit`` / ``code.dirty`` come from ``git`` in the folder the ``drq`` package was imported from; both are
 ``null`` where that is no git checkout (an installed package) or git is missing. ``dirty`` counts tracked files only
