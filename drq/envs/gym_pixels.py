@@ -167,7 +167,8 @@ class GymPixelEnv:
         self.size = _positive_int("size", size)
         self.seed = _seed(seed)
         self._source = gym_ids.resolve(env_id)  # GymIdError (a ValueError, one line) when nothing builds it
-        self.backend = os.environ.get("MUJOCO_GL") if self._source.uses_mujoco else None  # run.json's gl_backend
+        self._mujoco = self._source.uses_mujoco  # a gymnasium MuJoCo env: width/height, a model to render videos of
+        self.backend = os.environ.get("MUJOCO_GL") if self._mujoco else None  # run.json's gl_backend
         self._renderers: dict[Any, Any] = {}  # (size, camera) -> a MuJoCo renderer for videos
         self._exit_hook: Any = None
         self._env = self._make(dict(kwargs or {}))
@@ -181,6 +182,7 @@ class GymPixelEnv:
         # the env's own action bounds, float64 (A,): the agent acts in [-1, 1], mapped onto them in _env_action
         self.action_low = np.asarray(space.low, dtype=np.float64).reshape(space.shape)
         self.action_high = np.asarray(space.high, dtype=np.float64).reshape(space.shape)
+        self._half_span = 0.5 * (self.action_high - self.action_low)
         self.action_shape: tuple[int, ...] = tuple(space.shape)
         self.observation_shape: tuple[int, int, int] = (3 * self.frame_stack, self.size, self.size)
         self._frames = FrameStack(self.frame_stack)
@@ -197,7 +199,7 @@ class GymPixelEnv:
         source = self._source
         modes = _render_modes(source.creator)
         self._renders = modes is None or "rgb_array" in modes
-        if source.uses_mujoco:
+        if self._mujoco:
             if self.pixels == "render" and "width" not in kwargs and "height" not in kwargs:
                 kwargs.update(width=self.size, height=self.size)  # the agent's picture, rendered at its size
             camera = kwargs.get("default_camera_config")
@@ -259,7 +261,7 @@ class GymPixelEnv:
 
     def render(self, size: int = 256) -> np.ndarray:
         """The env's own view at ``size``: uint8 (size, size, 3), for videos; the agent's frames are not changed."""
-        if self._source.uses_mujoco:
+        if self._mujoco:
             own = self._env.unwrapped.mujoco_renderer
             if self.pixels == "render" and (own.width, own.height) == (size, size) and self._picture is not None:
                 return self._picture.copy()
@@ -275,7 +277,7 @@ class GymPixelEnv:
 
     def render_camera(self, size: int, camera: int | str) -> np.ndarray:
         """The view of MuJoCo camera ``camera`` (id or name) at ``size`` (``python -m drq.evaluate --camera``)."""
-        if not self._source.uses_mujoco:
+        if not self._mujoco:
             raise self._fail("--camera picks a MuJoCo camera, and this is not a gymnasium MuJoCo env")
         return self._mujoco_picture(size, camera)
 
@@ -310,7 +312,7 @@ class GymPixelEnv:
         """Close this env at interpreter exit *before* MuJoCo terminates the EGL display (atexit runs its handlers
         last-registered first, and the display's ``eglTerminate`` was registered when the first GL context was
         made): closing after it printed EGL tracebacks."""
-        if self._exit_hook is None and self._source.uses_mujoco:
+        if self._exit_hook is None and self._mujoco:
             ref = weakref.ref(self)
 
             def close_before_the_gl_display_goes() -> None:
@@ -340,14 +342,16 @@ class GymPixelEnv:
         action = np.asarray(action, dtype=np.float32)
         if action.shape != self.action_shape:
             raise ValueError(f"action must have shape {self.action_shape} for {self.task_name}, got {action.shape}")
-        if not np.all(np.isfinite(action)) or np.any(np.abs(action) > 1.0 + _ACTION_TOLERANCE):
+        largest = float(np.abs(action).max())
+        if not largest <= 1.0 + _ACTION_TOLERANCE:  # also NaN
             raise ValueError(f"action must be finite and in [-1, 1], got {action}")
-        return np.clip(action, -1.0, 1.0)
+        return action if largest <= 1.0 else np.minimum(np.maximum(action, -1.0), 1.0)  # (np.clip: 4x slower here)
 
     def _env_action(self, action: np.ndarray) -> np.ndarray:
-        """[-1, 1] -> [action_low, action_high], in float64, cast to the Box's dtype (clipped: rounding stays inside)."""
-        scaled = self.action_low + (action.astype(np.float64) + 1.0) * 0.5 * (self.action_high - self.action_low)
-        return np.clip(scaled, self.action_low, self.action_high).astype(self._action_dtype)
+        """[-1, 1] -> [action_low, action_high]: ``low + (a + 1) (high - low) / 2`` in float64, kept inside the bounds
+        against rounding, cast to the Box's dtype."""
+        scaled = self.action_low + (action.astype(np.float64) + 1.0) * self._half_span
+        return np.minimum(np.maximum(scaled, self.action_low), self.action_high).astype(self._action_dtype)
 
     def step_async(self, action: np.ndarray) -> None:
         """Check and store ``action`` (float32 (A,) in [-1, 1]); :meth:`step_wait` runs it."""
