@@ -27,9 +27,9 @@ frames run out. Settings chosen for a 2-core CPU (everything else is the task's 
          slower per frame. See docs/benchmarks.md, "Learning on a 2-core CPU".)
 
 Gymnasium tasks take DrQ-v2's settings above without ``fast_render`` (a DMC key), plus their own
-(:data:`GYM_TASKS`). Extra arguments are hydra overrides and win over these. The config is composed and checked before train.py starts
-(a bad value: one line, exit 2); this bench's own frame counts above are rounded up to the action repeat in force
-(with a user's ``action_repeat=6``: 4000 -> 4002), the user's never. Last line: one JSON object with task, agent,
+(:data:`GYM_TASKS`). Extra arguments are hydra overrides and win over these. The config is composed and checked before
+train.py starts (a bad value: one line, exit 2); this bench's own frame counts above are rounded up to the action
+repeat in force (with a user's ``action_repeat=6``: 4000 -> 4002), the user's never. Last line: one JSON object with task, agent,
 precision, frames, minutes, final_eval_return, best_eval_return, minutes_to_target (null if never), frames_to_target,
 target, first_eval_return (the untrained agent's mean action), random_policy_return (uniform actions; null with
 ``--random-episodes 0``), run_dir, the overrides used and rounded_to_action_repeat (``{key: [asked, used]}``).

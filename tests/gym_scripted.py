@@ -57,7 +57,8 @@ class ScriptedEnds(gymnasium.Env):
         self.frame += 1
         self.code = action_code(float(action[0]))
         at_end = end != "none" and self.frame == length
-        return self._picture(), reward(self.episode, self.frame), at_end and end == "term", at_end and end == "trunc", {}
+        terminated, truncated = at_end and end == "term", at_end and end == "trunc"
+        return self._picture(), reward(self.episode, self.frame), terminated, truncated, {}
 
 
 class DiscreteActions(ScriptedEnds):

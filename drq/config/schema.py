@@ -442,8 +442,8 @@ def _render_sizes(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
 
 
 RULES = (
-    ("`task_name` is a DMC task, or with `task=gym` it is `gym.id` and `camera_id`, `fast_render` (DMC keys) keep their "
-     "defaults", _task),
+    ("`task_name` is a DMC task, or with `task=gym` it is `gym.id`, and `camera_id`, `fast_render` (DMC keys) keep "
+     "their defaults", _task),
     ("every `*_frames` count is a multiple of `action_repeat`", _multiples),
     ("`batch_size` <= `replay_buffer_size`", lambda v: [] if v["batch_size"] <= v["replay_buffer_size"] else [(
         "batch_size", v["batch_size"], f"at most replay_buffer_size={v['replay_buffer_size']}", "transitions; a batch "

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 PROBE_STEPS = 8  # agent steps taken with uniformly random actions
-BACKGROUND_TOLERANCE = 24  # a pixel "shows something" when a channel differs from the background colour by more (0..255)
+BACKGROUND_TOLERANCE = 24  # a pixel shows something when a channel differs from the background by more (0..255)
 VISIBLE_FRACTION_MIN = 0.01  # fewer pixels than this showing something over the first frames: a warning
 # Measured at 84x84 on the first picture, default cameras: InvertedPendulum-v5 0.061, Reacher-v5 0.17, Pusher-v5 0.16,
 # Walker2d-v5 0.72, InvertedDoublePendulum-v5 0.004 (a pendulum a few pixels tall), a camera turned to the sky 0.
