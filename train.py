@@ -1,7 +1,8 @@
-"""Train an agent on a DeepMind Control task from pixels.
+"""Train an agent from pixels on a DeepMind Control task or a Gymnasium environment.
 
     python train.py                                  # DrQ-v2 on walker_walk (easy preset)
     python train.py task=cheetah_run agent=sac       # any cfgs/task/*.yaml, agent drqv2 | sac
+    python train.py task=gym gym.id=InvertedPendulum-v5   # a Gymnasium env (or gym.id=my_pkg.my_module:MyEnv)
     python train.py preset=debug task=cartpole_swingup wandb.mode=disabled   # a seconds-long smoke run
     python train.py hydra.run.dir=exp_local/my_run   # run again with the same dir to resume
 
@@ -40,6 +41,8 @@ def main(cfg: DictConfig) -> None:
     from drq.run import snapshot
     from drq.run import trainer
     from drq.envs.tasks import UnknownTaskError
+    from drq.envs.gym_ids import GymIdError
+    from drq.envs.gym_pixels import GymEnvError
 
     from drq.config.protocol import protocol_line
 
@@ -61,7 +64,7 @@ def main(cfg: DictConfig) -> None:
         print(f"drq: {error}", file=sys.stderr)
         sys.exit(2)
     except (snapshot.SnapshotError, snapshot.RunDirError, trainer.NonFiniteMetricError,
-            rendering.RenderingUnavailable, UnknownTaskError) as error:  # fmt: skip
+            rendering.RenderingUnavailable, UnknownTaskError, GymIdError, GymEnvError) as error:  # fmt: skip
         print(f"drq: {error}", file=sys.stderr)
         sys.exit(1)
 
@@ -72,6 +75,12 @@ def _resume_check(argv: list[str]) -> None:
     refuse_before_hydra(argv)
 
 
+def _env_check(argv: list[str]) -> None:
+    from drq.run.env_probe import refuse_before_hydra  # a Gymnasium env built once, in a worker process
+
+    refuse_before_hydra(argv)
+
+
 if __name__ == "__main__":
-    exit_on_bad_overrides(sys.argv[1:], also=[_resume_check])
+    exit_on_bad_overrides(sys.argv[1:], also=[_resume_check, _env_check])
     main()

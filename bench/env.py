@@ -1,6 +1,17 @@
-"""Environment speed at each render-quality setting, and how much the pixels change.
+"""Environment speed at each render-quality setting, and how much the pixels change; or a Gymnasium env's adapter
+overhead.
 
     python bench/env.py [--task walker_walk] [--size 84] [--agent-steps 200] [--action-repeat 2]
+    python bench/env.py --gym InvertedPendulum-v5 [--size 84] [--agent-steps 400] [--action-repeat 2]
+
+``--gym ID`` (a registered id or module.path:Class): agent steps per second of the same env, same seeds, same actions,
+three ways in lockstep: raw gymnasium (``gymnasium.make(id, render_mode='rgb_array')``, at ``width = height = size``
+for a MuJoCo env; ``action_repeat`` env steps, cut at an episode's end, then one ``render()``; ``reset`` + ``render``
+at an episode's end), drq's adapter in this process (``drq.envs.gym_pixels.GymPixelEnv``: the same plus the [-1, 1]
+mapping, the resize when the picture has another size and the frame stack) and the adapter in its worker process
+(``drq.envs.worker.AsyncEnv``, ``step`` = ``step_async`` + ``step_wait``: plus the pipe). ``adapter_overhead`` =
+1 - adapter / raw steps per second (the issue's bar: at most 0.10); ``worker_overhead`` the same through the worker.
+Each way's own time is summed separately, interleaved step by step so a shared machine's noise spreads over all three.
 
 Frames are environment frames: every action-repeat sub-step is a frame (dm_control control step), and the env renders
 once per agent step (after its last frame). So ``frames_per_s = agent_steps * action_repeat / seconds``, seconds
@@ -41,11 +52,82 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--action-repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--overlap-steps", type=int, default=40, help="agent steps per overlap measurement (0: skip)")
+    parser.add_argument("--gym", default=None, metavar="ID", help="a Gymnasium env: the adapter's overhead instead")
     return parser
+
+
+def gym_main(args: argparse.Namespace) -> None:
+    """The adapter's cost over raw gymnasium stepping and rendering (see the module docstring); prints one JSON line."""
+    import functools
+
+    import gymnasium
+
+    from drq.envs import gym_ids
+    from drq.envs.gym_pixels import GymPixelEnv, episode_seed
+
+    source = gym_ids.resolve(args.gym)  # chooses the GL backend before the env's module imports mujoco
+    size_kwargs = {"width": args.size, "height": args.size} if source.uses_mujoco else {}
+    if source.registered is not None:
+        raw = gymnasium.make(source.registered, render_mode="rgb_array", **size_kwargs)
+    else:
+        raw = source.creator(render_mode="rgb_array", **size_kwargs)
+    factory = functools.partial(GymPixelEnv, args.gym, frame_stack=3, action_repeat=args.action_repeat,
+                                seed=args.seed, size=args.size)  # fmt: skip
+    adapter = factory()
+    worker = AsyncEnv(factory)
+    low, high = adapter.action_low, adapter.action_high
+    raw_episodes = 0
+
+    def raw_reset() -> None:
+        nonlocal raw_episodes
+        raw.reset(seed=episode_seed(args.seed, raw_episodes))  # the adapter's own seeds: the same episodes
+        raw_episodes += 1
+        raw.render()
+
+    def raw_step(action: np.ndarray) -> bool:
+        env_action = (low + (action.astype(np.float64) + 1.0) * 0.5 * (high - low)).astype(raw.action_space.dtype)
+        for _ in range(args.action_repeat):
+            _, _, terminated, truncated, _ = raw.step(env_action)
+            if terminated or truncated:
+                raw.render()
+                return True
+        raw.render()
+        return False
+
+    ways = {"raw": (raw_reset, raw_step), "adapter": (adapter.reset, lambda a: adapter.step(a).last),
+            "worker": (worker.reset, lambda a: worker.step(a).last)}  # fmt: skip
+    for reset, _ in ways.values():
+        reset()  # GL contexts and first renders outside the timed region
+    actions = np.random.default_rng(0).uniform(-1, 1, (args.agent_steps, *adapter.action_shape)).astype(np.float32)
+    seconds, episodes = dict.fromkeys(ways, 0.0), dict.fromkeys(ways, 0)
+    for action in actions:
+        for name, (reset, step) in ways.items():
+            start = time.perf_counter()
+            if step(action):
+                reset()
+                episodes[name] += 1
+            seconds[name] += time.perf_counter() - start
+    assert len(set(episodes.values())) == 1, f"the three ways played different episodes: {episodes}"
+    rate = {name: len(actions) / seconds[name] for name in ways}
+    for env in (raw, adapter, worker):
+        env.close()
+    from drq.speed.hardware import describe
+
+    print(json.dumps({
+        "gym": args.gym, "size": args.size, "action_repeat": args.action_repeat, "agent_steps": len(actions),
+        "episodes": episodes["raw"], "raw_steps_per_s": rate["raw"], "adapter_steps_per_s": rate["adapter"],
+        "worker_steps_per_s": rate["worker"], "adapter_overhead": 1 - rate["adapter"] / rate["raw"],
+        "worker_overhead": 1 - rate["worker"] / rate["raw"], "backend": adapter.backend,
+        "notes": "agent steps = action_repeat gym steps (fewer at an episode's end) + one render; resets counted",
+        "machine": describe("cpu"),
+    }))  # fmt: skip
 
 
 def main() -> None:
     args = build_parser().parse_args()
+    if args.gym:
+        gym_main(args)
+        return
 
     envs = {
         name: make_env(args.task, action_repeat=args.action_repeat, seed=args.seed, size=args.size, fast_render=value)

@@ -1,7 +1,14 @@
-"""CPU learning check: does an agent learn a real DMC pixel task within a wall-clock budget on this machine?
+"""CPU learning check: does an agent learn a real pixel task within a wall-clock budget on this machine?
 
     python bench/learn.py [--agent drqv2|sac] [--precision auto|fp32|bf16] [--task cartpole_balance]
-                          [--minutes 30] [--target 800] [--run-dir DIR] [override ...]
+                          [--minutes 30] [--target 800] [--run-dir DIR] [--random-episodes 10] [override ...]
+
+``--task`` is a DMC task (a cfgs/task config or a suite domain_task) or a Gymnasium env, run as ``task=gym
+gym.id=<task>``: :data:`GYM_TASKS` (InvertedPendulum-v5: terminates when the pole falls; Reacher-v5: only truncates,
+50-frame episodes; the example env examples.point_reach:PointReach: terminates on success, truncates at 100 frames)
+with their targets and settings, or any other id or entry point with ``--target`` given. Before training, the uniformly
+random policy (the seed phase's) plays ``--random-episodes`` episodes of the same env (seeded as evaluations are): its
+mean return is ``random_policy_return`` in the JSON, the floor that "far above random" is measured from.
 
 Runs ``python train.py`` (the real trainer, 84x84 pixels, frame stack 3) with the settings below, reads its eval.csv
 as it grows, and stops the run when the wall-clock budget is spent (SIGINT: the trainer snapshots and exits) or the
@@ -19,12 +26,13 @@ frames run out. Settings chosen for a 2-core CPU (everything else is the task's 
          (At action repeat 8 DrQ-v2's actor saturated in 3 runs out of 3; lr 2e-4 saturated it too; batch 32 learned
          slower per frame. See docs/benchmarks.md, "Learning on a 2-core CPU".)
 
-Extra arguments are hydra overrides and win over these. The config is composed and checked before train.py starts
-(a bad value: one line, exit 2); this bench's own frame counts above are rounded up to the action repeat in force
-(with a user's ``action_repeat=6``: 4000 -> 4002), the user's never. Last line: one JSON object with task, agent,
+Gymnasium tasks take DrQ-v2's settings above without ``fast_render`` (a DMC key), plus their own
+(:data:`GYM_TASKS`). Extra arguments are hydra overrides and win over these. The config is composed and checked before
+train.py starts (a bad value: one line, exit 2); this bench's own frame counts above are rounded up to the action
+repeat in force (with a user's ``action_repeat=6``: 4000 -> 4002), the user's never. Last line: one JSON object with task, agent,
 precision, frames, minutes, final_eval_return, best_eval_return, minutes_to_target (null if never), frames_to_target,
-target, first_eval_return (the random policy's), run_dir, the overrides used and rounded_to_action_repeat
-(``{key: [asked, used]}``).
+target, first_eval_return (the untrained agent's mean action), random_policy_return (uniform actions; null with
+``--random-episodes 0``), run_dir, the overrides used and rounded_to_action_repeat (``{key: [asked, used]}``).
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,6 +75,56 @@ PER_AGENT = {
 }
 
 
+# Gymnasium tasks: target eval return and settings (after COMMON and PER_AGENT). A frame is one gym step; a MuJoCo
+# env's own frame_skip is inside it (InvertedPendulum-v5: 2 physics steps of 0.02 s, Reacher-v5: 2 of 0.01 s).
+GYM_TASKS: dict[str, dict] = {
+    # balance from pixels; reward 1 per frame alive, episodes of at most 1000 frames: 900 is the issue's bar. A fall
+    # ends the episode (terminated), so early episodes last a few frames: evaluations are cheap until it balances.
+    "InvertedPendulum-v5": {"target": 900.0, "overrides": []},
+    # reach a random target; reward -distance - |action|^2 per frame over 50 frames, never terminated (truncated at 50)
+    "Reacher-v5": {"target": -10.0, "overrides": ["eval_every_frames=4000", "num_eval_episodes=10"]},
+    # examples/point_reach.py: reward -distance per frame; reaching the target ends the episode, 100 frames truncate it
+    "examples.point_reach:PointReach": {"target": -15.0, "overrides": ["eval_every_frames=4000",
+                                                                        "num_eval_episodes=10"]},
+}
+DMC_ONLY = ("fast_render",)  # COMMON's keys that a Gymnasium run must leave at their defaults
+
+
+def is_gym_task(task: str) -> bool:
+    """A Gymnasium id or entry point, not a DMC task config or suite task."""
+    from drq.config.schema import group_choices
+    from drq.envs import tasks
+
+    if task in group_choices("task"):
+        return False
+    try:
+        tasks.resolve_task(task)
+    except ValueError:
+        return True
+    return False
+
+
+def random_policy_return(cfg: dict, episodes: int) -> float | None:
+    """Mean return of uniformly random actions in [-1, 1] (the seed phase's policy) over ``episodes`` episodes of the
+    run's env, seeded as the evaluation at frame 0 is; None for ``episodes`` 0."""
+    if episodes < 1:
+        return None
+    from drq.config.schema import load
+    from drq.run.build import env_factory
+    from drq.run.evaluation import episode_seeds, run_episodes
+
+    config = load(cfg)
+    env = env_factory(config)()
+    rng = np.random.default_rng(config.seed)
+    try:
+        results = run_episodes([env], lambda obs: rng.uniform(-1, 1, env.action_shape).astype(np.float32), episodes,
+                               config.action_repeat, config.max_episode_frames,
+                               seeds=episode_seeds(config.seed, 0, episodes))  # fmt: skip
+    finally:
+        env.close()
+    return float(np.mean([r.episode_return for r in results]))
+
+
 def read_evals(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -82,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--task", default="cartpole_balance")
     p.add_argument("--minutes", type=float, default=30.0)
-    p.add_argument("--target", type=float, default=800.0)
+    p.add_argument("--target", type=float, default=None,
+                   help="eval return to reach (default: 800 for DMC tasks, GYM_TASKS' for Gymnasium ones)")
+    p.add_argument("--random-episodes", type=int, default=10, help="episodes of the random policy measured first")
     p.add_argument("--stop-at-target", action="store_true", help="stop as soon as an eval reaches the target")
     p.add_argument("--run-dir", default=None)
     p.add_argument("--seed", type=int, default=1)
@@ -95,8 +157,13 @@ def train_overrides(args: argparse.Namespace) -> tuple[list[str], dict, dict[str
     ``{key: [asked, used]}`` for this bench's own frame counts (COMMON, PER_AGENT) rounded up to the action repeat in
     force (a user's ``action_repeat=``; they are multiples of the bench's own 2 and 8). The user's overrides come last
     and win; their values are never rounded."""
-    head = [f"task={args.task}", f"agent={args.agent}", f"precision={args.precision}", f"seed={args.seed}"]
-    ours = dict(o.split("=", 1) for o in COMMON + PER_AGENT[args.agent])  # later entries win, as in hydra
+    gym = is_gym_task(args.task)
+    task = ["task=gym", f"gym.id={args.task}"] if gym else [f"task={args.task}"]
+    head = [*task, f"agent={args.agent}", f"precision={args.precision}", f"seed={args.seed}"]
+    extra = GYM_TASKS.get(args.task, {}).get("overrides", []) if gym else []
+    ours = dict(o.split("=", 1) for o in COMMON + PER_AGENT[args.agent] + extra)  # later entries win, as in hydra
+    for key in DMC_ONLY if gym else ():
+        ours.pop(key)
     user = {o.split("=", 1)[0].lstrip("+") for o in args.overrides}
     repeat = int(compose(head + [f"{k}={v}" for k, v in ours.items()] + args.overrides)["action_repeat"])
     frames = {k: int(v) for k, v in ours.items() if k in FRAME_COUNTS and k not in user}
@@ -108,9 +175,17 @@ def train_overrides(args: argparse.Namespace) -> tuple[list[str], dict, dict[str
 
 def main() -> None:
     args = build_parser().parse_args()
-    run_dir = Path(args.run_dir or f"/tmp/drq_learn/{args.task}_{args.agent}_{args.precision}_s{args.seed}").resolve()
+    if args.target is None:
+        known = GYM_TASKS.get(args.task) if is_gym_task(args.task) else {"target": 800.0}
+        if known is None:
+            raise SystemExit(f"bench/learn.py: --task {args.task}: give --target (the known Gymnasium tasks: "
+                             f"{', '.join(GYM_TASKS)})")
+        args.target = known["target"]
+    name = args.task.replace("/", "_").replace(":", "_")
+    run_dir = Path(args.run_dir or f"/tmp/drq_learn/{name}_{args.agent}_{args.precision}_s{args.seed}").resolve()
     overrides, cfg, rounded = compose_or_exit("bench/learn.py", lambda: train_overrides(args))
     exit_on_bad_config("bench/learn.py", cfg)
+    random_return = random_policy_return(cfg, args.random_episodes)
     if rounded:
         print(rounding_note("bench/learn.py", rounded, cfg["action_repeat"]), file=sys.stderr)
     overrides.append(f"hydra.run.dir={run_dir}")
@@ -157,6 +232,7 @@ def main() -> None:
         "final_eval_return": round(within[-1]["episode_reward"], 1),
         "best_eval_return": round(max(e["episode_reward"] for e in within), 1),
         "first_eval_return": round(evals[0]["episode_reward"], 1),
+        "random_policy_return": None if random_return is None else round(random_return, 1),
         "minutes_to_target": minutes_to_target, "frames_to_target": frames_to_target, "target": args.target,
         "budget_minutes": args.minutes, "run_dir": str(run_dir), "overrides": overrides[:-1],
         "rounded_to_action_repeat": rounded,

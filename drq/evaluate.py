@@ -8,7 +8,8 @@ Episode ``j`` starts from the initial state the trainer's evaluation at the snap
 machine). The snapshot carries the run's config, so the task, frame stack, action repeat and networks are rebuilt
 from it. The agent acts with its mean action (``eval_mode=True``), in ``--precision`` (default ``auto``: bf16 only
 where the hardware has it natively, ``drq.speed.precision``; the training run's precision does not matter for acting).
-``--camera`` changes only the video's camera, never what the agent sees. Shows the episodes' progress on stderr while
+``--camera`` changes only the video's camera, never what the agent sees (a DMC task's camera id or name, or a
+gymnasium MuJoCo env's). Shows the episodes' progress on stderr while
 they run (a bar with episodes done, frames/s and ETA on a terminal, else one line per finished episode:
 ``drq.run.evaluation.EvalProgress``), then prints the precision, one line per episode and a JSON object as the last line
 on stdout:
@@ -78,7 +79,7 @@ def evaluate(source: str | Path, episodes: int = 10, size: int = 256, camera: in
     def picture() -> np.ndarray:
         if camera is None:
             return env.render(size)
-        return env.physics.render(size, size, camera_id=camera)
+        return env.render_camera(size, camera)  # a DMC task's camera, or a gymnasium MuJoCo env's
 
     recorder = VideoRecorder(enabled=True)
 

@@ -3,9 +3,9 @@
     python tests/planted_bugs.py [--only NAME ...] [--tests PATH ...] [--list]
 
 For each bug: copy the working tree (git's tracked and untracked-but-not-ignored files) to a temporary directory,
-replace its one snippet in the agent's file (the replacement must match exactly once, else the script stops: the code
+replace its one snippet in its file (the replacement must match exactly once, else the script stops: the code
 moved and the bug must be re-planted), run ``pytest -q`` on the fast tests there (default: tests/test_transcription.py
-tests/test_agents.py) and print one JSON line: ``{"bug", "file", "caught", "failed": [test ids], "seconds"}``.
+tests/test_agents.py; a bug outside the agents names its own tests in :data:`OWN_TESTS`) and print one JSON line: ``{"bug", "file", "caught", "failed": [test ids], "seconds"}``.
 Exit status 1 if any bug went uncaught (its tests all passed), 2 if a bug could not be planted, else 0.
 Not collected by pytest (no ``test_`` prefix): it runs the suite itself, about a minute per bug on 2 cores.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_TESTS = ["tests/test_transcription.py", "tests/test_agents.py"]
-DRQV2, SAC = "drq/agents/drqv2.py", "drq/agents/sac.py"
+DRQV2, SAC, GYM = "drq/agents/drqv2.py", "drq/agents/sac.py", "drq/envs/gym_pixels.py"
 
 # name -> (file, the code as it is, the code with the bug): one token changed (two arguments swapped for tau)
 BUGS: dict[str, tuple[str, str, str]] = {
@@ -59,7 +59,12 @@ BUGS: dict[str, tuple[str, str, str]] = {
     "sac_actor_steps_on_odd_updates": (
         SAC, "actor_step = step % self.actor_update_every_steps == 0",
         "actor_step = step % self.actor_update_every_steps == 1"),
+    "gym_termination_bootstraps": (  # a Gymnasium termination read as a truncation: the critic bootstraps through it
+        GYM, "discount, last = (0.0 if terminated else 1.0), True",
+        "discount, last = (1.0 if terminated else 1.0), True"),
 }
+# bugs outside the agents, with the tests that must catch them (instead of --tests)
+OWN_TESTS: dict[str, list[str]] = {"gym_termination_bootstraps": ["tests/test_gym_episode_ends.py"]}
 
 
 def tree_files(root: Path) -> list[str]:
@@ -95,6 +100,7 @@ def run_bug(name: str, tests: list[str]) -> dict:
         copy_tree(ROOT, dest)
         plant(dest, file, good, bad)
         env = dict(os.environ, PYTHONPATH=str(dest), PYTHONDONTWRITEBYTECODE="1")
+        tests = OWN_TESTS.get(name, tests)
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", *tests],
                               cwd=dest, env=env, capture_output=True, text=True)
     failed = sorted(set(re.findall(r"^FAILED (\S+)", proc.stdout, flags=re.M)))

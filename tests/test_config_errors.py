@@ -40,7 +40,7 @@ def compose(*overrides: str) -> dict:
 
 
 def test_there_is_a_task_config_for_each_of_drqv2s_24_tasks():
-    assert set(group_choices("task")) == set(tasks.DRQV2_TASKS) and len(tasks.DRQV2_TASKS) == 24
+    assert set(group_choices("task")) - {"gym"} == set(tasks.DRQV2_TASKS) and len(tasks.DRQV2_TASKS) == 24
 
 
 @pytest.mark.parametrize("task", sorted(tasks.DRQV2_TASKS))

@@ -32,6 +32,9 @@ BAD: dict[str, list[tuple[object, str]]] = {
     "camera_id": [(-2, ""), (1.5, ""), ([0], "")],
     "fast_render": [("no_shadow", "closest: no_shadows"), (3, "")],
     "max_episode_frames": [(0, ""), (-200, ""), ("long", "")],
+    "gym.id": [("", ""), (3, "")],
+    "gym.kwargs": [("camera_name", ""), ([1], ""), ({1: 2}, "")],
+    "gym.pixels": [("", ""), (None, "")],
     "num_train_frames": [(0, ""), (-100, ""), ("many", "")],
     "num_seed_frames": [(-2, ""), ("x", "")],
     "eval_every_frames": [(-100, ""), (0, ""), (1.5, ""), ("often", "")],
@@ -106,10 +109,12 @@ def composed() -> dict[str, dict]:
 
 
 def flat_keys(node: dict, prefix: str = "") -> set[str]:
+    """Dotted keys of the leaves; a mapping-valued key (gym.kwargs) is a leaf."""
     out = set()
     for k, v in node.items():
         path = f"{prefix}{k}"
-        out |= flat_keys(v, path + ".") if isinstance(v, dict) else {path}
+        leaf = not isinstance(v, dict) or schema.keys().get(path) is not None
+        out |= {path} if leaf else flat_keys(v, path + ".")
     return out
 
 

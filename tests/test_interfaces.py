@@ -94,3 +94,13 @@ def test_the_check_fails_on_a_missing_member_or_a_changed_signature():
         def render(self, size=84): ...
 
     assert signature_mismatches(SmallRender(), Env) == ["render: size defaults to 84, expected 256"]
+
+
+def test_the_gymnasium_env_is_an_env():
+    from drq.envs.gym_pixels import GymPixelEnv
+
+    with GymPixelEnv("examples.point_reach:PointReach", size=16) as env:
+        assert isinstance(env, Env) and signature_mismatches(env, Env) == []
+        assert env.observation_shape == (9, 16, 16) and env.action_shape == (2,)
+        low = float(np.float32(-0.1))  # the float32 Box's bound, as float64
+        assert env.action_low.tolist() == [low, low] == (-env.action_high).tolist()

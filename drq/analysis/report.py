@@ -462,11 +462,27 @@ class Sweep:
     notes: list[str]
 
 
+def _is_dmc(task: str) -> bool:
+    """A DMC task name (returns in [0, 1000]), not a Gymnasium env's id or entry point."""
+    from drq.envs.tasks import resolve_task  # pure python: the task table
+
+    try:
+        resolve_task(task)
+    except ValueError:
+        return False
+    return True
+
+
 def build_sweep(runs: list[Run], reference_runs: list[Run], notes: list[str]) -> Sweep:
     agents = group(runs)
     tasks = sorted({r.task for r in runs})
     ranges = {agent: common_range([r for rs in by_task.values() for r in rs]) for agent, by_task in agents.items()}
     references: dict[str, dict[str, list[Run]]] = {}
+    other_scales = [t for t in tasks if not _is_dmc(t)]
+    if other_scales:
+        notes.append(f"{', '.join(other_scales)}: not DMC tasks (Gymnasium envs, task=gym), whose returns have their "
+                     f"own scale: the aggregates divide by {MAX_RETURN:g} all the same; read their per-task rows and "
+                     "curves")
     wanted = {_reference_key(t): t for t in tasks}
     for agent, by_task in group(reference_runs).items():
         matched = {wanted[k]: by_task[k] for k in sorted(by_task) if k in wanted}
@@ -625,7 +641,8 @@ def plot_curves(sweep: Sweep, path: Path, reps: int, seed: int) -> None:
             ax.fill_between(grid, mu - sd, mu + sd, color=style["color"], alpha=0.15, linewidth=0)
         ax.set_title(f"{task}: mean ± std over seeds")
         ax.set_ylabel("episode return")
-        ax.set_ylim(-20, MAX_RETURN + 20)
+        if _is_dmc(task):  # a Gymnasium env's returns have their own scale
+            ax.set_ylim(-20, MAX_RETURN + 20)
         ax.legend(fontsize=7, loc="best")
     for ax in axes[:n_panels]:
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: _fmt_frames(int(x))))

@@ -76,15 +76,19 @@ def _group_line(group: str, value: str) -> str | None:
         return None
     if group != "task":
         return f"{group}={value}: one of {', '.join(choices)} (cfgs/{group}/)"
-    from drq.envs import tasks
+    from drq.envs import gym_ids, tasks
 
-    hint = closest(value, choices)
-    line = f"task={value}: one of the {len(choices)} task configs in cfgs/task/{'; ' + hint if hint else ''}"
+    dmc = [c for c in choices if c != "gym"]  # task=gym is the switch to a Gymnasium env
+    hint = closest(value, dmc)
+    line = f"task={value}: one of the {len(dmc)} task configs in cfgs/task/{'; ' + hint if hint else ''}"
     try:
         tasks.resolve_task(value)
         return line + f"; '{value}' is a dm_control task: run it with task_name={value} (and a preset=...)"
     except ValueError:
-        return line
+        pass
+    if gym_ids.is_entry_point(value) or value in gym_ids.registered_ids():
+        return line + f"; '{value}' is a Gymnasium env: run it with task=gym gym.id={value}"
+    return line + "; or task=gym gym.id=... (a Gymnasium env)"
 
 
 def _name_lines(overrides: list[Any]) -> list[str]:
@@ -100,6 +104,10 @@ def _name_lines(overrides: list[Any]) -> list[str]:
         key, value = o.key_or_group, o.input_line.partition("=")[2]
         if key in known or key in GROUPS or key == "protocol":
             continue
+        if key.startswith("gym.kwargs."):  # a new key inside a mapping: hydra adds it only with '+'
+            lines.append(f"{key}={value}: add a keyword argument with a '+': +{key}={value} (or "
+                         f"'gym.kwargs={{{key.split('.', 2)[2]}:{value}}}')")
+            continue
         owners, hint = [a for a in schema.AGENT_NAMES if key in schema.keys(a)], closest(key, known)
         lines.append(f"{key}={value}: not a key of agent={'/'.join(agents)} (a key of agent={'/'.join(owners)}; "
                      "every key: docs/configuration.md)" if owners else f"{key}={value}: unknown config key"
@@ -107,7 +115,7 @@ def _name_lines(overrides: list[Any]) -> list[str]:
     return lines
 
 
-def _combinations(overrides: list[Any]) -> list[list[str]]:
+def combinations(overrides: list[Any]) -> list[list[str]]:
     """The override lists to compose: every combination of the sweeps when there are at most MAX_COMBINATIONS,
     else each value of each sweep once (the other sweeps at their first value). An interval sweep (optuna) has no
     values to list: its key keeps its composed default here."""
@@ -127,9 +135,9 @@ def check_overrides(argv: list[str], machine: bool = True) -> None:
     overrides = parse(argv, hydra=False)
     lines = _name_lines(overrides)
     if not lines:
-        combinations = _combinations(overrides)
-        with footprint.on_machine(launchers.machine(argv, len(combinations))):
-            for cfg in compose(combinations):
+        combos = combinations(overrides)
+        with footprint.on_machine(launchers.machine(argv, len(combos))):
+            for cfg in compose(combos):
                 lines += [cfg] if isinstance(cfg, str) else schema.check(cfg, machine=machine)
     sweep = next((o for o in overrides if o.is_sweep_override()), None)
     if not lines and sweep is not None and not launchers.multirun(argv):

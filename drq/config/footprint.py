@@ -98,7 +98,7 @@ CUDA_CONTEXT_BYTES = 1 * 10**9  # CUDA context and library workspaces on the GPU
 ACTIVATION_BYTES_PER_PIXEL = {"drqv2": 480, "sac_per_pass": 240}  # per sample and per pixel of H x W (measured)
 ACTION_DIM_BOUND = 56  # the widest action in the suite (humanoid_CMU); metadata is 4 A + 13 bytes per slot
 META_BYTES_FIXED = 13  # reward, discount (float32), t (int32), last (bool) per slot
-DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (the schema's nstep rule reads it too)
+DEFAULT_EPISODE_FRAMES = 1000  # dm_control's time limit (episode_frames; the schema's nstep rule reads it too)
 MAX_AUTO_EVAL_WORKERS = 8  # eval_workers=auto never starts more
 WORKERS_PER_CORE = 2
 SEGMENT_STEPS = 1000  # time steps per replay segment file (replay.segments.SEGMENT_STEPS: tests hold the two equal)
@@ -217,10 +217,29 @@ def replay_slots(v: Mapping[str, Any]) -> int:
     return v["replay_buffer_size"] + v["nstep"] + v["frame_stack"] - 1
 
 
+def episode_frames(v: Mapping[str, Any]) -> tuple[int, str, bool]:
+    """(an episode's frames at most, where that figure comes from, whether it is known): ``max_episode_frames``, else
+    the task's own limit: DMC's 1000 frames, a Gymnasium env's registered time limit (``max_episode_steps``, or
+    ``gym.kwargs.max_episode_steps``; one gym step is one frame), read from gymnasium's registry without building
+    the env. An env with no known limit counts as 1000 frames (not ``known``). A terminating env's episodes are
+    shorter: each extra episode adds one replay slot (its first step), which this estimate does not count."""
+    limit, gym_id = v["max_episode_frames"], v.get("gym.id")
+    if limit:
+        return limit, f"max_episode_frames={limit}", True
+    if gym_id is None:
+        return DEFAULT_EPISODE_FRAMES, f"the task's {DEFAULT_EPISODE_FRAMES} frames", True
+    from drq.envs import gym_ids  # gymnasium's registry only: no env module is imported
+
+    frames = gym_ids.time_limit_frames(gym_id, v.get("gym.kwargs"))
+    if frames is None:
+        stand_in = f"{DEFAULT_EPISODE_FRAMES} frames (a stand-in: {gym_id} has no known time limit)"
+        return DEFAULT_EPISODE_FRAMES, stand_in, False
+    return frames, f"{gym_id}'s time limit of {frames} frames", True
+
+
 def replay_adds(v: Mapping[str, Any]) -> int:
     """Slots the run writes (agent steps): one per agent step plus one first step per episode, and one to spare."""
-    episode_frames = v["max_episode_frames"] or DEFAULT_EPISODE_FRAMES
-    episodes = math.ceil(v["num_train_frames"] / episode_frames)
+    episodes = math.ceil(v["num_train_frames"] / episode_frames(v)[0])
     return math.ceil(v["num_train_frames"] / v["action_repeat"]) + episodes + 1
 
 
@@ -277,7 +296,7 @@ def snapshot_bytes(v: Mapping[str, Any]) -> int:
         return agent
     # agent steps between two snapshots: snapshot_every_frames, then up to an episode to its end
     stride = math.ceil(v["snapshot_every_frames"] / v["action_repeat"]) + math.ceil(
-        (v["max_episode_frames"] or DEFAULT_EPISODE_FRAMES) / v["action_repeat"])
+        episode_frames(v)[0] / v["action_repeat"])
     return agent + segment_steps_on_disk(replay_adds(v), replay_slots(v), stride) * slot_bytes(v)
 
 
@@ -292,7 +311,7 @@ def segment_steps_on_disk(adds: int, slots: int, stride: int, segment_steps: int
 
 def video_frames(v: Mapping[str, Any]) -> int:
     """Pictures of one recorded episode: one per agent step and the first."""
-    return math.ceil((v["max_episode_frames"] or DEFAULT_EPISODE_FRAMES) / v["action_repeat"]) + 1
+    return math.ceil(episode_frames(v)[0] / v["action_repeat"]) + 1
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def show(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{k}:{show(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
-        return value if value and not re.search(r"[\s,=:'\"]", value) else repr(value)
+        return value if value and not re.search(r"[\s,='\"]", value) else repr(value)  # a:b needs no quotes
     return repr(value)
 
 
@@ -117,13 +117,26 @@ def _text(v: Any) -> str:
     return _ok(isinstance(v, str) and v != "", v)
 
 
-def _task_name(v: Any) -> str:
-    from drq.envs import tasks  # pure python: no dm_control, no GL
+TASK_NAME_ALLOWED = "a DrQ-v2 task or a dm_control suite domain_task (with task=gym: gym.id)"
 
-    try:
-        return _ok(tasks.resolve_task(_text(v)), v)
-    except ValueError:
-        raise _Bad(closest(v, tasks.TASK_NAMES)) from None
+
+def _task_name(v: Any) -> str:
+    """A name; which names exist is the rule :func:`_task`'s (a Gymnasium id passes there with task=gym)."""
+    if v is None:
+        raise _Bad("task=gym needs gym.id: python train.py task=gym gym.id=InvertedPendulum-v5 (or "
+                   "gym.id=module.path:ClassName)")
+    return _text(v)
+
+
+def _gym_kwargs(v: Any) -> dict[str, Any]:
+    return dict(_ok(isinstance(v, Mapping) and all(isinstance(k, str) and k for k in v), v))
+
+
+def _gym_id_here(v: str | None) -> str | None:
+    """What is wrong with ``gym.id`` here (not registered, not importable, a package extra missing), or None."""
+    from drq.envs import gym_ids  # imports gymnasium's registry, and the env's module (never builds the env)
+
+    return None if v is None else gym_ids.problem(v)
 
 
 def _schedule(v: Any) -> str | float:
@@ -192,6 +205,19 @@ class WandbConfig:
 
 
 @dataclass(frozen=True)
+class GymConfig:
+    """``gym.*``: a Gymnasium environment, trained on with ``task=gym`` (drq.envs.gym_pixels; docs/gymnasium.md)."""
+
+    id: str | None = key("str | null", "null, a Gymnasium id or module.path:ClassName", _alias(_text, {None: None}),
+                         machine=_gym_id_here, why="with task=gym: the env, and the run's name; docs/gymnasium.md")
+    kwargs: dict[str, Any] = key("mapping", "a mapping of keyword arguments, e.g. {camera_name:track}", _gym_kwargs,
+                                 why="passed to gymnasium.make(id, ...) or the class; add one with "
+                                 "+gym.kwargs.camera_name=track")
+    pixels: str = key("str", "render, observation or a key of the env's Dict observation", _text,
+                      why="render: env.render() (rgb_array); observation: the observation is the image")
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """``agent.*`` keys both agents have; the ``agent:`` block of cfgs/agent/<name>.yaml is the constructor's keyword
     arguments (``drq.agents.make_agent(name, **kwargs)``), typed and checked here (the agents need not check them)."""
@@ -243,7 +269,7 @@ class RunConfig:
     """A whole run's configuration, checked and typed: what the trainer reads (it has no defaults of its own)."""
 
     # ---- task
-    task_name: str = key("str", "a DrQ-v2 task or a dm_control suite domain_task", _task_name,
+    task_name: str = key("str", TASK_NAME_ALLOWED, _task_name,
                          why="the task= group sets it; any other suite task: task_name=point_mass_easy")
     frame_stack: int = count("frames per observation", "observation = the last k frames, oldest first")
     action_repeat: int = count("frames per agent step", "each action is repeated this many frames")
@@ -258,7 +284,8 @@ class RunConfig:
     )
     max_episode_frames: int | None = key("int | null", "null or an integer >= 1, a multiple of action_repeat",
                                          _alias(_num(1, integer=True), {None: None}), FRAMES,
-                                         "null: the task's own limit, 1000 frames")
+                                         "null: the task's own limit (DMC: 1000 frames)")
+    gym: GymConfig = dataclasses.field(metadata={"table": GymConfig})
     # ---- training and evaluation
     num_train_frames: int = frames("train until this frame; the preset sets it")
     num_seed_frames: int = frames("uniform random actions and no updates before this frame", low=0)
@@ -376,11 +403,33 @@ def _multiples(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
 
 
 def _nstep(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
-    repeat, limit = v["action_repeat"], v["max_episode_frames"]
-    steps = (limit or footprint.DEFAULT_EPISODE_FRAMES) // repeat
-    source = f"max_episode_frames={limit}" if limit else "the task's 1000 frames"
+    repeat, (frames, source, known) = v["action_repeat"], footprint.episode_frames(v)
+    steps = frames // repeat
     return [("nstep", v["nstep"], f"at most the episode's {steps} agent steps = {source} / action_repeat={repeat}",
-             "agent steps; every longer window is cut at the episode's end")] if v["nstep"] > steps else []
+             "agent steps; every longer window is cut at the episode's end")] if known and v["nstep"] > steps else []
+
+
+def _task(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
+    """task=gym (``task_name`` = ``gym.id``) or a DMC task; with task=gym the DMC-only keys keep their defaults."""
+    from drq.envs import tasks  # pure python: no dm_control, no GL
+
+    task, gym_id = v["task_name"], v["gym.id"]
+    if gym_id is None:
+        try:
+            tasks.resolve_task(task)
+            return []
+        except ValueError:
+            hint = closest(task, tasks.TASK_NAMES)
+            return [("task_name", task, TASK_NAME_ALLOWED + (f"; {hint}" if hint else ""),
+                     "the task= group sets it; any other suite task: task_name=point_mass_easy; a Gymnasium env: "
+                     f"task=gym gym.id={task}")]
+    if task != gym_id:
+        return [("gym.id", gym_id, f"given with task=gym (python train.py task=gym gym.id={gym_id}); task_name={task}",
+                 "task=gym names the run after the env; without it the run is the DMC task")]
+    dmc = "a DMC key; docs/gymnasium.md#cameras"
+    return [(k, v[k], f"{show(default)} with task=gym; {hint}", dmc) for k, default, hint in (
+        ("camera_id", None, "a gymnasium MuJoCo env takes +gym.kwargs.camera_name=NAME or +gym.kwargs.camera_id=N"),
+        ("fast_render", False, "gymnasium's MuJoCo envs render at full quality")) if v[k] != default]  # fmt: skip
 
 
 def _render_sizes(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
@@ -393,6 +442,8 @@ def _render_sizes(v: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
 
 
 RULES = (
+    ("`task_name` is a DMC task, or with `task=gym` it is `gym.id`, and `camera_id`, `fast_render` (DMC keys) keep "
+     "their defaults", _task),
     ("every `*_frames` count is a multiple of `action_repeat`", _multiples),
     ("`batch_size` <= `replay_buffer_size`", lambda v: [] if v["batch_size"] <= v["replay_buffer_size"] else [(
         "batch_size", v["batch_size"], f"at most replay_buffer_size={v['replay_buffer_size']}", "transitions; a batch "
@@ -401,7 +452,8 @@ RULES = (
      or v["eval_workers"] <= v["num_eval_episodes"] else [("eval_workers", v["eval_workers"], "'auto' or at most "
      f"num_eval_episodes={v['num_eval_episodes']}", "processes; more workers than episodes would start environments "
      "that never play")]),
-    ("`nstep` <= the episode's agent steps (`max_episode_frames`, or 1000, / `action_repeat`)", _nstep),
+    ("`nstep` <= the episode's agent steps (`max_episode_frames`, or the task's time limit, / `action_repeat`)",
+     _nstep),
     ("`image_size`, `video_size` <= the task's offscreen framebuffer (480 pixels; dog: 1080)", _render_sizes),
 )
 MACHINE_RULES = footprint.MACHINE_RULES  # run by check(machine=True) only: they ask this machine
@@ -437,7 +489,7 @@ def _check(cfg: Mapping[str, Any], machine: bool, rules: bool = True) -> tuple[l
         except _Bad as bad:
             passed.pop(dotted, None)
             lines.append(_line(dotted, value, k.allowed, "; ".join(p for p in (k.unit, k.why) if p), *bad.args))
-    for section in ("wandb", "agent") if agent else ("wandb",):
+    for section in ("wandb", "gym", "agent") if agent else ("wandb", "gym"):
         found, node = _lookup(cfg, section)
         if not isinstance(node, Mapping):
             lines += [f"{section}={show(node)}: a group of keys ({section}.*), not a value"] if found else []

@@ -117,6 +117,10 @@ class PixelEnv:
         """The task's camera view, uint8 (size, size, 3) (channels-last, for videos), with this env's quality."""
         return self.physics.render(size, size, camera_id=self.camera_id, render_flag_overrides=self._render_flags)
 
+    def render_camera(self, size: int, camera: int | str) -> np.ndarray:
+        """Camera ``camera`` (id or name) of the task at ``size``, uint8 (size, size, 3) (``drq.evaluate --camera``)."""
+        return self.physics.render(size, size, camera_id=camera)
+
     def _render_frame(self) -> np.ndarray:
         return np.ascontiguousarray(self.render(self.size).transpose(2, 0, 1))
 

@@ -63,10 +63,23 @@ def env_kwargs(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
                 fast_render=cfg.fast_render)  # fmt: skip
 
 
+def gym_env_kwargs(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """``drq.envs.gym_pixels.GymPixelEnv`` keyword arguments from a run config with ``task=gym``."""
+    cfg = config_schema.as_config(cfg)
+    return dict(env_id=cfg.gym.id, kwargs=dict(cfg.gym.kwargs), pixels=cfg.gym.pixels, frame_stack=cfg.frame_stack,
+                action_repeat=cfg.action_repeat, seed=cfg.seed, size=cfg.image_size)  # fmt: skip
+
+
 def env_factory(cfg: RunConfig | Mapping[str, Any], **overrides: Any) -> Callable[[], Env]:
     """The run's environment as a picklable zero-argument factory (``functools.partial``): called here for an
     in-process env, sent to :class:`drq.envs.worker.AsyncEnv` for a worker. ``overrides``: keyword arguments that
-    replace the config's (``seed=`` for ``drq.evaluate``)."""
+    replace the config's (``seed=`` for ``drq.evaluate``). A DMC task, or with ``task=gym`` (``gym.id`` set) a
+    Gymnasium env."""
+    cfg = config_schema.as_config(cfg)
+    if cfg.gym.id is not None:
+        from drq.envs.gym_pixels import GymPixelEnv  # the class only: the env's module is imported when it is built
+
+        return functools.partial(GymPixelEnv, **{**gym_env_kwargs(cfg), **overrides})
     from drq.envs.pixels import PixelEnv  # the class only: dm_control is imported when it is built
 
     return functools.partial(PixelEnv, **{**env_kwargs(cfg), **overrides})

@@ -5,7 +5,7 @@ changed), and what it ran on::
 
     {"started": "2026-12-03T14:02:11Z", "frame": 0, "resumed_from": null, "changes": {},
      "versions": {"python": "3.12.3", "torch": "2.13.0+cpu", "mujoco": "3.17.0", "dm_control": "1.0.40",
-                  "numpy": "2.3.5", "drq": "0.1.0"},
+                  "gymnasium": "1.4.0", "numpy": "2.3.5", "drq": "0.1.0"},
      "code": {"commit": "45d2bb1...", "dirty": false, "path": "/work/main"},
      "machine": {"cpu": "AMD EPYC (family 25 model 1)", "cores": 2, "torch_cpu_capability": "AVX2",
                  "native_bf16": false, ...} (+ "gpu", "gpu_capability" on CUDA; drq.speed.hardware.describe),
@@ -21,7 +21,9 @@ session, from its config: a resume that changes a key rewrites it)::
             "config": {... the resolved run config, as in the snapshot ...}}
 
 ``observation_shape`` is the agent's input (stacked frames, channels first, uint8 pixels); ``action_dim`` is |A|, the
-product of ``action_shape``. A run dir from before this has no ``run``: :func:`read_run` gives ``{}`` there.
+product of ``action_shape``. A Gymnasium run (``task=gym``) adds ``"gym": {"id", "entry_point", "registered",
+"max_episode_steps"}`` (:func:`drq.envs.gym_ids.record`), and each session's versions name gymnasium's. A run dir from
+before this has no ``run``: :func:`read_run` gives ``{}`` there.
 
 ``run.env`` (also the snapshot's ``env``) is what a deployment needs and cannot derive from the networks
 (:func:`env_record`; ``drq.load_policy`` and ``python -m drq.export`` read it)::
@@ -53,7 +55,7 @@ from typing import Any, Mapping
 
 FILENAME = "run.json"
 FORMAT = "drq-run-v1"
-PACKAGES = ("torch", "mujoco", "dm_control", "numpy", "drq")
+PACKAGES = ("torch", "mujoco", "dm_control", "gymnasium", "numpy", "drq")
 _GIT_TIMEOUT_S = 10.0
 
 __all__ = ["FILENAME", "PACKAGES", "code_state", "env_record", "read", "read_run", "record_session", "run_record",
@@ -117,6 +119,11 @@ def run_record(config: Mapping[str, Any], observation_shape: tuple[int, ...], ac
               "frame_stack": config["frame_stack"], "observation_shape": [int(n) for n in observation_shape],
               "action_shape": [int(n) for n in action_shape], "action_dim": int(math.prod(action_shape)),
               **({"env": dict(env)} if env is not None else {}), "config": dict(config)}  # fmt: skip
+    gym_id = (config.get("gym") or {}).get("id")
+    if gym_id is not None:  # task=gym: the env's id or entry point, as gymnasium's registry has it
+        from drq.envs.gym_ids import record as gym_record
+
+        record["gym"] = gym_record(gym_id)
     return json.loads(json.dumps(record, default=str))
 
 

@@ -40,9 +40,17 @@ FIXED_KEYS: dict[str, str] = {
     "agent.target_encoder": "the networks' layout",
     "lr": "the optimisers' saved state holds the learning rate, so a new one would not take effect",
     "agent.lr": "the optimisers' saved state holds the learning rate, so a new one would not take effect",
+    "gym.id": "the replay holds the old env's frames and rewards",
+    "gym.kwargs": "the env's arguments (its camera, its dynamics): the replay's frames and rewards",
+    "gym.pixels": "the replay's pictures and what the encoder learned to see",
 }
 # Not compared: how this session was asked to resume, and prose.
 NOT_COMPARED = ("resume", "precision_reason")
+
+
+def _fixed(key: str) -> str | None:
+    """The :data:`FIXED_KEYS` entry ``key`` falls under (itself, or ``gym.kwargs`` for ``gym.kwargs.<name>``)."""
+    return key if key in FIXED_KEYS else "gym.kwargs" if key.startswith("gym.kwargs.") else None
 
 
 class ResumeRefused(SnapshotError):
@@ -80,7 +88,7 @@ def describe(diff: Mapping[str, tuple[Any, Any]]) -> str:
 def check(saved: Mapping[str, Any], now: Mapping[str, Any], source: str | Path) -> dict[str, tuple[Any, Any]]:
     """:func:`changes`, or :class:`ResumeRefused` naming every :data:`FIXED_KEYS` key that differs (old, new, why)."""
     diff = changes(saved, now)
-    fixed = [f"{k}: snapshot {a!r}, now {b!r} ({FIXED_KEYS[k]})" for k, (a, b) in diff.items() if k in FIXED_KEYS]
+    fixed = [f"{k}: snapshot {a!r}, now {b!r} ({FIXED_KEYS[_fixed(k)]})" for k, (a, b) in diff.items() if _fixed(k)]
     if fixed:
         raise ResumeRefused(f"snapshot {source} was made by an incompatible run ({'; '.join(fixed)}): these keys "
                             "cannot change within a run; resume with the snapshot's values, or start a new run in "
