@@ -212,7 +212,7 @@ def test_action_repeat_3_names_every_frame_count_that_drifts(composed):
     lines = schema.check(with_value(composed["drqv2"], "action_repeat", 3))
     assert [line.split("=")[0] for line in lines] == ["num_train_frames", "num_seed_frames", "eval_every_frames",
                                                       "log_every_frames", "histogram_every_frames",
-                                                      "snapshot_every_frames", "env_restart_window_frames"]  # fmt: skip
+                                                      "snapshot_every_frames"]  # fmt: skip
     assert lines[2].startswith("eval_every_frames=10000: a multiple of action_repeat=3, e.g. 9999 or 10002")
 
 

@@ -6,8 +6,8 @@ raised; see that module) and then start a new one. :meth:`EnvRestarts.failed`:
 
 - says it in one line, with the frame, the env, the reason and what happens next::
 
-      env restart (frame 1,208): train env worker (pid 4242) was killed by SIGKILL during step; a new train env
-      goes on with the next episode (restart 1 of at most 3 of this env within 10,000 frames)
+      env restart (frame 872): train env worker (pid 3329) was killed by SIGKILL during step; a new train env
+      goes on with the next episode (restart 1 of at most 3 of this env within 12,000 frames)
 
 - counts it: ``RunState.worker_restarts`` (snapshotted; every ``train`` line of metrics.jsonl and wandb's
   ``train/worker_restarts``) and one ``restart`` line in metrics.jsonl (frame, env, reason);
