@@ -60,6 +60,9 @@ def main(cfg: DictConfig) -> None:
         print(f"drq: {stop}", file=sys.stderr)
         stop.chain()  # a handler installed before ours (submitit's requeue on SLURM) gets the signal too
         sys.exit(stop.exit_code)  # 128 + signal: 130 for SIGINT, 143 for SIGTERM
+    except trainer.EnvKeptFailing as error:  # an environment failed again and again: snapshot written, exit 3
+        print(f"drq: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
     except (run_dir_lock.RunDirLocked, resume_changes.ResumeRefused) as error:
         print(f"drq: {error}", file=sys.stderr)
         sys.exit(2)

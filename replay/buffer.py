@@ -224,6 +224,23 @@ class FrameReplay:
         if affected.size:
             self._len += int(self._windows(affected)[1].sum()) - valid_before
 
+    def truncate_episode(self) -> None:
+        """End the episode in progress at its newest step, as a truncation: that step becomes its episode's last
+        (``last[g] = True``) with its discount unchanged, so the windows that reach it stop there and bootstrap from
+        its frames (a terminal would be discount 0). Nothing else changes; the next step added must have
+        ``first=True``. For an episode cut short by a failing environment, whose next step never came. A no-op when
+        the replay is empty or its newest step already ends its episode.
+
+        Only the transitions whose window reaches the newest step (starting ``nstep`` steps back or later) change,
+        so ``len()`` stays exact in O(nstep)."""
+        if self._total == 0 or self._last[(self._total - 1) % self.num_slots]:
+            return
+        newest = self._total - 1
+        affected = np.arange(max(newest - self.nstep, self._total - self.num_slots, 0), newest + 1)
+        valid_before = int(self._windows(affected)[1].sum())
+        self._last[newest % self.num_slots] = True
+        self._len += int(self._windows(affected)[1].sum()) - valid_before
+
     def _check_frame(self, frame: Any) -> torch.Tensor:
         if isinstance(frame, np.ndarray):
             if frame.dtype != np.uint8:

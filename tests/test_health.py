@@ -354,8 +354,25 @@ def test_report_png_and_verdicts_for_a_sac_run(tmp_path, capsys):
     assert_is_report_png(run_dir / "health.png")
     assert "agent sac" in out and "action repeat 4" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
-    assert set(lines) == set(health.SIGNALS) | {"eval"}
+    assert set(lines) == set(health.SIGNALS) | {"eval", "restarts"}
     assert "entropy_collapse" in lines["entropy"] and "healthy" in lines["q_values"]
+    assert lines["restarts"].split() == ["restarts", "none"]
+
+
+def test_report_shows_the_env_restarts(tmp_path, capsys):
+    """The trainer's ``restart`` lines (drq.run.restarts): counted per env, the last one's frame and reason."""
+    run_dir = write_run_dir(tmp_path / "run", sac_stream(n=40))
+    restarts = [{"section": "restart", "frame": 800, "step": 400, "total_time": 1.0, "env": "train env",
+                 "reason": "train env worker (pid 7) was killed by SIGKILL during step", "worker_restarts": 1},
+                {"section": "restart", "frame": 1600, "step": 800, "total_time": 2.0, "env": "eval env 1",
+                 "reason": "eval env 1 raised PhysicsError: Physics state is invalid.", "worker_restarts": 2}]
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in restarts)
+    assert health_report.main([str(run_dir), "--agent", "sac"]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  restarts")]
+    assert line.split(None, 1)[1] == ("2 (train env: 1, eval env 1: 1); the last at frame 1,600: eval env 1 raised "
+                                      "PhysicsError: Physics state is invalid.")
+    assert_is_report_png(run_dir / "health.png")
 
 
 def test_report_for_a_drqv2_run_with_out_and_strict(tmp_path, capsys):

@@ -160,5 +160,5 @@ def test_env_worker_that_dies_while_starting_raises(monkeypatch):
         self._process.kill()
 
     monkeypatch.setattr(env_worker.AsyncEnv, "_start", start_then_kill)
-    with pytest.raises(RuntimeError, match=r"environment worker died \(exit code -9\)"):
+    with pytest.raises(RuntimeError, match=r"environment worker \(pid \d+\) was killed by SIGKILL while starting"):
         env_worker.AsyncEnv(task="cartpole_swingup", size=48)

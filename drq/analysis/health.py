@@ -3,7 +3,8 @@
 Reads ``RUN_DIR/metrics.jsonl`` (and, for the action repeat, discount, agent and |A|, ``RUN_DIR/run.json``'s ``run``
 record; a run dir from before it: ``RUN_DIR/.hydra/config.yaml``, without |A|),
 runs the detector of ``drq.run.health`` on the records, writes ``RUN_DIR/health.png`` (grouped panels, x axis in
-**frames**, and a verdict panel) and prints one verdict per signal. The reading guide is docs/health.md.
+**frames**, and a verdict panel) and prints one verdict per signal, and the run's environment restarts (its
+``restart`` lines: dotted lines on the eval-return panel, a count per env). The reading guide is docs/health.md.
 
 Exit status: 0 when the report is written (1 with ``--strict`` and a problem found); 2, with one message on stderr
 and no traceback, when the run directory cannot be read.
@@ -93,6 +94,20 @@ def _read_hydra_config(path: Path) -> dict:
             "agent": agent.get("name") if isinstance(agent, dict) else None}  # fmt: skip
 
 
+def restarts_line(records: Sequence[Mapping[str, object]]) -> str:
+    """The run's environment restarts in words (its ``restart`` lines, written by ``drq.run.restarts``): ``'none'``,
+    or how many per env and the last one's frame and reason."""
+    restarts = [r for r in records if r.get("section") == "restart"]
+    if not restarts:
+        return "none"
+    per_env: dict[str, int] = {}
+    for r in restarts:
+        per_env[str(r.get("env"))] = per_env.get(str(r.get("env")), 0) + 1
+    counts = ", ".join(f"{env}: {n}" for env, n in per_env.items())
+    last = restarts[-1]
+    return f"{len(restarts)} ({counts}); the last at frame {int(last['frame']):,}: {last.get('reason')}"
+
+
 def infer_agent(records: Sequence[Mapping[str, float]]) -> str:
     """SAC logs alpha and target_entropy; DrQ-v2 does not."""
     return "sac" if any("alpha" in r or "target_entropy" in r for r in records) else "drqv2"
@@ -163,6 +178,10 @@ def write_report_png(records: Sequence[Mapping[str, float]], verdicts: Mapping[s
         if not drawn:
             why = "DrQ-v2 has no alpha: its std is scheduled" if panel_title.startswith("alpha") else "not logged"
             ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="gray")
+        if panel_title == "eval return":
+            for i, frame in enumerate(r["frame"] for r in records if r.get("section") == "restart"):
+                ax.axvline(frame, color="gray", ls=":", lw=1, label="env restart" if i == 0 else None)
+                drawn += i == 0
         for signal in _PANEL_SIGNAL.get(panel_title, ()):
             verdict = verdicts.get(signal)
             if verdict is not None and verdict.frame is not None:
@@ -181,6 +200,7 @@ def write_report_png(records: Sequence[Mapping[str, float]], verdicts: Mapping[s
     for signal, verdict in verdicts.items():
         lines.append(f"{signal}: {verdict.status.upper() if not verdict.ok else verdict.status}")
         lines.append(_wrap(verdict.detail, 60))
+    lines += ["env restarts:", _wrap(restarts_line(records), 60)]
     text_ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8,
                  transform=text_ax.transAxes)
     text_ax.set_title("verdicts")
@@ -249,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         last = evals[-1]
         print(f"  {'eval':<11} return {_fmt(as_float(last['episode_reward']))} at frame {int(last['frame']):,} "
               f"(best {_fmt(max(as_float(r['episode_reward']) for r in evals))}, {len(evals)} evaluations)")
+    print(f"  {'restarts':<11} {restarts_line(records)}")
     print(f"wrote {out}")
     problems = [s for s, v in verdicts.items() if not v.ok]
     return 1 if args.strict and problems else 0

@@ -324,6 +324,14 @@ class RunConfig:
                       why="auto: continue if the run dir holds snapshot.pt")
     stop_signals: tuple[str, ...] = key("list[str]", f"a list of {', '.join(stop_signals.CHOICES)}", _signals,
                                         why="snapshot at the next safe point, exit 128+signal; docs/clusters.md")
+    # ---- failing environments (drq.run.restarts; docs/clusters.md)
+    env_timeout_seconds: float = number("an env worker's reset, step or render taking longer is a hang: the worker is "
+                                        "killed and restarted", low_open=True, unit="seconds")
+    env_start_timeout_seconds: float = number("the same for an env worker's start and first reset (simulator import, "
+                                              "model compile, renderer start)", low_open=True, unit="seconds")
+    env_restart_limit: int = count("restarts", "restarts of one env (train, or eval k) allowed within "
+                                   "env_restart_window_frames; one more: snapshot, one line, exit 3", low=0)
+    env_restart_window_frames: int = frames("the window of env_restart_limit, in frames of training")
     # ---- hardware
     seed: int = count("", "seeds python, numpy, torch, the train env; eval episode j at frame F: (seed, F, j)", low=0,
                       high=2**31 - 1)

@@ -1,10 +1,12 @@
 """Building a run's parts from a checked config, in order, and closing whatever was built.
 
 :func:`build` fills a :class:`drq.run.state.Parts` one part at a time: torch settings, precision and seeding, the
-snapshot to resume from (read before anything is written), the log files, the train env (a worker process with
-``async_env``), the replay, the agent, the health monitor and video recorder, the restored counters, this session's
-run.json record and the wandb sink. If any step raises, the caller hands the same ``Parts`` to :func:`close_parts`,
-which closes exactly what exists (the env worker stops), so a failed start leaves nothing running.
+snapshot to resume from (read before anything is written), the log files, the record of failed environments
+(:mod:`drq.run.restarts`), the train env (a worker process with ``async_env``; a
+:class:`drq.envs.restarting.RestartingEnv`, as each eval env is, so that a failing env is replaced), the replay, the
+agent, the health monitor and video recorder, the restored counters, this session's run.json record and the wandb
+sink. If any step raises, the caller hands the same ``Parts`` to :func:`close_parts`, which closes exactly what exists
+(the env worker stops), so a failed start leaves nothing running.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import torch
 from drq.config import footprint as run_footprint
 from drq.config import schema as config_schema
 from drq.config.schema import RunConfig
+from drq.envs.restarting import RestartingEnv
 from drq.machine.memory import format_size, usable_cores
 from drq.run import provenance
 from drq.run import resume
 from drq.run import snapshot as snapshots
 from drq.run.health import HealthMonitor
 from drq.run.metrics import MetricWindow
+from drq.run.restarts import TRAIN_ENV, EnvRestarts, eval_env_name
 from drq.run.sinks import RunFiles, WandbSink
 from drq.run.state import Parts, RunState
 from drq.run.video import VideoRecorder
@@ -119,24 +123,30 @@ class ProcessSettings:
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
 
 
+def _worker(cfg: RunConfig, name: str) -> Env:
+    """The run's environment in a worker process named ``name``, with the config's timeouts."""
+    from drq.envs.worker import AsyncEnv
+
+    return AsyncEnv(env_factory(cfg), name=name, timeout_s=cfg.env_timeout_seconds,
+                    start_timeout_s=cfg.env_start_timeout_seconds)  # fmt: skip
+
+
 def make_train_env(cfg: RunConfig) -> Env:
     """The training environment: a worker process (``async_env``) or one in this process."""
-    if cfg.async_env:
-        from drq.envs.worker import AsyncEnv
-
-        return AsyncEnv(env_factory(cfg))
-    return env_factory(cfg)()
+    return _worker(cfg, TRAIN_ENV) if cfg.async_env else env_factory(cfg)()
 
 
 def eval_envs(parts: Parts) -> list[Env]:
-    """The evaluation environments (built on first use): one in-process env, or ``eval_workers`` workers."""
+    """The evaluation environments (built on first use): one in-process env, or ``eval_workers`` workers; each
+    replaced by a new one when it fails (:class:`drq.envs.restarting.RestartingEnv`)."""
     if parts.eval_envs is None:
-        if parts.num_eval_workers == 1:
-            parts.eval_envs = [env_factory(parts.cfg)()]
-        else:
-            from drq.envs.worker import AsyncEnv
+        cfg, workers = parts.cfg, parts.num_eval_workers
 
-            parts.eval_envs = [AsyncEnv(env_factory(parts.cfg)) for _ in range(parts.num_eval_workers)]
+        def make(name: str) -> Env:
+            return env_factory(cfg)() if workers == 1 else _worker(cfg, name)
+
+        parts.eval_envs = [RestartingEnv(functools.partial(make, eval_env_name(k)), eval_env_name(k),
+                                         parts.restarts.failed) for k in range(workers)]  # fmt: skip
     return parts.eval_envs
 
 
@@ -161,7 +171,10 @@ def build(parts: Parts) -> tuple[RunState, MetricWindow]:
     saved = resume.load_resume_state(parts)  # before anything is written: a bad snapshot changes nothing
     parts.files = RunFiles(parts.run_dir)
     _clean_up_after_a_lost_session(parts, resuming=saved is not None)
-    parts.train_env = make_train_env(c)
+    state = RunState(action_repeat=c.action_repeat, next_snapshot_frame=c.snapshot_every_frames,
+                     next_log_frame=c.log_every_frames, next_histogram_frame=c.histogram_every_frames)  # fmt: skip
+    parts.restarts = EnvRestarts(parts, state)
+    parts.train_env = RestartingEnv(lambda: make_train_env(c), TRAIN_ENV, parts.restarts.failed)
     parts.num_eval_workers = run_footprint.eval_workers_resolved(c.eval_workers, c.num_eval_episodes, usable_cores())
     obs_shape = parts.observation_shape = tuple(parts.train_env.observation_shape)
     parts.action_shape = tuple(parts.train_env.action_shape)
@@ -171,8 +184,6 @@ def build(parts: Parts) -> tuple[RunState, MetricWindow]:
                                  action_repeat=c.action_repeat, discount=c.discount)  # fmt: skip
     parts.video = VideoRecorder(enabled=c.save_video)
 
-    state = RunState(action_repeat=c.action_repeat, next_snapshot_frame=c.snapshot_every_frames,
-                     next_log_frame=c.log_every_frames, next_histogram_frame=c.histogram_every_frames)  # fmt: skip
     window = MetricWindow()
     if saved is not None:
         resume.restore(parts, state, window, saved)

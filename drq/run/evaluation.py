@@ -9,7 +9,10 @@ step one after another (the same episodes, no speed-up).
 The assignment is fixed and never depends on timing. With ``seeds`` (the trainer and ``drq.evaluate`` pass
 :func:`episode_seeds`), episode ``k`` starts with ``reset(seed=seeds[k])``: its initial state depends on the run's
 seed, the frame of the evaluation and ``k`` only, so any number of environments plays the same episodes, and a
-resumed run needs no fast-forward of the evaluation environments.
+resumed run needs no fast-forward of the evaluation environments. The same makes a failing environment harmless:
+the trainer's eval envs are :class:`drq.envs.restarting.RestartingEnv`s, and when one fails (its worker died or hung,
+the env raised) and is replaced, the episode it was playing starts over on the replacement from its seed, so the
+returns are those of an evaluation without the failure (``on_restart``).
 
 Progress: ``run_episodes(..., progress=fn)`` calls ``fn(Progress)`` once after the resets and after every lockstep
 step. :class:`EvalProgress` is the one both the trainer and ``python -m drq.evaluate`` pass: a tqdm bar (episodes done /
@@ -27,7 +30,9 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from drq.envs.restarting import EnvRestarted
 from drq.envs.timestep import episode_over
+from drq.run.seeds import episode_seeds  # noqa: F401 -- re-exported: where evaluation episodes get their seeds
 
 if TYPE_CHECKING:
     from drq.interfaces import Env
@@ -59,14 +64,6 @@ class Progress:
     finished: tuple[tuple[int, EpisodeResult], ...] = ()
 
 
-def episode_seeds(seed: int, frame: int, episodes: int) -> list[int]:
-    """The env seed of each episode of the evaluation at ``frame`` (frames) of a run seeded ``seed``: episode ``j``
-    gets 32 bits of ``numpy.random.SeedSequence((seed, frame, j))``, so episodes differ from one another, from one
-    evaluation to the next and from the training env's stream (``RandomState(seed)``), and nothing else (worker
-    count, earlier evaluations, resumes) enters."""
-    return [int(np.random.SeedSequence((int(seed), int(frame), j)).generate_state(1)[0]) for j in range(episodes)]
-
-
 def resets_per_env(episodes: int, num_envs: int) -> list[int]:
     """How many episodes (``reset()`` calls) ``run_episodes`` gives each of ``num_envs`` environments."""
     return [len(range(i, episodes, num_envs)) for i in range(num_envs)]
@@ -77,7 +74,8 @@ def run_episodes(envs: Sequence[Env], act: Callable[[np.ndarray], np.ndarray], e
                  on_step: Callable[[int, Env, float, float, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  progress: Callable[[Progress], None] | None = None,
-                 seeds: Sequence[int] | None = None) -> list[EpisodeResult]:  # fmt: skip
+                 seeds: Sequence[int] | None = None,
+                 on_restart: Callable[[int], None] | None = None) -> list[EpisodeResult]:  # fmt: skip
     """Play ``episodes`` episodes; returns their results in episode order.
 
     Args:
@@ -95,6 +93,11 @@ def run_episodes(envs: Sequence[Env], act: Callable[[np.ndarray], np.ndarray], e
             :class:`EvalProgress`).
         seeds: one env seed per episode (:func:`episode_seeds`): episode ``k`` starts with ``reset(seed=seeds[k])``;
             ``None``: plain ``reset()`` (each env's own stream, so the episodes depend on ``len(envs)``).
+        on_restart: called as ``on_restart(episode)`` when an env raised
+            :class:`drq.envs.restarting.EnvRestarted` (it failed and was replaced) while playing ``episode``, before
+            the episode starts again on the replacement, from its seed: what was recorded of it must go (the
+            trainer drops the partial video of episode 0). The episode's result is that of the full replay, so with
+            ``seeds`` a failed env changes no result. Other exceptions of the envs propagate.
     """
     if episodes < 1:
         raise ValueError(f"run_episodes: episodes must be >= 1, got {episodes}")
@@ -107,10 +110,25 @@ def run_episodes(envs: Sequence[Env], act: Callable[[np.ndarray], np.ndarray], e
     running: dict[int, dict[str, Any]] = {}  # env index -> its current episode
 
     def start(i: int, episode: int) -> None:
-        ts = envs[i].reset() if seeds is None else envs[i].reset(seed=seeds[episode])
-        running[i] = {"episode": episode, "ts": ts, "return": 0.0, "frames": 0}
-        if on_step is not None:
-            on_step(episode, envs[i], 0.0, 0.0, 0)
+        """Start ``episode`` on env ``i``; again, from its seed, each time the env fails and is replaced."""
+        while True:
+            try:
+                ts = envs[i].reset() if seeds is None else envs[i].reset(seed=seeds[episode])
+                running[i] = {"episode": episode, "ts": ts, "return": 0.0, "frames": 0}
+                if on_step is not None:
+                    on_step(episode, envs[i], 0.0, 0.0, 0)
+                return
+            except EnvRestarted:
+                running.pop(i, None)
+                if on_restart is not None:
+                    on_restart(episode)
+
+    def play_again(i: int) -> None:
+        """Env ``i`` failed mid-episode and was replaced: its episode starts over."""
+        episode = running.pop(i)["episode"]
+        if on_restart is not None:
+            on_restart(episode)
+        start(i, episode)
 
     for i in range(min(num_envs, episodes)):
         start(i, i)
@@ -121,16 +139,25 @@ def run_episodes(envs: Sequence[Env], act: Callable[[np.ndarray], np.ndarray], e
         if should_stop is not None and should_stop():
             raise EpisodesStopped(f"stopped with {len(running)} episode(s) running")
         actions = {i: act(run["ts"].observation) for i, run in running.items()}
+        stepping = []
         for i, action in actions.items():
-            envs[i].step_async(action)
+            try:
+                envs[i].step_async(action)
+                stepping.append(i)
+            except EnvRestarted:
+                play_again(i)
         finished: list[tuple[int, EpisodeResult]] = []
-        for i in actions:
+        for i in stepping:
             env, run = envs[i], running[i]
-            ts = env.step_wait()
-            run["ts"], run["return"], run["frames"] = ts, run["return"] + ts.reward, run["frames"] + action_repeat
-            frames_played += action_repeat
-            if on_step is not None:
-                on_step(run["episode"], env, ts.reward, run["return"], run["frames"])
+            try:
+                ts = env.step_wait()
+                run["ts"], run["return"], run["frames"] = ts, run["return"] + ts.reward, run["frames"] + action_repeat
+                frames_played += action_repeat
+                if on_step is not None:
+                    on_step(run["episode"], env, ts.reward, run["return"], run["frames"])
+            except EnvRestarted:
+                play_again(i)
+                continue
             if episode_over(ts, run["frames"], max_episode_frames):
                 results[run["episode"]] = EpisodeResult(float(run["return"]), int(run["frames"]))
                 finished.append((run["episode"], results[run["episode"]]))

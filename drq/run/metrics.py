@@ -112,13 +112,15 @@ class RunLog:
         self.wandb.histograms(frame, arrays)
 
     def train_episode(self, state: RunState, buffer_size: int, fps: float) -> None:
-        """The finished training episode's train.csv row, ``train`` line and wandb point (``fps``: frames/s)."""
+        """The finished training episode's train.csv row, ``train`` line and wandb point (``fps``: frames/s); the line
+        and the point also carry ``buffer_size`` and ``worker_restarts`` (environment restarts so far in the run)."""
         row = {"frame": state.frame, "step": state.step, "episode": state.episode,
                "episode_reward": state.episode_reward, "episode_length": state.episode_frames, "fps": fps,
                "total_time": state.total_time}  # fmt: skip
         self.files.train_episode(row)
         values = {k: row[k] for k in ("episode", "episode_reward", "episode_length", "fps")}
         values["buffer_size"] = buffer_size
+        values["worker_restarts"] = state.worker_restarts
         self.files.metrics("train", state.frame, state.step, row["total_time"], values)
         self.wandb.log("train", state.frame, values)
 

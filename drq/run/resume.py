@@ -1,21 +1,22 @@
-"""Snapshots and exact resume: what a snapshot holds, reading it back, the environments' fast-forward and the replay
-of an interrupted episode's actions.
+"""Snapshots and exact resume: what a snapshot holds, reading it back, and the replay of an interrupted episode's
+actions.
 
 Periodic snapshots (every ``snapshot_every_frames``, and at the end of training) are taken at an episode boundary,
 after the episode's train.csv row and before the next reset. They hold the agent, the replay, the RNG states of
 python / numpy / torch (the replay's sampler RNG is in its own state), the counters and the log files' positions.
-The environments' own RNGs (the task's ``RandomState``, in the env worker) are not read out: the env consumes it only
-when an episode starts, so on resume the train env is rebuilt with the run's seed and ``reset()`` is called as many
-times as the run had (one per train episode), which puts it in exactly the state it had. The evaluation envs need no
-such thing: each evaluation episode re-seeds its env from ``(seed, frame, episode index)``
-(:func:`drq.run.evaluation.episode_seeds`), whichever worker plays it. Resuming from such a snapshot therefore gives
-the same frames, rows and parameters (on CPU) as a run that never stopped, with or without the async env worker.
+The environments' own RNGs need no saving: every training episode starts with ``reset(seed=...)`` from ``(seed,
+episode index)`` and every evaluation episode from ``(seed, frame, episode index)`` (:mod:`drq.run.seeds`), so the
+next episode after a resume starts where it would have started in a run that never stopped, whatever the env did
+before. Resuming from such a snapshot therefore gives the same frames, rows and parameters (on CPU) as a run that
+never stopped, with or without the async env worker.
 
-A snapshot taken on a stop signal is taken mid-episode; it also holds the episode's actions, return and frames, and
-the metric sums since the last ``health`` line. The resume replays those actions on the freshly reset environment
-(physics is deterministic), checks that the last picture is the one saved, and goes on from there: the resumed run
-is bit-exact too. If the pictures differ (another MuJoCo build, say), or the snapshot predates this, the interrupted
-episode is dropped and a new one starts (its transitions stay in the replay): continuous, not bit-exact.
+A snapshot taken on a stop signal (or when an evaluation env kept failing: :mod:`drq.run.restarts`) is taken
+mid-episode; it also holds the episode's actions, return and frames, and the metric sums since the last ``health``
+line. The resume resets the train env with that episode's seed, replays those actions (physics is deterministic),
+checks that the last picture is the one saved, and goes on from there: the resumed run is bit-exact too. If the
+pictures differ (another MuJoCo build, say, or a snapshot from before the training episodes had seeds of their own),
+if the snapshot holds no actions (older still), or if the env fails on the way, the interrupted episode is dropped
+and a new one starts (its transitions stay in the replay): continuous, not bit-exact.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ import numpy as np
 import torch
 
 from drq.config import schema as config_schema
+from drq.envs.restarting import EnvRestarted
 from drq.run import provenance, resume_changes
 from drq.run import snapshot as snapshots
 from drq.run.metrics import MetricWindow
+from drq.run.seeds import train_episode_seed
 from drq.run.sinks import RunFiles
 from drq.run.state import Parts, RunState
 
@@ -71,8 +74,8 @@ def resumes_here(parts: Parts, saved: Mapping[str, Any] | None) -> bool:
 
 
 def restore(parts: Parts, state: RunState, window: MetricWindow, saved: dict[str, Any]) -> None:
-    """Put the snapshot ``saved`` back: agent, replay, counters, log files, RNGs, metric window; then fast-forward the
-    train env and replay the interrupted episode's actions (see the module docstring). Says what it did."""
+    """Put the snapshot ``saved`` back: agent, replay, counters, log files, RNGs, metric window; then replay the
+    interrupted episode's actions, if any (see the module docstring). Says what it did."""
     source = saved["_source"]
     try:
         parts.agent.load_state_dict(saved["agent"])
@@ -98,10 +101,7 @@ def restore(parts: Parts, state: RunState, window: MetricWindow, saved: dict[str
     parts.files.truncate(saved["logger"])
     snapshots.restore_rng(saved["rng"])
     window.load_state_dict(saved.get("health_window"), parts.device)
-    ts = None  # fast-forward the environment's own RNG: one reset per train episode so far
-    for _ in range(state.train_resets):
-        ts = parts.train_env.reset()
-    replayed = state.in_episode_at_snapshot and _replay_interrupted_episode(parts, state, ts, saved.get("episode"))
+    replayed = state.in_episode_at_snapshot and _replay_interrupted_episode(parts, state, saved.get("episode"))
     notes = [f"resumed from {source} at frame {state.frame:,} (episode {state.episode})"]
     if saved.get("replay") is None:
         notes.append("the snapshot holds no replay (save_replay_in_snapshot=false): the replay starts empty")
@@ -112,13 +112,17 @@ def restore(parts: Parts, state: RunState, window: MetricWindow, saved: dict[str
     parts.say("; ".join(notes))
 
 
-def _replay_interrupted_episode(parts: Parts, state: RunState, ts: Any, episode: Mapping[str, Any] | None) -> bool:
-    """Step the freshly reset train env with the interrupted episode's actions; True if it ends on the saved
-    picture (then the loop goes on inside that episode), False if the episode has to be dropped."""
-    if ts is None or not episode:
+def _replay_interrupted_episode(parts: Parts, state: RunState, episode: Mapping[str, Any] | None) -> bool:
+    """Reset the train env with the interrupted episode's seed and step it with its actions; True if it ends on the
+    saved picture (then the loop goes on inside that episode), False if the episode has to be dropped."""
+    if not episode or state.train_resets == 0:
         return False
-    for action in episode["actions"].numpy():
-        ts = parts.train_env.step(action)
+    try:
+        ts = parts.train_env.reset(seed=train_episode_seed(parts.cfg.seed, state.train_resets - 1))
+        for action in episode["actions"].numpy():
+            ts = parts.train_env.step(action)
+    except EnvRestarted:  # the env failed on the way (its line says so; a new one is ready)
+        return False
     if not np.array_equal(np.asarray(ts.frame), episode["last_frame"].numpy()):
         warnings.warn("replaying the interrupted episode's actions did not reproduce its last picture (another "
                       "MuJoCo or renderer?); that episode is dropped", RuntimeWarning, stacklevel=3)  # fmt: skip

@@ -121,6 +121,16 @@ class RunFiles:
         with _writing(self.run_dir / "metrics.jsonl"), open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(line, default=str) + "\n")
 
+    def restart(self, frame: int, step: int, total_time: float, env: str, reason: str, worker_restarts: int) -> None:
+        """A ``{"section": "restart", "frame", "step", "total_time", "env", "reason", "worker_restarts"}`` line of
+        ``metrics.jsonl``: an environment failed at ``frame`` and was restarted (``env``: ``'train env'``, ``'eval env
+        1'``; ``reason``: the line said on the console; ``worker_restarts``: restarts so far in the run, this one
+        included). :mod:`drq.run.restarts`."""
+        line = {"section": "restart", "frame": int(frame), "step": int(step), "total_time": float(total_time),
+                "env": env, "reason": reason, "worker_restarts": int(worker_restarts)}  # fmt: skip
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+
 
 def format_eval_line(frame: int, step: int, mean_return: float, episodes: int, total_time: float, fps: float) -> str:
     """The one console line per evaluation."""

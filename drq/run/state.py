@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from drq.config.schema import RunConfig
     from drq.interfaces import Agent, Env
     from drq.run.health import HealthMonitor
+    from drq.run.restarts import EnvRestarts
     from drq.run.sinks import RunFiles, WandbSink
     from drq.run.video import VideoRecorder
 
@@ -34,7 +35,8 @@ class RunState:
     action_repeat: int
     step: int = 0
     episode: int = 0  # finished training episodes
-    train_resets: int = 0  # train env reset() calls (fast-forwarded on resume)
+    train_resets: int = 0  # train env reset() calls; reset k is seeded drq.run.seeds.train_episode_seed(seed, k)
+    worker_restarts: int = 0  # environments restarted after a failure, in every session (drq.run.restarts)
     next_eval_frame: int = 0
     last_eval_frame: int = -1
     last_eval_return: float = math.nan
@@ -68,7 +70,8 @@ class RunState:
                 "next_eval_frame": self.next_eval_frame, "last_eval_frame": self.last_eval_frame,
                 "last_eval_return": self.last_eval_return, "next_snapshot_frame": self.next_snapshot_frame,
                 "next_log_frame": self.next_log_frame, "next_histogram_frame": self.next_histogram_frame,
-                "total_time": self.total_time, "in_episode": self.ts is not None}  # fmt: skip
+                "total_time": self.total_time, "in_episode": self.ts is not None,
+                "worker_restarts": self.worker_restarts}  # fmt: skip
 
     def restore_counters(self, counters: dict[str, Any]) -> None:
         for key in self.INT_COUNTERS:
@@ -76,6 +79,7 @@ class RunState:
         self.last_eval_return = float(counters["last_eval_return"])
         self.elapsed_before = float(counters["total_time"])
         self.in_episode_at_snapshot = bool(counters["in_episode"])
+        self.worker_restarts = int(counters.get("worker_restarts", 0))  # none in snapshots from before issue 33
 
     def start_episode(self, ts: Any) -> None:
         self.ts, self.episode_reward, self.episode_frames, self.episode_actions = ts, 0.0, 0, []
@@ -102,6 +106,7 @@ class Parts:
     replay: Any = None  # replay.FrameReplay
     replay_files: Any = None  # replay.segments.ReplayFiles (RUN_DIR/replay)
     snapshots_here: Any = None  # drq.run.snapshot.SnapshotsHere: what the run dir's snapshots name there
+    restarts: EnvRestarts | None = None  # what a failing environment does (built before the envs)
     agent: Agent | None = None
     health: HealthMonitor | None = None
     video: VideoRecorder | None = None

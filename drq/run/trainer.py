@@ -16,6 +16,17 @@ built, and :class:`drq.run.state.RunState`, the counters): :mod:`drq.run.build` 
 :mod:`drq.run.resume` writes and reads snapshots (exact resume: see its docstring) and :mod:`drq.run.metrics` keeps
 the metric window and writes the rows and lines.
 
+Training episode ``k`` starts with ``reset(seed=...)`` from ``(seed, k)`` (:mod:`drq.run.seeds`).
+
+A failing environment (its worker died or hung, or the env raised: :mod:`drq.envs.restarting`) is replaced and said
+in one line (:mod:`drq.run.restarts`). The training step whose result never came is not counted; the episode it cut
+ends at its newest stored step, as a truncation (``FrameReplay.truncate_episode``: the windows that reach it
+bootstrap there, none reaches into the next episode), gets its train.csv row, and the next episode starts with the
+next seed. An evaluation episode whose env failed is played again from its seed. An env that fails more than
+``env_restart_limit`` times within ``env_restart_window_frames`` frames ends the run: a snapshot (mid-episode when an
+episode or an evaluation is under way, as for a stop signal), one line, :class:`EnvKeptFailing`
+(``train.py``: exit code 3).
+
 Stop signals (``stop_signals``, default SIGINT, SIGTERM, SIGUSR1, SIGUSR2; :mod:`drq.machine.stop_signals`) only set
 a flag; the loop stops at its next safe point: before the next agent step, or after the current step of an
 evaluation, which is then discarded (its rows are not written and it runs again after the resume). Such a snapshot is
@@ -34,6 +45,7 @@ import numpy as np
 
 from drq.config import schema as config_schema
 from drq.config.schema import RunConfig
+from drq.envs.restarting import EnvRestarted
 from drq.envs.timestep import episode_over
 from drq.machine import stop_signals
 from drq.run import build
@@ -41,12 +53,14 @@ from drq.run import lock as run_dir_lock
 from drq.run import resume
 from drq.run.evaluation import EpisodesStopped, EvalProgress, episode_seeds, run_episodes
 from drq.run.metrics import NonFiniteMetricError, RunLog
+from drq.run.restarts import TRAIN_ENV, EnvKeptFailing
+from drq.run.seeds import train_episode_seed
 from drq.run.state import Parts
 
 if TYPE_CHECKING:
     from drq.interfaces import Env
 
-__all__ = ["Trainer", "TrainingInterrupted", "NonFiniteMetricError", "run"]
+__all__ = ["EnvKeptFailing", "Trainer", "TrainingInterrupted", "NonFiniteMetricError", "run"]
 
 
 class TrainingInterrupted(RuntimeError):
@@ -99,6 +113,9 @@ class Trainer:
         self.action_shape = p.action_shape
         self.update_every_steps = self.cfg.agent.update_every_steps
         self.log = RunLog(p.files, p.wandb, p.health, self.say, f"{self.cfg.task_name} {self.cfg.agent.name}")
+        # steps below this are in the snapshot's replay files (a resume): they are never changed (_cut_episode)
+        self._replay_total_on_disk = self.replay.total
+        self._episode_start = time.time()
 
     @property
     def step(self) -> int:
@@ -116,7 +133,8 @@ class Trainer:
         return resume.save_snapshot(self.parts, self.state, self.window)
 
     def train(self) -> None:
-        """Run until ``num_train_frames``; raises :class:`NonFiniteMetricError` / :class:`TrainingInterrupted`."""
+        """Run until ``num_train_frames``; raises :class:`NonFiniteMetricError` / :class:`TrainingInterrupted` /
+        :class:`EnvKeptFailing`."""
         own_handlers = not self._stop_signals.installed
         if own_handlers:
             self._stop_signals.install()
@@ -124,6 +142,9 @@ class Trainer:
         try:
             self._loop()
             exit_code = 0
+        except EnvKeptFailing as failing:
+            exit_code = failing.exit_code
+            raise self._give_up(failing) from None
         finally:
             if own_handlers:
                 self._stop_signals.restore()
@@ -133,15 +154,10 @@ class Trainer:
         c, s, stopped = self.cfg, self.state, lambda: self._stop_signals.requested is not None
         num_train_frames, num_seed_frames, batch_size = c.num_train_frames, c.num_seed_frames, c.batch_size
         bar = _progress_bar(num_train_frames, s.frame)
-        episode_start = time.time()
         try:
             while s.frame < num_train_frames:
-                if s.ts is None:
-                    s.start_episode(self.train_env.reset())
-                    s.train_resets += 1
-                    self.replay.add(frame=s.ts.frame, action=s.ts.action, reward=s.ts.reward,
-                                    discount=s.ts.discount, first=True, last=False)  # fmt: skip
-                    episode_start = time.time()
+                if s.ts is None and not self._start_episode():
+                    continue  # the env failed in reset and was replaced: the next episode's seed
                 if s.frame >= s.next_eval_frame and not stopped():
                     if self.evaluate() is not None:  # None: stopped by a signal, evaluated again after the resume
                         s.next_eval_frame = (s.frame // c.eval_every_frames + 1) * c.eval_every_frames
@@ -153,10 +169,16 @@ class Trainer:
                     action = np.random.uniform(-1.0, 1.0, self.action_shape).astype(np.float32)
                 else:
                     action = self.agent.act(s.ts.observation, s.step, eval_mode=False)
-                self.train_env.step_async(action)
-                if s.frame >= num_seed_frames and s.step % self.update_every_steps == 0 and len(self.replay):
-                    self.window.add(self.agent.update(self.replay.sample(batch_size), s.step))
-                ts = self.train_env.step_wait()
+                try:
+                    self.train_env.step_async(action)
+                    if s.frame >= num_seed_frames and s.step % self.update_every_steps == 0 and len(self.replay):
+                        self.window.add(self.agent.update(self.replay.sample(batch_size), s.step))
+                    ts = self.train_env.step_wait()
+                except EnvRestarted:  # the env failed and was replaced (said in one line): this step never happened
+                    self._cut_episode()
+                    if stopped():
+                        self._stop()
+                    continue
                 s.step += 1
                 s.episode_actions.append(action)
                 s.episode_reward += ts.reward
@@ -175,13 +197,7 @@ class Trainer:
                     s.next_histogram_frame = (s.frame // c.histogram_every_frames + 1) * c.histogram_every_frames
 
                 if over:
-                    s.ts = None
-                    s.episode += 1
-                    fps = s.episode_frames / max(time.time() - episode_start, 1e-9)
-                    self.log.train_episode(s, len(self.replay), fps)
-                    if s.frame >= s.next_snapshot_frame:
-                        s.next_snapshot_frame = (s.frame // c.snapshot_every_frames + 1) * c.snapshot_every_frames
-                        self.save_snapshot()
+                    self._end_episode()
                     if stopped():
                         self._stop()
         finally:
@@ -193,6 +209,61 @@ class Trainer:
             self._stop()
         self.save_snapshot()
 
+    def _start_episode(self) -> bool:
+        """Reset the train env with the next episode's seed and store the first step; False if the env failed in
+        the reset (it was replaced; the seed is spent, so the next try starts the episode after)."""
+        s = self.state
+        seed = train_episode_seed(self.cfg.seed, s.train_resets)
+        s.train_resets += 1
+        try:
+            ts = self.train_env.reset(seed=seed)
+        except EnvRestarted:
+            return False
+        s.start_episode(ts)
+        self.replay.add(frame=ts.frame, action=ts.action, reward=ts.reward, discount=ts.discount, first=True,
+                        last=False)  # fmt: skip
+        self._episode_start = time.time()
+        return True
+
+    def _end_episode(self) -> None:
+        """The episode is over (ended, or cut by a failing env): its train.csv row, then the periodic snapshot when
+        one is due (at this episode boundary)."""
+        s, c = self.state, self.cfg
+        s.ts = None
+        s.episode += 1
+        fps = s.episode_frames / max(time.time() - self._episode_start, 1e-9)
+        self.log.train_episode(s, len(self.replay), fps)
+        if s.frame >= s.next_snapshot_frame:
+            s.next_snapshot_frame = (s.frame // c.snapshot_every_frames + 1) * c.snapshot_every_frames
+            self.save_snapshot()
+
+    def _cut_episode(self) -> None:
+        """The train env failed during the episode under way (if any): its newest stored step ends it, as a
+        truncation (the windows that reach it bootstrap there), and the episode ends (its train.csv row; an episode
+        cut before its first step has none and does not count). A step that a snapshot's replay files already hold
+        (right after resuming inside an episode) is left as it is: the files are never changed, and the windows
+        still stop at the episode's end (its last ``nstep - 1`` transitions are then not sampled)."""
+        s = self.state
+        if s.ts is None:
+            return
+        if self.replay.total > self._replay_total_on_disk:
+            self.replay.truncate_episode()
+        if s.episode_frames:
+            self._end_episode()
+        else:
+            s.ts = None
+
+    def _give_up(self, failing: EnvKeptFailing) -> EnvKeptFailing:
+        """An env kept failing: cut the training episode if the train env was the one, drop what an evaluation under
+        way recorded (it runs again after the resume), snapshot; the error to raise, with where the snapshot is."""
+        if failing.env == TRAIN_ENV:
+            self._cut_episode()
+        self.parts.video.reset()
+        saved = self.save_snapshot()
+        where = f"snapshot {self.parts.snapshot_path}" if saved else "no snapshot (save_snapshot=false or write failed)"
+        return EnvKeptFailing(f"{failing}; {where}; once the environment is fixed, resume with: python train.py "
+                              f"hydra.run.dir={self.run_dir} (same overrides)", failing.env)
+
     def _stop(self) -> None:
         """Snapshot (mid-episode when an episode is under way) and raise :class:`TrainingInterrupted`."""
         saved, stop = self.save_snapshot(), self._stop_signals
@@ -202,8 +273,9 @@ class Trainer:
 
     def evaluate(self) -> float | None:
         """``num_eval_episodes`` episodes with the mean action, on ``eval_workers`` environments side by side; the
-        first episode is recorded. Returns the mean return, or None if a stop signal cut it short (nothing logged;
-        the eval environments are then mid-episode, so the caller stops)."""
+        first episode is recorded (an episode whose env failed is played again, its partial video dropped). Returns
+        the mean return, or None if a stop signal cut it short (nothing logged; the eval environments are then
+        mid-episode, so the caller stops)."""
         s, c, video = self.state, self.cfg, self.parts.video
         video.reset()
 
@@ -216,7 +288,8 @@ class Trainer:
                 results = run_episodes(self.eval_envs, lambda obs: self.agent.act(obs, s.step, eval_mode=True),
                                        c.num_eval_episodes, c.action_repeat, c.max_episode_frames, on_step=record,
                                        should_stop=lambda: self._stop_signals.requested is not None,
-                                       progress=progress, seeds=episode_seeds(c.seed, s.frame, c.num_eval_episodes))
+                                       progress=progress, seeds=episode_seeds(c.seed, s.frame, c.num_eval_episodes),
+                                       on_restart=lambda episode: video.reset() if episode == 0 else None)
         except EpisodesStopped:  # a stop signal: nothing of this evaluation is kept; it runs again after a resume
             video.reset()
             return None
