@@ -63,7 +63,8 @@ def gym_main(args: argparse.Namespace) -> None:
     import gymnasium
 
     from drq.envs import gym_ids
-    from drq.envs.gym_pixels import GymPixelEnv, episode_seed
+    from drq.envs.gym_pixels import GymPixelEnv
+    from drq.run.seeds import train_episode_seed
 
     source = gym_ids.resolve(args.gym)  # chooses the GL backend before the env's module imports mujoco
     size_kwargs = {"width": args.size, "height": args.size} if source.uses_mujoco else {}
@@ -76,12 +77,9 @@ def gym_main(args: argparse.Namespace) -> None:
     adapter = factory()
     worker = AsyncEnv(factory)
     low, high = adapter.action_low, adapter.action_high
-    raw_episodes = 0
 
-    def raw_reset() -> None:
-        nonlocal raw_episodes
-        raw.reset(seed=episode_seed(args.seed, raw_episodes))  # the adapter's own seeds: the same episodes
-        raw_episodes += 1
+    def raw_reset(seed: int) -> None:
+        raw.reset(seed=seed)
         raw.render()
 
     def raw_step(action: np.ndarray) -> bool:
@@ -96,16 +94,16 @@ def gym_main(args: argparse.Namespace) -> None:
 
     ways = {"raw": (raw_reset, raw_step), "adapter": (adapter.reset, lambda a: adapter.step(a).last),
             "worker": (worker.reset, lambda a: worker.step(a).last)}  # fmt: skip
-    for reset, _ in ways.values():
-        reset()  # GL contexts and first renders outside the timed region
+    for reset, _ in ways.values():  # episode k seeded as the trainer seeds it, the same episodes for the three
+        reset(train_episode_seed(args.seed, 0))  # GL contexts and first renders outside the timed region
     actions = np.random.default_rng(0).uniform(-1, 1, (args.agent_steps, *adapter.action_shape)).astype(np.float32)
     seconds, episodes = dict.fromkeys(ways, 0.0), dict.fromkeys(ways, 0)
     for action in actions:
         for name, (reset, step) in ways.items():
             start = time.perf_counter()
             if step(action):
-                reset()
                 episodes[name] += 1
+                reset(train_episode_seed(args.seed, episodes[name]))
             seconds[name] += time.perf_counter() - start
     assert len(set(episodes.values())) == 1, f"the three ways played different episodes: {episodes}"
     rate = {name: len(actions) / seconds[name] for name in ways}

@@ -20,7 +20,7 @@ from drq.config import schema
 from drq.config.errors import ConfigError, check_overrides, exit_on_bad_overrides
 from drq.envs import gym_ids, gym_probe
 from drq.envs.gym_ids import GymIdError
-from drq.envs.gym_pixels import GymEnvError, GymPixelEnv, action_space_problem, episode_seed
+from drq.envs.gym_pixels import GymEnvError, GymPixelEnv, action_space_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTED = "gym_scripted:ScriptedEnds"
@@ -99,25 +99,40 @@ def test_a_picture_of_another_size_is_area_resized():
 
 
 # ------------------------------------------------------------------------------------------------------- seeds
-def test_unseeded_resets_follow_the_runs_seed_and_the_episode_count():
-    """The k-th unseeded reset is gymnasium's reset(seed=episode_seed(seed, k)): a rebuilt env replays it (resume)."""
-    import gymnasium
-
+def test_resets_are_gymnasiums_seeded_and_unseeded_ones():
+    """reset(seed=s) is gymnasium's reset(seed=s) (the trainer seeds every episode: drq.run.seeds); reset() is
+    gymnasium's convention: the first seeds the env's stream with the env's seed, later ones go on with it."""
     from examples.point_reach import PointReach
 
     env = GymPixelEnv("examples.point_reach:PointReach", seed=7, size=84)
-    starts = [env.reset().frame for _ in range(3)]
-    for k, frame in enumerate(starts):
-        plain = PointReach(render_mode="rgb_array")
-        plain.reset(seed=episode_seed(7, k))
-        assert np.array_equal(frame, plain.render().transpose(2, 0, 1)), k
-    assert not np.array_equal(starts[0], starts[1])
-    assert np.array_equal(env.reset(seed=5).frame, env.reset(seed=5).frame)
-    assert isinstance(gymnasium.Env, type)
+    plain = PointReach(render_mode="rgb_array")
+    for seed in (None, None, 11, None, 5, 5):
+        frame = env.reset(seed=seed).frame
+        plain.reset(seed=7 if seed is None and plain._np_random is None else seed)
+        assert np.array_equal(frame, plain.render().transpose(2, 0, 1)), seed
+    assert not np.array_equal(env.reset().frame, env.reset().frame)
     env.close()
 
 
 # ------------------------------------------------------------------------------------------------- MuJoCo envs
+def _gymnasium_render(env) -> np.ndarray:
+    """gymnasium's own render of a MuJoCo env, its GL context made current first (several live in this process)."""
+    env.unwrapped.mujoco_renderer._get_viewer("rgb_array").make_context_current()
+    return env.render()
+
+
+def _look_at_the_default_state(env) -> None:
+    """The reference camera: gymnasium's free camera looking at the median geom position of the model's default
+    state (qpos0), as the adapter pins it, instead of wherever the state is at the first render."""
+    import mujoco
+
+    model = env.unwrapped.model
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    renderer = env.unwrapped.mujoco_renderer
+    renderer.default_cam_config = {**(renderer.default_cam_config or {}), "lookat": np.median(data.geom_xpos, axis=0)}
+
+
 def test_a_mujoco_env_renders_the_agents_picture_directly_and_videos_apart():
     """InvertedPendulum-v5 is built at the agent's size (its frames are gymnasium's own render, unresized); a video
     renderer at 256 (a second renderer of the same model and camera) leaves the agent's frames as they were."""
@@ -125,23 +140,51 @@ def test_a_mujoco_env_renders_the_agents_picture_directly_and_videos_apart():
 
     actions = np.random.default_rng(0).uniform(-1, 1, (12, 1)).astype(np.float32)
     plain = gymnasium.make("InvertedPendulum-v5", render_mode="rgb_array", width=64, height=64)
+    _look_at_the_default_state(plain)
     plain.reset(seed=3)
     watched, unwatched = (GymPixelEnv("InvertedPendulum-v5", size=64, action_repeat=1) for _ in range(2))
     a, b = watched.reset(seed=3), unwatched.reset(seed=3)
-    assert np.array_equal(a.frame, plain.render().transpose(2, 0, 1))
+    assert np.array_equal(a.frame, _gymnasium_render(plain).transpose(2, 0, 1))
     for action in actions:
         video = watched.render(256)
         assert video.shape == (256, 256, 3) and video.dtype == np.uint8 and video.std() > 5
         a, b = watched.step(action), unwatched.step(action)
         plain.step(3.0 * action)  # the Box is [-3, 3]
         assert np.array_equal(a.observation, b.observation) and a.reward == b.reward
-        assert np.array_equal(a.frame, plain.render().transpose(2, 0, 1))
+        assert np.array_equal(a.frame, _gymnasium_render(plain).transpose(2, 0, 1))
         if a.last:
             break
     with pytest.raises(GymEnvError, match=r"camera 'nope' is not one of its 0 cameras \[\]"):
         watched.render_camera(96, "nope")
     assert watched.render_camera(96, -1).shape == (96, 96, 3)
     for env in (plain, watched, unwatched):
+        env.close()
+
+
+@pytest.mark.parametrize("env_id", ["InvertedPendulum-v5", "Reacher-v5"])
+def test_the_picture_of_a_state_does_not_depend_on_what_the_env_did_before(env_id):
+    """A worker that has played episodes and a fresh one (a resume, a restarted worker, another eval worker) see a
+    state alike, with other GL contexts alive in the process. Without the pinned camera InvertedPendulum-v5's pictures
+    differed by up to 43 levels (gymnasium aims the free camera at the first rendered state); without making the
+    context current, Reacher-v5's by up to 172 (a render drew with another env's context)."""
+    used = GymPixelEnv(env_id, size=48, action_repeat=4, seed=1)
+    for episode in range(4):
+        used.reset(seed=100 + episode)
+        for _ in range(3):
+            if used.step(np.ones(used.action_shape, np.float32)).last:
+                break
+    used.render(64)  # a video renderer, one GL context more
+    fresh = GymPixelEnv(env_id, size=48, action_repeat=4, seed=1)
+    fresh.reset(seed=7)
+    other = GymPixelEnv("HalfCheetah-v5", size=48, seed=1)  # another model's GL context, current last
+    other.reset(seed=0)
+    assert np.array_equal(used.reset(seed=7).observation, fresh.reset(seed=7).observation)
+    other.reset(seed=1)
+    step = np.full(used.action_shape, 0.5, np.float32)
+    assert np.array_equal(used.step(step).observation, fresh.step(step).observation)
+    other.reset(seed=2)
+    assert np.array_equal(used.render(64), fresh.render(64))
+    for env in (used, fresh, other):
         env.close()
 
 

@@ -146,7 +146,7 @@ def test_a_resume_says_what_changed_and_refuses_what_cannot_change(runs_by_eval_
     # what precision=auto resolved to on this machine: fp32 on an AVX2 CPU, bf16 where the CPU has it natively
     assert first["frame"] == 0 and first["resumed_from"] is None
     assert first["precision"] == resolve_precision("auto", "cpu")[0]
-    assert set(first["versions"]) == {"python", "torch", "mujoco", "dm_control", "numpy", "drq"}
+    assert set(first["versions"]) == {"python", "torch", "mujoco", "dm_control", "gymnasium", "numpy", "drq"}
     assert first["versions"]["torch"] == torch.__version__ and first["num_threads"] == 1  # the debug preset's
     assert first["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert first["gl_backend"] in ("egl", "osmesa", "glfw")

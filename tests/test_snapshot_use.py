@@ -167,8 +167,9 @@ def test_a_copy_kept_in_the_run_dir_keeps_its_segments_and_two_timelines_never_s
 
 # ----------------------------------------------------------------------------------------------- 3. failed saves
 def test_a_failed_save_prunes_against_the_snapshot_on_disk(tmp_path, monkeypatch):
-    """snapshot.pt cannot be written after frame 200 (disk full): every later attempt writes the new steps'
-    segments, and removes them again once the save failed, so the replay folder holds exactly what the snapshot on
+    """snapshot.pt cannot be written after frame 200 (disk full: ENOSPC, or torch's RuntimeError raised over it, as
+    a full tmpfs gives): every later attempt writes the new steps' segments, and removes them again once the save
+    failed, so the replay folder holds exactly what the snapshot on
     disk names (issue 32, scenario 3); the run goes on to its end."""
     real_save, calls = torch.save, []
 
@@ -176,7 +177,12 @@ def test_a_failed_save_prunes_against_the_snapshot_on_disk(tmp_path, monkeypatch
         calls.append(obj["counters"]["frame"])
         if len(calls) > 1:
             f.write(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:  # as torch.save on a full tmpfs: its zip writer's clean-up fails over the ENOSPC
+                if len(calls) % 2:
+                    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+                raise
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(snapshots.torch, "save", full)

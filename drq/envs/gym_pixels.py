@@ -24,9 +24,11 @@ What it takes from the env, and what it does with it:
   from that state; ``truncated`` (a time limit, ``TimeLimit``'s or the env's own) gives ``discount = 1.0, last =
   True``: it bootstraps. Either ends the agent step at that frame, with the rewards up to it (fewer than
   ``action_repeat`` frames). The trainer's ``max_episode_frames`` is a truncation too (:func:`episode_over`).
-- **Seeds**: ``reset(seed=s)`` is ``env.reset(seed=s)`` (evaluation episodes); ``reset()`` seeds the ``k``-th such
-  episode with :func:`episode_seed` ``(seed, k)``, so the training stream is a function of the run's seed and the
-  episode count only, whatever the env draws from ``self.np_random`` while it steps (a resume replays it exactly).
+- **Seeds**: ``reset(seed=s)`` is ``env.reset(seed=s)``: the trainer seeds every episode, training episode ``k`` from
+  ``(seed, k)`` and evaluation episode ``j`` at frame ``F`` from ``(seed, F, j)`` (:mod:`drq.run.seeds`), so a resume or
+  a restarted worker replays it exactly, whatever the env draws from ``self.np_random`` while it steps. ``reset()``
+  without a seed is gymnasium's convention, as the DMC env's: the first one seeds with ``seed``, later ones go on with
+  the env's own stream.
 - **Videos**: :meth:`render` ``(size)`` is the env's own view at ``size``: for a MuJoCo env a second renderer of the
   same model and camera at that size (the agent's pictures are untouched), for other envs ``env.render()`` (or the
   observation's image) resized.
@@ -54,12 +56,6 @@ WHY_CONTINUOUS = ("DrQ-v2 and SAC need a bounded continuous action, a Box of sha
 
 class GymEnvError(ValueError):
     """The environment cannot be trained on from pixels as configured; ``str(error)`` is one line naming why."""
-
-
-def episode_seed(seed: int, episode: int) -> int:
-    """The env seed of the ``episode``-th unseeded reset (0-based) of an env built with ``seed``: 32 bits of
-    ``numpy.random.SeedSequence((seed, episode))``."""
-    return int(np.random.SeedSequence((int(seed), int(episode))).generate_state(1)[0])
 
 
 # --------------------------------------------------------------------------------------------- what the spaces allow
@@ -153,7 +149,7 @@ class GymPixelEnv:
     env_id: a registered id or ``module.path:Name`` (:mod:`drq.envs.gym_ids`); kwargs: keyword arguments for
     ``gymnasium.make`` or the class (``camera_name``, ``default_camera_config``, ...); pixels: ``'render'`` |
     ``'observation'`` | a Dict key; frame_stack: k; action_repeat: frames per agent step; seed: the training stream's
-    seed (:func:`episode_seed`); size: H = W of the agent's frames in pixels.
+    seed (the first unseeded reset's); size: H = W of the agent's frames in pixels.
     """
 
     def __init__(self, env_id: str, kwargs: Mapping[str, Any] | None = None, pixels: str = "render",
@@ -174,6 +170,8 @@ class GymPixelEnv:
         self._env = self._make(dict(kwargs or {}))
         try:
             self._check_spaces()
+            if self._mujoco:
+                _pin_free_camera(self._env.unwrapped.mujoco_renderer, self._env.unwrapped.model)
         except BaseException:
             self._env.close()
             raise
@@ -187,7 +185,7 @@ class GymPixelEnv:
         self.observation_shape: tuple[int, int, int] = (3 * self.frame_stack, self.size, self.size)
         self._frames = FrameStack(self.frame_stack)
         self._picture: np.ndarray | None = None  # the last picture (H, W, 3) uint8 the frame was made from
-        self._resets = 0  # unseeded resets so far (the training stream)
+        self._seeded = False  # whether the env's own stream was seeded (the first reset seeds it)
         self._pending_action: np.ndarray | None = None
         self._needs_reset = True
 
@@ -243,6 +241,8 @@ class GymPixelEnv:
         one."""
         if self.pixels == "render":
             try:
+                if self._mujoco:
+                    _make_current(self._env.unwrapped.mujoco_renderer)
                 picture = self._env.render()
             except Exception as error:  # noqa: BLE001 -- DependencyNotInstalled (pygame), GL errors: one line
                 raise self._fail(f"env.render() failed: {type(error).__name__}: {gym_ids._first_line(error)}"
@@ -304,6 +304,7 @@ class GymPixelEnv:
             renderer = MujocoRenderer(model, env.data, own.default_cam_config if camera is None else None, size, size,
                                       own.max_geom, camera_id=camera_id, visual_options=own._vopt)  # fmt: skip
             self._renderers[(size, camera)] = renderer
+        _make_current(renderer)
         picture = renderer.render("rgb_array")
         self._exit_close_after_first_render()
         return picture
@@ -325,14 +326,14 @@ class GymPixelEnv:
 
     # ------------------------------------------------------------------------------------------ episodes
     def reset(self, seed: int | None = None) -> TimeStep:
-        """Start an episode: ``env.reset(seed=seed)``; ``None``: the next seed of the training stream
-        (:func:`episode_seed` ``(self.seed, k)`` for the ``k``-th unseeded reset). The first frame fills all k
-        slots of the stack."""
+        """Start an episode: ``env.reset(seed=seed)``; ``None``: the env's own stream goes on (the first reset
+        seeds it with the env's ``seed``). The first frame fills all k slots of the stack."""
         from drq.envs.pixels import _seed
 
-        if seed is None:
-            seed, self._resets = episode_seed(self.seed, self._resets), self._resets + 1
-        observation, _ = self._env.reset(seed=_seed(seed))
+        if seed is None and not self._seeded:
+            seed = self.seed
+        observation, _ = self._env.reset(seed=None if seed is None else _seed(seed))
+        self._seeded = True
         stacked = self._frames.reset(self._take_picture(observation))
         self._pending_action, self._needs_reset = None, False
         return TimeStep(observation=stacked, action=np.zeros(self.action_shape, np.float32), reward=0.0,
@@ -401,6 +402,31 @@ class GymPixelEnv:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _make_current(renderer: Any) -> None:
+    """Make ``renderer``'s GL context current before it renders. gymnasium does so only when one renderer holds two
+    viewers; with two renderers in one process (an env's own and its video renderer, or a train and an eval env in
+    the trainer's process) a render would otherwise draw with the other one's context (measured: pixels off by up to
+    255 on Reacher-v5 and HalfCheetah-v5 in the same state). Cheap when it is current already."""
+    renderer._get_viewer("rgb_array").make_context_current()
+
+
+def _pin_free_camera(renderer: Any, model: Any) -> None:
+    """Make a gymnasium MuJoCo env's free camera a function of its model only.
+
+    gymnasium points the free camera (the default view of most of its MuJoCo envs) at the median of the geoms'
+    positions *at the first render*, so the camera depends on the state the env happens to be in then: a fresh worker
+    (a resume, a restart, another eval worker) that first renders at episode k sees the scene from another place than
+    one that first rendered at episode 0 (InvertedPendulum-v5: up to 43 levels of difference in the same state). Here
+    the look-at point is taken once from the model's default state (``qpos0``) and given to every view of this env
+    (its own renderer and the video renderers) through ``default_cam_config``; a ``lookat`` of the user's wins."""
+    import mujoco
+
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    lookat = np.median(data.geom_xpos, axis=0) if model.ngeom else np.zeros(3)
+    renderer.default_cam_config = {"lookat": lookat, **(renderer.default_cam_config or {})}
 
 
 def _resized(picture: np.ndarray, size: int) -> np.ndarray:

@@ -62,13 +62,28 @@ def save(path: str | Path, state: dict[str, Any]) -> bool:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
         return True
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
+        cause = _os_error_in(error)
+        if cause is None:  # not a file system failure: a bug, let it be seen
+            raise
         try:
             tmp.unlink()
         except OSError:
             pass
-        warn_not_written(path, error)
+        warn_not_written(path, cause)
         return False
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind ``error``: itself, or the one it was raised while handling. torch.save on a full disk raises
+    ENOSPC inside its zip writer, whose clean-up then fails with a RuntimeError ('unexpected pos ...') that replaces
+    it (seen on a full tmpfs: the snapshot test's traceback)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def warn_not_written(path: Path, error: OSError) -> None:
