@@ -143,3 +143,38 @@ def test_train_py_trains_the_example_from_the_readme_command(tmp_path):
     evals = rows(run_dir / "eval.csv")
     assert [int(r["frame"]) for r in evals] == [0, 400, 800] and all(float(r["episode_reward"]) < 0 for r in evals)
     assert (run_dir / "videos" / "eval_800.mp4").is_file() and (run_dir / "snapshot.pt").is_file()
+
+
+def test_a_loaded_policy_acts_on_a_gymnasium_envs_pictures_as_the_agent_did(pendulum):
+    """drq.load_policy given the raw pictures of a Gymnasium env rendered at 90 px (so the env and the policy both
+    resize them to the run's 48 px, drq.envs.frames) stacks exactly the observations the env gave the agent (bit for
+    bit: another interpolation fails here) and acts as the trained agent (fp32) did on them, episode after episode
+    (the policy's frame stack restarted by reset())."""
+    import drq
+    from drq.config import schema as config_schema
+    from drq.envs.gym_pixels import GymPixelEnv
+    from drq.run import snapshot as snapshots
+    from drq.run.build import make_agent_from_config
+
+    whole_dir = pendulum[0]
+    state = snapshots.load(whole_dir)
+    cfg = config_schema.from_saved(state["config"])
+    env = GymPixelEnv("InvertedPendulum-v5", kwargs={"width": 90, "height": 90}, frame_stack=cfg.frame_stack,
+                      action_repeat=cfg.action_repeat, seed=cfg.seed, size=cfg.image_size)  # fmt: skip
+    agent = make_agent_from_config(cfg, env.observation_shape, env.action_shape, "cpu", "fp32")
+    agent.load_state_dict(state["agent"])
+    policy = drq.load_policy(whole_dir)
+    ours, theirs = [], []
+    for seed in (11, 12, 13):
+        ts, _ = env.reset(seed=seed), policy.reset()
+        for _ in range(30):
+            assert env._picture.shape == (90, 90, 3)  # the raw picture, before the env's resize
+            ours.append(policy.act(env._picture))
+            assert np.array_equal(policy._stacks[0].observation(), ts.observation)  # the frames the agent saw
+            theirs.append(agent.act(ts.observation, int(state["counters"]["step"]), eval_mode=True))
+            ts = env.step(theirs[-1])
+            if ts.last:
+                break
+    env.close()
+    ours, theirs = np.stack(ours), np.stack(theirs) * 3.0  # the policy gives the env's bounds, [-3, 3]
+    assert len(ours) >= 6 and np.abs(ours - theirs).max() <= 1e-5
