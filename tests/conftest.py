@@ -131,6 +131,36 @@ def debug_run(tmp_path_factory) -> FinishedRun:
     return FinishedRun(trainer.run(cfg, run_dir, say=lambda s: None), run_dir, cfg)
 
 
+class SnapshotCrash(Exception):
+    """Stands for SIGKILL right after a periodic snapshot (:func:`crash_after_snapshot`)."""
+
+
+def crash_after_snapshot(frame: int) -> Any:
+    """A context manager in which a trainer's first snapshot at ``frame`` frames or later is written whole, then
+    :class:`SnapshotCrash` is raised: the run dir is left as a kill -9 right after that snapshot would leave it."""
+    import contextlib
+
+    from drq.run import snapshot
+
+    @contextlib.contextmanager
+    def crashing() -> Any:
+        real_save = snapshot.save
+
+        def save_then_crash(path: Any, state: dict) -> bool:
+            ok = real_save(path, state)
+            if state["counters"]["frame"] >= frame:
+                raise SnapshotCrash
+            return ok
+
+        snapshot.save = save_then_crash
+        try:
+            yield
+        finally:
+            snapshot.save = real_save
+
+    return crashing()
+
+
 def run_module_as_main(module: str, *args: str) -> tuple[int, str, str]:
     """``python -m module args`` inside this process (``runpy``, as ``-m`` runs it): (exit code, stdout, stderr).
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_same_state, compose_debug
+from conftest import SnapshotCrash, assert_same_state, compose_debug, crash_after_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -32,35 +32,19 @@ def rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-class Crash(Exception):
-    """Stands for SIGKILL right after the snapshot at frame 600."""
-
-
 @pytest.fixture(scope="module")
 def pendulum(tmp_path_factory):
     """(whole run dir, its trainer, resumed run dir, its trainer): eval_workers=2 with videos; the resumed one killed
     after its first snapshot past frame 600 and resumed with eval_workers=1 (one in-process eval env)."""
-    from drq.run import snapshot, trainer
+    from drq.run import trainer
 
     root = tmp_path_factory.mktemp("pendulum")
     whole = trainer.run(compose_debug(*PENDULUM, "eval_workers=2", "save_video=true", base=("preset=debug",)),
                         root / "whole", say=lambda s: None)  # fmt: skip
-    real_save = snapshot.save
-
-    def save_then_crash(path, state):
-        ok = real_save(path, state)
-        if state["counters"]["frame"] >= 600:
-            raise Crash
-        return ok
-
     split = root / "split"
-    snapshot.save = save_then_crash
-    try:
-        with pytest.raises(Crash):
-            trainer.run(compose_debug(*PENDULUM, "eval_workers=2", "save_video=false", base=("preset=debug",)), split,
-                        say=lambda s: None)  # fmt: skip
-    finally:
-        snapshot.save = real_save
+    with crash_after_snapshot(600), pytest.raises(SnapshotCrash):
+        trainer.run(compose_debug(*PENDULUM, "eval_workers=2", "save_video=false", base=("preset=debug",)), split,
+                    say=lambda s: None)  # fmt: skip
     said = []
     resumed = trainer.run(compose_debug(*PENDULUM, "eval_workers=1", "save_video=false", base=("preset=debug",)),
                           split, say=said.append)  # fmt: skip

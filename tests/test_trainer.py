@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DEBUG_RUN_OVERRIDES, assert_same_state, compose_debug, flat_state
+from conftest import (DEBUG_RUN_OVERRIDES, SnapshotCrash, assert_same_state, compose_debug, crash_after_snapshot,
+                      flat_state)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -200,17 +201,12 @@ def test_sac_end_to_end_in_process(tmp_path, monkeypatch, capsys):
 
 
 # ------------------------------------------------------------------------------------------------- resume
-class Crash(Exception):
-    """Stands for SIGKILL right after a periodic snapshot."""
-
-
 # 1-env: the training env and the one evaluation env in this process; 2-workers: the training env in its worker, three
 # evaluation episodes on two eval workers (the shared run's config)
 @pytest.mark.parametrize("eval_overrides", [("async_env=false",),
                                             ("async_env=true", "num_eval_episodes=3", "eval_workers=2")],
                          ids=["1-env", "2-workers"])  # fmt: skip
-def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval_overrides, request):
-    from drq.run import snapshot
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, eval_overrides, request):
     from drq.run import trainer
 
     cfg = compose("agent=drqv2", "save_video=false", *SHORT, *eval_overrides)
@@ -222,19 +218,9 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, monkeypatch, eval
         whole = trainer.run(cfg, whole_dir, say=lambda s: None)
     assert ("eval_workers=2" in eval_overrides) == (whole_dir != tmp_path / "whole"), "2-workers reads the shared run"
 
-    real_save = snapshot.save
-
-    def save_then_crash(path, state):
-        ok = real_save(path, state)
-        if state["counters"]["frame"] >= 600:
-            raise Crash
-        return ok
-
-    monkeypatch.setattr(snapshot, "save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_snapshot(600), pytest.raises(SnapshotCrash):
         trainer.run(cfg, tmp_path / "split", say=lambda s: None)
     assert len(rows(tmp_path / "split" / "eval.csv")) == 1  # frame 0; the eval at 600 comes after the snapshot
-    monkeypatch.setattr(snapshot, "save", real_save)
     said = []
     resumed = trainer.run(cfg, tmp_path / "split", say=said.append)
     assert any("resumed from" in s and "frame 600" in s for s in said)

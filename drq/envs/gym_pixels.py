@@ -46,10 +46,10 @@ import numpy as np
 
 from drq.envs import gym_ids
 from drq.envs.frames import FrameStack, picture_problem, to_frame
+from drq.envs.split_step import SplitStepEnv
 from drq.envs.timestep import TimeStep
 
 PIXEL_SOURCES = ("render", "observation")  # or the name of a key of a Dict observation
-_ACTION_TOLERANCE = 1e-5  # as drq.envs.pixels: float rounding past [-1, 1] is clipped, more is an error
 WHY_CONTINUOUS = ("DrQ-v2 and SAC need a bounded continuous action, a Box of shape (A,) with finite low < high (their "
                   "tanh policy acts in [-1, 1], mapped onto [low, high])")
 
@@ -143,7 +143,7 @@ def _accepts(creator: Any, name: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------- the env
-class GymPixelEnv:
+class GymPixelEnv(SplitStepEnv):
     """A Gymnasium env seen through pixels (see the module docstring); the :class:`drq.interfaces.Env` interface.
 
     env_id: a registered id or ``module.path:Name`` (:mod:`drq.envs.gym_ids`); kwargs: keyword arguments for
@@ -175,19 +175,12 @@ class GymPixelEnv:
         except BaseException:
             self._env.close()
             raise
-        space = self._env.action_space
-        self._action_dtype = space.dtype
-        # the env's own action bounds, float64 (A,): the agent acts in [-1, 1], mapped onto them in _env_action
-        self.action_low = np.asarray(space.low, dtype=np.float64).reshape(space.shape)
-        self.action_high = np.asarray(space.high, dtype=np.float64).reshape(space.shape)
-        self._half_span = 0.5 * (self.action_high - self.action_low)
-        self.action_shape: tuple[int, ...] = tuple(space.shape)
+        space = self._env.action_space  # the env's own bounds: the agent's [-1, 1] is mapped onto them
+        self._set_action_space(space.low, space.high, space.shape, space.dtype)
         self.observation_shape: tuple[int, int, int] = (3 * self.frame_stack, self.size, self.size)
         self._frames = FrameStack(self.frame_stack)
         self._picture: np.ndarray | None = None  # the last picture (H, W, 3) uint8 the frame was made from
         self._seeded = False  # whether the env's own stream was seeded (the first reset seeds it)
-        self._pending_action: np.ndarray | None = None
-        self._needs_reset = True
 
     # ------------------------------------------------------------------------------------------ building
     def _fail(self, words: str) -> GymEnvError:
@@ -339,36 +332,9 @@ class GymPixelEnv:
         return TimeStep(observation=stacked, action=np.zeros(self.action_shape, np.float32), reward=0.0,
                         discount=1.0, first=True, last=False)  # fmt: skip
 
-    def _checked_action(self, action: Any) -> np.ndarray:
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != self.action_shape:
-            raise ValueError(f"action must have shape {self.action_shape} for {self.task_name}, got {action.shape}")
-        largest = float(np.abs(action).max())
-        if not largest <= 1.0 + _ACTION_TOLERANCE:  # also NaN
-            raise ValueError(f"action must be finite and in [-1, 1], got {action}")
-        return action if largest <= 1.0 else np.minimum(np.maximum(action, -1.0), 1.0)  # (np.clip: 4x slower here)
-
-    def _env_action(self, action: np.ndarray) -> np.ndarray:
-        """[-1, 1] -> [action_low, action_high]: ``low + (a + 1) (high - low) / 2`` in float64, kept inside the bounds
-        against rounding, cast to the Box's dtype."""
-        scaled = self.action_low + (action.astype(np.float64) + 1.0) * self._half_span
-        return np.minimum(np.maximum(scaled, self.action_low), self.action_high).astype(self._action_dtype)
-
-    def step_async(self, action: np.ndarray) -> None:
-        """Check and store ``action`` (float32 (A,) in [-1, 1]); :meth:`step_wait` runs it."""
-        if self._needs_reset:
-            raise RuntimeError("the episode has ended (or never started): call reset() before step()")
-        if self._pending_action is not None:
-            raise RuntimeError("step_async() called twice without step_wait()")
-        self._pending_action = self._checked_action(action)
-
-    def step_wait(self) -> TimeStep:
-        """Run the stored action for ``action_repeat`` frames, or until the episode terminates or is truncated; then
-        take one picture. Terminated: discount 0.0; truncated: discount 1.0; both ``last``."""
-        if self._pending_action is None:
-            raise RuntimeError("step_wait() called without step_async()")
-        action, self._pending_action = self._pending_action, None
-        env_action = self._env_action(action)
+    def _run(self, action: np.ndarray, env_action: np.ndarray) -> TimeStep:
+        """``env_action`` for ``action_repeat`` frames, or until the episode terminates or is truncated; then one
+        picture. Terminated: discount 0.0; truncated: discount 1.0; both ``last``."""
         reward, discount, last = 0.0, 1.0, False
         for _ in range(self.action_repeat):
             observation, frame_reward, terminated, truncated, _ = self._env.step(env_action)
@@ -379,11 +345,6 @@ class GymPixelEnv:
         self._needs_reset = last
         stacked = self._frames.push(self._take_picture(observation))
         return TimeStep(observation=stacked, action=action, reward=reward, discount=discount, first=False, last=last)
-
-    def step(self, action: np.ndarray) -> TimeStep:
-        """One agent step: ``step_async(action)`` then ``step_wait()``."""
-        self.step_async(action)
-        return self.step_wait()
 
     def close(self) -> None:
         """Close the video renderers and the env (its GL contexts); safe to call twice."""
@@ -396,12 +357,6 @@ class GymPixelEnv:
         env, self._env = getattr(self, "_env", None), None
         if env is not None:
             env.close()
-
-    def __enter__(self) -> "GymPixelEnv":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _make_current(renderer: Any) -> None:

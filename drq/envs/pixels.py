@@ -20,10 +20,10 @@ from drq.envs import FAST_RENDER_CHOICES
 from drq.envs import rendering
 from drq.envs import tasks
 from drq.envs.frames import FrameStack
+from drq.envs.split_step import SplitStepEnv
 from drq.envs.timestep import TimeStep, episode_over  # noqa: F401 -- re-exported: the names users import from here
 
 FastRender = Union[bool, str, None]
-_ACTION_TOLERANCE = 1e-5  # actions may exceed [-1, 1] by float rounding; they are clipped, larger excess is an error
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -50,7 +50,7 @@ def _fast_render_mode(value: FastRender) -> str | None:
     raise ValueError(f"fast_render must be one of {FAST_RENDER_CHOICES}, got {value!r}")
 
 
-class PixelEnv:
+class PixelEnv(SplitStepEnv):
     """A dm_control task seen through one camera (``make_env`` is this class: the name drqv2 users know).
 
     task: a name from :mod:`drq.envs.tasks`; frame_stack: k, frames per observation; action_repeat: frames per agent
@@ -79,21 +79,14 @@ class PixelEnv:
         self.backend = rendering.setup_rendering()
         self._env = self._load()
 
-        spec = self._env.action_spec()
-        self._action_dtype = spec.dtype
-        # the task's own action bounds, float64 (A,): the agent acts in [-1, 1], mapped onto them in _env_action
-        self.action_low = np.broadcast_to(spec.minimum, spec.shape).astype(np.float64)
-        self.action_high = np.broadcast_to(spec.maximum, spec.shape).astype(np.float64)
-        self._rescale = not (np.all(self.action_low == -1.0) and np.all(self.action_high == 1.0))
-        self.action_shape: tuple[int, ...] = tuple(spec.shape)
+        spec = self._env.action_spec()  # the task's own bounds: the agent's [-1, 1] is mapped onto them
+        self._set_action_space(spec.minimum, spec.maximum, spec.shape, spec.dtype)
         self.observation_shape: tuple[int, int, int] = (3 * self.frame_stack, self.size, self.size)
         # Shadows are turned off per render (a scene flag: no shadow-map pass); MSAA in the model before the first
         # render, because MuJoCo sizes the multisampled framebuffer when it creates the rendering context.
         self._render_flags = {"shadow": False} if self.fast_render == "no_shadows" else None
 
         self._frames = FrameStack(self.frame_stack)
-        self._pending_action: np.ndarray | None = None
-        self._needs_reset = True
 
     def _load(self) -> Any:
         if self.domain == tasks.MANIPULATION_DOMAIN:
@@ -153,35 +146,8 @@ class PixelEnv:
             last=False,
         )
 
-    def _checked_action(self, action: Any) -> np.ndarray:
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != self.action_shape:
-            raise ValueError(f"action must have shape {self.action_shape} for {self.task_name}, got {action.shape}")
-        if not np.all(np.isfinite(action)) or np.any(np.abs(action) > 1.0 + _ACTION_TOLERANCE):
-            raise ValueError(f"action must be finite and in [-1, 1], got {action}")
-        return np.clip(action, -1.0, 1.0)
-
-    def _env_action(self, action: np.ndarray) -> np.ndarray:
-        """Map [-1, 1] to the task's action bounds (identity for every suite task but quadruped)."""
-        if not self._rescale:
-            return action.astype(self._action_dtype)
-        scaled = self.action_low + (action.astype(np.float64) + 1.0) * 0.5 * (self.action_high - self.action_low)
-        return scaled.astype(self._action_dtype)
-
-    def step_async(self, action: np.ndarray) -> None:
-        """Check and store ``action`` (float32 (A,) in [-1, 1]); :meth:`step_wait` runs it."""
-        if self._needs_reset:
-            raise RuntimeError("the episode has ended (or never started): call reset() before step()")
-        if self._pending_action is not None:
-            raise RuntimeError("step_async() called twice without step_wait()")
-        self._pending_action = self._checked_action(action)
-
-    def step_wait(self) -> TimeStep:
-        """Run the stored action for ``action_repeat`` frames (fewer if the episode ends), then render once."""
-        if self._pending_action is None:
-            raise RuntimeError("step_wait() called without step_async()")
-        action, self._pending_action = self._pending_action, None
-        env_action = self._env_action(action)
+    def _run(self, action: np.ndarray, env_action: np.ndarray) -> TimeStep:
+        """``env_action`` for ``action_repeat`` frames (fewer if the episode ends), then one render."""
         reward, discount, last = 0.0, 1.0, False
         for _ in range(self.action_repeat):
             dm_step = self._env.step(env_action)
@@ -196,22 +162,11 @@ class PixelEnv:
             observation=observation, action=action, reward=reward, discount=discount, first=False, last=last
         )
 
-    def step(self, action: np.ndarray) -> TimeStep:
-        """One agent step: ``step_async(action)`` then ``step_wait()``."""
-        self.step_async(action)
-        return self.step_wait()
-
     def close(self) -> None:
         """Free the dm_control environment (and its rendering contexts)."""
         close = getattr(self._env, "close", None)
         if close is not None:
             close()
-
-    def __enter__(self) -> "PixelEnv":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 make_env = PixelEnv  # the factory name drqv2 users know: make_env(task, frame_stack=3, action_repeat=2, ...)
