@@ -248,6 +248,9 @@ def test_time_limits_and_records_come_from_the_registry():
                                                                            "task=gym"),
     (["task=gym", "gym.id=InvertedPendulum-v5", "gym.kwargs.camera_name=track"],
      "gym.kwargs.camera_name=track: add a keyword argument with a '+': +gym.kwargs.camera_name=track"),
+    (["task=gym", "gym.id=Reacher-v5", "gym.kwargs={camera_id:-1,frame_skip:4}"],  # hydra: "Could not override"
+     "gym.kwargs={camera_id:-1,frame_skip:4}: hydra adds keyword arguments only with a '+': "
+     "'+gym.kwargs={camera_id:-1,frame_skip:4}'"),
     (["task=gym", "gym.id=InvertedPendulm-v5"], "gym.id=InvertedPendulm-v5: null, a Gymnasium id or "
                                                 "module.path:ClassName; not a registered Gymnasium id; closest "
                                                 "registered ids: InvertedPendulum-v5"),
@@ -260,6 +263,9 @@ def test_bad_gym_configs_are_one_line(overrides, line):
 
 
 def test_task_gym_names_the_run_after_the_env_and_passes_kwargs():
+    several = schema.load(compose_debug("task=gym", "gym.id=Reacher-v5", "+gym.kwargs={camera_id:-1,frame_skip:4}",
+                                        base=("preset=debug",)))  # fmt: skip
+    assert several.gym.kwargs == {"camera_id": -1, "frame_skip": 4}  # the form the lines above suggest
     cfg = schema.load(compose_debug("task=gym", "gym.id=InvertedPendulum-v5", "+gym.kwargs.camera_id=-1",
                                     base=("preset=debug",)))  # fmt: skip
     assert (cfg.task_name, cfg.gym.kwargs, cfg.fast_render) == ("InvertedPendulum-v5", {"camera_id": -1}, False)

@@ -102,11 +102,15 @@ def _name_lines(overrides: list[Any]) -> list[str]:
     known = sorted({k for agent in agents for k in schema.keys(agent)})
     for o in changes:
         key, value = o.key_or_group, o.input_line.partition("=")[2]
+        if key == "gym.kwargs" and value.startswith("{") and value != "{}":  # new keys in a mapping: only with '+'
+            lines.append(f"gym.kwargs={value}: hydra adds keyword arguments only with a '+': '+gym.kwargs={value}' "
+                         "(or one at a time: +gym.kwargs.NAME=VALUE)")
+            continue
         if key in known or key in GROUPS or key == "protocol":
             continue
         if key.startswith("gym.kwargs."):  # a new key inside a mapping: hydra adds it only with '+'
             lines.append(f"{key}={value}: add a keyword argument with a '+': +{key}={value} (or "
-                         f"'gym.kwargs={{{key.split('.', 2)[2]}:{value}}}')")
+                         f"'+gym.kwargs={{{key.split('.', 2)[2]}:{value}}}')")
             continue
         owners, hint = [a for a in schema.AGENT_NAMES if key in schema.keys(a)], closest(key, known)
         lines.append(f"{key}={value}: not a key of agent={'/'.join(agents)} (a key of agent={'/'.join(owners)}; "

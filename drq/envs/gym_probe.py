@@ -43,7 +43,7 @@ def camera_warning(env_id: str, frames: Sequence[np.ndarray], kwargs: Mapping[st
     return (f"gym.id={env_id}: only {100 * fraction:.1f}% of the pixels show anything but the background in its "
             f"first {len(frames)} pictures at {side}x{side}: the camera may see (almost) nothing"
             + (f" with {given}" if given else "") + "; try another view: +gym.kwargs.camera_name=NAME, "
-            "+gym.kwargs.camera_id=N or 'gym.kwargs={default_camera_config:{distance:2.0,elevation:-20}}' (gymnasium "
+            "+gym.kwargs.camera_id=N or '+gym.kwargs={default_camera_config:{distance:2.0,elevation:-20}}' (gymnasium "
             "MuJoCo envs; docs/gymnasium.md#cameras)")
 
 
