@@ -167,7 +167,8 @@ def train_overrides(args: argparse.Namespace) -> tuple[list[str], dict, dict[str
     """The overrides this bench gives ``train.py`` (without ``hydra.run.dir``), the config they compose, and
     ``{key: [asked, used]}`` for this bench's own frame counts (COMMON, PER_AGENT) rounded up to the action repeat in
     force (a user's ``action_repeat=``; they are multiples of the bench's own 2 and 8). The user's overrides come last
-    and win; their values are never rounded."""
+    and win (a key this bench sets is left out when the user gives it: hydra refuses a ``+key`` given twice, as in
+    ``'+gym.kwargs={...}'``); their values are never rounded."""
     gym = is_gym_task(args.task)
     task = ["task=gym", f"gym.id={args.task}"] if gym else [f"task={args.task}"]
     head = [*task, f"agent={args.agent}", f"precision={args.precision}", f"seed={args.seed}"]
@@ -176,6 +177,7 @@ def train_overrides(args: argparse.Namespace) -> tuple[list[str], dict, dict[str
     for key in DMC_ONLY if gym else ():
         ours.pop(key)
     user = {o.split("=", 1)[0].lstrip("+") for o in args.overrides}
+    ours = {k: v for k, v in ours.items() if k.lstrip("+") not in user}  # the user's own value replaces ours
     repeat = int(compose(head + [f"{k}={v}" for k, v in ours.items()] + args.overrides)["action_repeat"])
     frames = {k: int(v) for k, v in ours.items() if k in FRAME_COUNTS and k not in user}
     counts, rounded = round_up(frames, repeat)
