@@ -87,7 +87,7 @@ GYM_TASKS: dict[str, dict] = {
     # far above random, and the untrained agent's near-zero mean action scores about -9: the target asks for reaching
     # (-5; a fingertip held on the target scores about -4 with what it costs to get there). gymnasium's default camera
     # shows the arena a third of the picture wide, its target a pixel; looking straight down from 0.7 m fills the
-    # picture with it (DMC's reacher view).
+    # picture with it (DMC's reacher view). docs/gymnasium.md's run drew the target larger too (xml_file, its Cameras).
     "Reacher-v5": {"target": -5.0, "overrides": [
         "eval_every_frames=4000", "num_eval_episodes=10",
         "+gym.kwargs={default_camera_config:{distance:0.7,elevation:-90.0,azimuth:90.0,lookat:[0.0,0.0,0.0]}}"]},
