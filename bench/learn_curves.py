@@ -11,16 +11,14 @@ JSON line: the figure's path and each run's task, frames, minutes and final retu
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-def read_curve(eval_csv: Path) -> tuple[list[int], list[float]]:
-    """(frames, mean evaluation returns) of one run's ``eval.csv``."""
-    with eval_csv.open() as f:
-        rows = list(csv.DictReader(f))
-    return [int(float(r["frame"])) for r in rows], [float(r["episode_reward"]) for r in rows]
+from drq.analysis.report import read_eval_csv  # noqa: E402  (last rows win where a resume evaluated a frame again)
 
 
 def main() -> None:
@@ -36,7 +34,7 @@ def main() -> None:
     results = [json.loads(path.read_text().strip().splitlines()[-1]) for path in args.results]
     fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 3.6), squeeze=False)
     for ax, result in zip(axes[0], results):
-        frames, returns = read_curve(Path(result["run_dir"]) / "eval.csv")
+        frames, returns = read_eval_csv(Path(result["run_dir"]) / "eval.csv")
         label = f"{result['agent']} ({result['precision_resolved']}, seed {result['seed']})"
         ax.plot(frames, returns, marker="o", ms=3, label=label)
         for value, style, label in ((result["target"], "--", "target"),

@@ -68,15 +68,20 @@ class PolicyNetwork(nn.Module):
         self.rescale = not (np.all(low == -1.0) and np.all(high == 1.0))
         device = next(encoder.parameters()).device
         self.register_buffer("action_low", torch.as_tensor(low, dtype=torch.float32, device=device))
+        self.register_buffer("action_high", torch.as_tensor(high, dtype=torch.float32, device=device))
         self.register_buffer("half_range", torch.as_tensor(0.5 * (high - low), dtype=torch.float32, device=device))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.to_env(self.actor.mean_action(self.encoder(obs)))
 
     def to_env(self, action: torch.Tensor) -> torch.Tensor:
-        """``[-1, 1]`` -> ``[low, high]``: ``low + (a + 1) * (high - low) / 2``, the env's mapping (identity for
-        [-1, 1] bounds, also bit for bit)."""
-        return self.action_low + (action + 1.0) * self.half_range if self.rescale else action
+        """``[-1, 1]`` -> ``[low, high]``: ``low + (a + 1) * (high - low) / 2`` clamped to the bounds, the env's mapping
+        (:meth:`drq.envs.split_step.SplitStepEnv._env_action`; identity for [-1, 1] bounds, also bit for bit). The
+        clamp keeps a saturated action inside the bounds, which float32 rounding could otherwise cross."""
+        if not self.rescale:
+            return action
+        scaled = self.action_low + (action + 1.0) * self.half_range
+        return torch.minimum(torch.maximum(scaled, self.action_low), self.action_high)
 
 
 class Policy:

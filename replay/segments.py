@@ -72,7 +72,8 @@ def _digest(first: int, crcs: dict[str, int]) -> int:
     return zlib.crc32(np.array([first, *(crcs[field] for field in FIELDS)], dtype=np.int64).tobytes())
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make the renames in ``directory`` durable. Raises OSError (a failed save: a rename may not survive a crash)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -131,7 +132,7 @@ class ReplayFiles:
             crcs = known if known["from"] == held_start else _crcs(replay.export_range(held_start, stop))
             entries.append((held_start, stop, crcs, known["name"]))
         if wrote:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "config": replay.state_dict_config(),
@@ -171,10 +172,14 @@ class ReplayFiles:
         keep = set(keep)
         if not self.directory.is_dir():
             return
-        for path in sorted(self.directory.iterdir()):
-            if (SEGMENT_NAME.fullmatch(path.name) and path.name not in keep) or ".tmp" in path.name:
-                path.unlink(missing_ok=True)
-                self._written = {cell: known for cell, known in self._written.items() if known["name"] != path.name}
+        deleted = set()
+        try:
+            for path in sorted(self.directory.iterdir()):
+                if (SEGMENT_NAME.fullmatch(path.name) and path.name not in keep) or ".tmp" in path.name:
+                    path.unlink(missing_ok=True)
+                    deleted.add(path.name)
+        finally:  # what was deleted is forgotten, also when a later file could not be
+            self._written = {cell: known for cell, known in self._written.items() if known["name"] not in deleted}
 
     def clean(self, manifest: dict[str, Any] | None, keep: Iterable[str] = ()) -> None:
         """At the start of a session, once its replay was read back from ``manifest`` (a snapshot of this folder;

@@ -36,17 +36,15 @@ class GymIdError(ValueError):
 
 @dataclass(frozen=True)
 class GymSource:
-    """What builds the environment named ``name``.
+    """What builds the environment a ``gym.id`` names.
 
     ``registered``: the Gymnasium id to pass to ``gymnasium.make`` (None for a user entry point); ``creator``: the class
     or function that builds it (a registered id's entry point, loaded); ``entry_point``: ``module:attr`` of the
-    creator, for run.json; ``max_episode_steps``: the registered time limit (gym steps = frames), None if none."""
+    creator, for run.json. (The registered time limit: :func:`time_limit_frames`.)"""
 
-    name: str
     registered: str | None
     creator: Callable[..., Any]
     entry_point: str
-    max_episode_steps: int | None
 
     @property
     def uses_mujoco(self) -> bool:
@@ -143,7 +141,7 @@ def resolve(name: str) -> GymSource:
             if not callable(creator):
                 raise GymIdError(f"gym.id={name}: {attr} in {module_name} is a {type(creator).__name__}, not a "
                                  "class or function that builds an env")
-            return GymSource(name, None, creator, name, None)
+            return GymSource(None, creator, name)
         if name in registry or attr in registry:  # the module registered an id of that name on import
             registered = name if name in registry else attr
         else:
@@ -164,7 +162,7 @@ def resolve(name: str) -> GymSource:
         creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
     except Exception as error:  # noqa: BLE001 -- DependencyNotInstalled, ModuleNotFoundError, ...
         raise _missing_extra(name, _entry_point_text(spec.entry_point), error) from None
-    return GymSource(name, registered, creator, _entry_point_text(spec.entry_point), spec.max_episode_steps)
+    return GymSource(registered, creator, _entry_point_text(spec.entry_point))
 
 
 def problem(name: str) -> str | None:

@@ -197,9 +197,7 @@ class GymPixelEnv(SplitStepEnv):
             if isinstance(camera, Mapping):  # lists from the command line -> arrays (MjvCamera.lookat[:] = value)
                 kwargs["default_camera_config"] = {k: np.asarray(v, dtype=np.float64) if isinstance(v, (list, tuple))
                                                    else v for k, v in camera.items()}  # fmt: skip
-        if self._renders and modes is not None:
-            kwargs["render_mode"] = "rgb_array"
-        elif self._renders and _accepts(source.creator, "render_mode"):
+        if self._renders and (modes is not None or _accepts(source.creator, "render_mode")):
             kwargs["render_mode"] = "rgb_array"
         try:
             if source.registered is not None:
@@ -207,8 +205,6 @@ class GymPixelEnv(SplitStepEnv):
 
                 return gymnasium.make(source.registered, **kwargs)
             env = source.creator(**kwargs)
-        except gym_ids.GymIdError:
-            raise
         except TypeError as error:  # an unknown keyword argument, most often
             raise self._fail(f"building it with {_shown(kwargs)} failed: {gym_ids._first_line(error)} "
                              "(gym.kwargs are passed to it as keyword arguments)") from None
@@ -246,11 +242,12 @@ class GymPixelEnv(SplitStepEnv):
             picture, what = observation, "its observation"
         else:
             picture, what = observation[self.pixels], f"its observation[{self.pixels!r}]"
-        problem = picture_problem(picture, what)
-        if problem:
-            raise self._fail(f"{problem}: pixels must be uint8 (H, W, 3), RGB")
+        try:
+            frame = to_frame(picture, self.size)  # checks the picture (picture_problem) before it touches it
+        except ValueError:
+            raise self._fail(f"{picture_problem(picture, what)}: pixels must be uint8 (H, W, 3), RGB") from None
         self._picture = picture
-        return to_frame(picture, self.size)
+        return frame
 
     def render(self, size: int = 256) -> np.ndarray:
         """The env's own view at ``size``: uint8 (size, size, 3), for videos; the agent's frames are not changed."""

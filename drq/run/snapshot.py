@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from replay.segments import fsync_dir
+
 FORMAT = "drq-snapshot-v1"
 FILENAME = "snapshot.pt"
 
@@ -60,7 +62,7 @@ def save(path: str | Path, state: dict[str, Any]) -> bool:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)  # an OSError here is a failed save (the rename may not survive)
         return True
     except (OSError, RuntimeError) as error:
         cause = _os_error_in(error)
@@ -92,15 +94,6 @@ def warn_not_written(path: Path, error: OSError) -> None:
     kept = "the previous snapshot is kept" if path.exists() else "there is no snapshot yet"
     warnings.warn(f"could not write snapshot {path} ({reason}); {kept} and training goes on", RuntimeWarning,
                   stacklevel=3)  # fmt: skip
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename in ``directory`` durable; an OSError here is a failed save (the rename may not survive)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SnapshotsHere:
